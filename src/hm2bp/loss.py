@@ -1,0 +1,84 @@
+"""HM2-BP losses on output firing counts (spec §3.1, §3.6) and the weight regulariser (§4.1).
+
+They are ordinary differentiable functions: ``loss.backward()`` produces exactly the output error δ of
+the authors' code as dL/d(counts), and the spiking layers carry it down with the HM2-BP rule.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .nn.layers import SpikingConv2d, SpikingLinear
+
+
+def target_counts(labels: Tensor, n_classes: int, desired: float = 35.0, undesired: float = 5.0) -> Tensor:
+    """y: DESIRED_LEVEL for the label neuron, UNDESIRED_LEVEL for the others. Shape ``[B, n_classes]``."""
+    onehot = F.one_hot(labels, n_classes).to(torch.float32)
+    return undesired + (desired - undesired) * onehot
+
+
+def rate_loss(
+    counts: Tensor,
+    labels: Tensor,
+    *,
+    desired: float = 35.0,
+    undesired: float = 5.0,
+    margin: float = 5.0,
+    sample_weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Dead-zone rate loss L = Σ_i ½ β_n (o_i − y_i)² · [|o_i − y_i| > M]  (spec §3.1; paper Eq. 1).
+
+    Its gradient is the authors' output error δ_i = β_n (o_i − y_i) outside the dead zone, 0 inside.
+    (The authors' logged cost is 2·L/β_n: no ½, no boost weight.)
+
+    Args:
+        counts: ``[B, N]`` output firing counts (``spikes.sum(0)``); labels: ``[B]``.
+        sample_weight: ``[B]`` boost weights β_n (spec §4.4), 1 when omitted.
+        reduction: "mean" over the batch (mini-batch mode = mean of per-sample rules), "sum" or "none".
+    """
+    err = counts - target_counts(labels, counts.shape[1], desired, undesired).to(counts.dtype)
+    per_neuron = 0.5 * err.square() * (err.abs() > margin).to(counts.dtype)
+    per_sample = per_neuron.sum(1)
+    if sample_weight is not None:
+        per_sample = per_sample * sample_weight.to(counts.dtype)
+    return _reduce(per_sample, reduction)
+
+
+def softmax_loss(counts: Tensor, labels: Tensor, *, sample_weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy on raw counts (spec §3.6): δ = β_n (softmax(o) − onehot)."""
+    per_sample = F.cross_entropy(counts, labels, reduction="none")
+    if sample_weight is not None:
+        per_sample = per_sample * sample_weight.to(counts.dtype)
+    return _reduce(per_sample, reduction)
+
+
+def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "none":
+        return per_sample
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def weight_regularizer(model: nn.Module, lam: float, beta: float, limit: float = 8.0) -> Tensor:
+    """Soft weight-norm penalty whose gradient is the authors' λ·β·(w/L)·exp(β(S_i − 1)) (spec §4.1).
+
+    R = Σ_layers Σ_i λ·(N_in·L/2)·exp(β(S_i − 1)), S_i = (1/N_in)·Σ_j (w_ij/L)², over each FC neuron's
+    incoming weights and each conv kernel's C·k·k weights. Differentiating R gives the term above.
+    """
+    total: Tensor | None = None
+    for module in model.modules():
+        if isinstance(module, (SpikingLinear, SpikingConv2d)) and module.weight.requires_grad:
+            w = module.weight.reshape(module.weight.shape[0], -1)
+            n_in = w.shape[1]
+            s = (w / limit).square().mean(1)
+            term = lam * (n_in * limit / 2.0) * torch.exp(beta * (s - 1.0)).sum()
+            total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total

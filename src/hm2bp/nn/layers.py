@@ -1,0 +1,209 @@
+"""Spiking layers as ``nn.Module``s. Spike trains are time-major: ``[T, B, N]`` or ``[T, B, C, H, W]``.
+
+Each layer runs the exact LIF forward pass of spec §1 and, under autograd, the HM2-BP backward pass
+of spec §3 (see ``hm2bp.functional.hm2bp`` for how the count error travels between layers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..functional.autograd import (
+    SpikingConv2dFunction,
+    SpikingLinearFunction,
+    SpikingPool2dFunction,
+    conv_drive,
+    linear_drive,
+)
+from ..functional.neuron import simulate_lif
+from ..functional.params import NeuronParams
+
+
+def _uniform_(weight: Tensor, scale: float, generator: torch.Generator | None) -> Tensor:
+    """U(−scale, +scale): what the authors' configs call "Bernoulli" initialisation (spec §4.5)."""
+    with torch.no_grad():
+        return weight.uniform_(-scale, scale, generator=generator)
+
+
+def _check_input(x: Tensor, ndim: int, name: str, last: tuple[int, ...]) -> None:
+    if x.dim() != ndim or tuple(x.shape[2:]) != last:
+        expected = "[T, B, " + ", ".join(str(s) for s in last) + "]"
+        raise ValueError(f"{name}: expected input spikes of shape {expected}, got {list(x.shape)}")
+
+
+class SpikingLinear(nn.Module):
+    """Fully connected spiking layer (spec §1.2 SPIKING), optionally the output layer.
+
+    Args:
+        in_features, out_features: N_in, N_out.
+        v_th: threshold ν (spike test ``v > ν − 1e-6``).
+        lateral_inhibition: w0 of the fixed output lateral inhibition (−w0 between different neurons,
+            spec §1.2), or None for none.
+        output: this is the network's output layer: in the backward pass it applies the silent-label
+            spike insertion (§3.2) and, with lateral inhibition, the lateral factor Λ (§3.4). Needs
+            ``labels`` in ``forward``.
+        effect_ratio: use r = e/o_j in the error sent down (EFFECT_RATIO of the authors; spec §3.3).
+        desired: DESIRED_LEVEL, used by the spike insertion.
+        init_scale: weights start as U(−init_scale, init_scale) (1 for FC layers in the paper).
+        backward_dtype: dtype of the S-PSP contractions in the backward pass.
+
+    Shapes: input ``[T, B, in_features]`` → output spikes ``[T, B, out_features]`` (0/1, float).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        v_th: float,
+        *,
+        tau_m: float = 64.0,
+        tau_s: float = 8.0,
+        t_ref: int = 2,
+        theta_eps: float = 1e-6,
+        lateral_inhibition: float | None = None,
+        output: bool = False,
+        effect_ratio: bool = True,
+        desired: int = 35,
+        init_scale: float = 1.0,
+        backward_dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ConfigError(f"SpikingLinear: sizes must be positive, got {in_features} -> {out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+        self.weight = nn.Parameter(_uniform_(torch.empty(out_features, in_features), init_scale, generator))
+        self.lateral_strength = lateral_inhibition
+        lateral = None
+        if lateral_inhibition is not None:
+            lateral = -float(lateral_inhibition) * (1.0 - torch.eye(out_features))
+        self.register_buffer("lateral_weight", lateral)
+        self.output, self.effect_ratio, self.desired = output, effect_ratio, desired
+        self.backward_dtype = backward_dtype
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        _check_input(x, 3, "SpikingLinear", (self.in_features,))
+        x = x.to(self.weight.dtype)
+        output_spec = None
+        if self.output:
+            output_spec = (labels, float(self.lateral_strength or 0.0), self.desired)
+        return SpikingLinearFunction.apply(
+            x, self.weight, self.params, self.lateral_weight, output_spec, self.effect_ratio, self.backward_dtype
+        )
+
+    def extra_repr(self) -> str:
+        extra = f", lateral_inhibition={self.lateral_strength}" if self.lateral_strength is not None else ""
+        return f"{self.in_features} -> {self.out_features}, v_th={self.params.v_th}{extra}, output={self.output}"
+
+
+class SpikingConv2d(nn.Module):
+    """Spiking convolution layer, valid padding, stride 1, no kernel flip (spec §1.2 CONVSPIKING).
+
+    Shapes: input ``[T, B, C, H, W]`` → ``[T, B, K, H−k+1, W−k+1]``. The spike test is ``v > ν``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        v_th: float,
+        *,
+        tau_m: float = 64.0,
+        tau_s: float = 8.0,
+        t_ref: int = 2,
+        theta_eps: float = 0.0,
+        init_scale: float = 0.5,
+        backward_dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if min(in_channels, out_channels, kernel_size) < 1:
+            raise ConfigError("SpikingConv2d: channels and kernel size must be positive")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        self.weight = nn.Parameter(_uniform_(torch.empty(shape), init_scale, generator))
+        self.backward_dtype = backward_dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5 or x.shape[2] != self.in_channels or min(x.shape[-2:]) < self.kernel_size:
+            raise ValueError(
+                f"SpikingConv2d: expected [T, B, {self.in_channels}, H, W] with H, W >= {self.kernel_size}, "
+                f"got {list(x.shape)}"
+            )
+        return SpikingConv2dFunction.apply(x.to(self.weight.dtype), self.weight, self.params, self.backward_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, v_th={self.params.v_th}"
+
+
+class SpikingPool2d(nn.Module):
+    """Spiking pooling: LIF neurons with fixed unit weights over non-overlapping p×p windows.
+
+    Shapes: ``[T, B, C, H, W]`` → ``[T, B, C, ceil(H/p), ceil(W/p)]`` (spec §1.2 POOLINGSPIKING).
+    """
+
+    def __init__(
+        self,
+        pool: int,
+        v_th: float,
+        *,
+        tau_m: float = 64.0,
+        tau_s: float = 8.0,
+        t_ref: int = 2,
+        theta_eps: float = 1e-6,
+        backward_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if pool < 1:
+            raise ConfigError(f"SpikingPool2d: pool size must be positive, got {pool}")
+        self.pool = pool
+        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+        self.backward_dtype = backward_dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"SpikingPool2d: expected [T, B, C, H, W], got {list(x.shape)}")
+        return SpikingPool2dFunction.apply(x, self.pool, self.params, self.backward_dtype)
+
+    def extra_repr(self) -> str:
+        return f"pool={self.pool}, v_th={self.params.v_th}"
+
+
+class Reservoir(nn.Module):
+    """Fixed recurrent spiking layer ("reservoir", spec §1.2): not trained, not back-propagated through.
+
+    Args:
+        input_weight: ``[N, N_in]`` fixed input weights; recurrent_weight: ``[N, N]`` fixed w_rec[post, pre].
+    """
+
+    def __init__(self, input_weight: Tensor, recurrent_weight: Tensor, v_th: float, *, tau_m: float = 64.0,
+                 tau_s: float = 8.0, t_ref: int = 2, theta_eps: float = 1e-6) -> None:
+        super().__init__()
+        n = input_weight.shape[0]
+        if recurrent_weight.shape != (n, n):
+            raise ConfigError(f"Reservoir: recurrent weights must be [{n}, {n}], got {list(recurrent_weight.shape)}")
+        self.register_buffer("input_weight", input_weight.detach().clone().float())
+        self.register_buffer("recurrent_weight", recurrent_weight.detach().clone().float())
+        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_input(x, 3, "Reservoir", (self.input_weight.shape[1],))
+        with torch.no_grad():
+            x = x.to(self.input_weight.dtype)
+            rec = self.recurrent_weight
+            return simulate_lif(linear_drive(x, self.input_weight), self.params, lambda prev: prev @ rec.t())
+
+
+class Flatten(nn.Module):
+    """``[T, B, C, H, W]`` → ``[T, B, C·H·W]`` with the channel-major order c·(H·W) + x·W + y (spec §1.2)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+__all__ = ["Flatten", "Reservoir", "SpikingConv2d", "SpikingLinear", "SpikingPool2d", "conv_drive"]

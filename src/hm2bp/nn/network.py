@@ -1,0 +1,161 @@
+"""A spiking network built from the paper's architecture strings, e.g. ``784-800-10`` or
+``28x28-15c5-p2-40c5-p2-300-10``.
+
+Grammar (tokens joined by ``-``): the first token is the input, ``N`` (flat), ``HxW`` (one channel) or
+``HxWxC``; then ``Kc<k>`` is a conv layer of K maps with k×k kernels, ``p<s>`` a pool layer of size s,
+and a plain number a fully connected layer. The last token is the output layer, which gets the fixed
+lateral inhibition and the output-layer rules of the backward pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    kind: str  # "conv" | "pool" | "fc"
+    size: int  # maps (conv), window (pool) or neurons (fc)
+    kernel: int = 0
+
+
+_CONV = re.compile(r"^(\d+)c(\d+)$")
+_POOL = re.compile(r"^p(\d+)$")
+
+
+def parse_architecture(arch: str) -> tuple[tuple[int, ...], list[LayerSpec]]:
+    """Parse an architecture string into the input shape and the list of layers.
+
+    Returns:
+        (input shape: ``(N,)`` or ``(C, H, W)``, layers).
+    """
+    tokens = [t.strip().lower() for t in arch.split("-")]
+    if len(tokens) < 2 or any(not t for t in tokens):
+        raise ConfigError(f"architecture {arch!r}: need an input and at least one layer, e.g. '784-800-10'")
+    dims = tokens[0].split("x")
+    if not all(d.isdigit() and int(d) > 0 for d in dims) or len(dims) > 3:
+        raise ConfigError(f"architecture {arch!r}: bad input {tokens[0]!r} (use N, HxW or HxWxC)")
+    sizes = [int(d) for d in dims]
+    in_shape: tuple[int, ...] = (sizes[0],) if len(sizes) == 1 else (sizes[2] if len(sizes) == 3 else 1, sizes[0], sizes[1])
+    layers: list[LayerSpec] = []
+    for tok in tokens[1:]:
+        if (m := _CONV.match(tok)) is not None:
+            layers.append(LayerSpec("conv", int(m.group(1)), int(m.group(2))))
+        elif (m := _POOL.match(tok)) is not None:
+            layers.append(LayerSpec("pool", int(m.group(1))))
+        elif tok.isdigit():
+            layers.append(LayerSpec("fc", int(tok)))
+        else:
+            raise ConfigError(f"architecture {arch!r}: unknown layer token {tok!r} (use e.g. 15c5, p2, 800)")
+        if layers[-1].size < 1:
+            raise ConfigError(f"architecture {arch!r}: layer {tok!r} must have a positive size")
+    if layers[-1].kind != "fc":
+        raise ConfigError(f"architecture {arch!r}: the last layer must be fully connected (the output)")
+    seen_fc = False
+    for spec in layers:
+        seen_fc |= spec.kind == "fc"
+        if seen_fc and spec.kind != "fc":
+            raise ConfigError(f"architecture {arch!r}: conv/pool layers must come before the fully connected ones")
+        if spec.kind != "fc" and len(in_shape) == 1:
+            raise ConfigError(f"architecture {arch!r}: conv/pool layers need an image input such as 28x28")
+    return in_shape, layers
+
+
+class SpikingNetwork(nn.Module):
+    """A feed-forward stack of spiking layers whose last layer is the output layer.
+
+    ``forward(x, labels)`` takes input spikes ``[T, B, *input_shape]`` (flat inputs are reshaped to
+    the image shape for conv nets) and returns the output spike train ``[T, B, n_classes]``; pass the
+    labels when training so that the output layer can apply spike insertion and Λ (spec §3.2, §3.4).
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], input_shape: tuple[int, ...], arch: str = "") -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.input_shape = tuple(input_shape)
+        self.arch = arch
+        self.hidden_spikes: list[Tensor] = []
+
+    @property
+    def output_layer(self) -> SpikingLinear:
+        last = self.layers[-1]
+        assert isinstance(last, SpikingLinear)
+        return last
+
+    def forward(self, x: Tensor, labels: Tensor | None = None, record: bool = False) -> Tensor:
+        if x.dim() == 3 and len(self.input_shape) == 3:
+            x = x.reshape(x.shape[0], x.shape[1], *self.input_shape)
+        if tuple(x.shape[2:]) != self.input_shape:
+            raise ValueError(f"SpikingNetwork: expected input [T, B, {', '.join(map(str, self.input_shape))}], "
+                             f"got {list(x.shape)}")
+        recorded: list[Tensor] = []
+        for layer in self.layers:
+            x = layer(x, labels) if layer is self.layers[-1] else layer(x)
+            if record and not isinstance(layer, Flatten):
+                recorded.append(x.detach())
+        self.hidden_spikes = recorded
+        return x
+
+
+def build_network(
+    arch: str,
+    thresholds: Sequence[float],
+    *,
+    lateral_inhibition: float | None = 1.0,
+    effect_ratio: bool = True,
+    desired: int = 35,
+    fc_init: float = 1.0,
+    conv_init: float = 0.5,
+    tau_m: float = 64.0,
+    tau_s: float = 8.0,
+    t_ref: int = 2,
+    backward_dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+) -> SpikingNetwork:
+    """Build a network from an architecture string and one threshold per conv, pool and FC layer.
+
+    Example: ``build_network("28x28-15c5-p2-40c5-p2-300-10", [5, 2, 12, 4, 10, 10])`` is the paper's
+    spiking CNN (spec §5); ``build_network("784-800-10", [20, 8])`` its MNIST FC net.
+    """
+    in_shape, specs = parse_architecture(arch)
+    if len(thresholds) != len(specs):
+        raise ConfigError(f"architecture {arch!r} has {len(specs)} layers but {len(thresholds)} thresholds were given")
+    for v in thresholds:
+        if not (isinstance(v, (int, float)) and v > 0):
+            raise ConfigError(f"thresholds must be positive numbers, got {list(thresholds)}")
+    neuron = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype)
+    layers: list[nn.Module] = []
+    shape = in_shape
+    for n, (spec, v_th) in enumerate(zip(specs, thresholds)):
+        last = n == len(specs) - 1
+        if spec.kind == "conv":
+            c, h, w = shape
+            if spec.kernel > min(h, w):
+                raise ConfigError(f"architecture {arch!r}: kernel {spec.kernel} larger than the {h}x{w} map")
+            layers.append(SpikingConv2d(c, spec.size, spec.kernel, v_th, init_scale=conv_init, generator=generator, **neuron))
+            shape = (spec.size, h - spec.kernel + 1, w - spec.kernel + 1)
+        elif spec.kind == "pool":
+            c, h, w = shape
+            layers.append(SpikingPool2d(spec.size, v_th, **neuron))
+            shape = (c, -(-h // spec.size), -(-w // spec.size))
+        else:
+            if len(shape) == 3:
+                layers.append(Flatten())
+                shape = (shape[0] * shape[1] * shape[2],)
+            layers.append(
+                SpikingLinear(
+                    shape[0], spec.size, v_th, init_scale=fc_init, generator=generator,
+                    lateral_inhibition=lateral_inhibition if last else None, output=last,
+                    effect_ratio=effect_ratio, desired=desired, **neuron,
+                )
+            )
+            shape = (spec.size,)
+    return SpikingNetwork(layers, in_shape, arch)
