@@ -1,0 +1,31 @@
+"""Training, evaluation, checkpoints, metrics and plots for HM2-BP spiking networks.
+
+>>> from hm2bp.config import load_config
+>>> from hm2bp.train import train
+>>> result = train(load_config("digits", ["train.epochs=1"]))   # doctest: +SKIP
+"""
+
+from .boosting import update_boost_weights
+from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .datasets import SpikeDataset, load_datasets
+from .loop import EvalResult, TrainResult, build_model, evaluate, model_from_checkpoint, resolve_device, train
+from .schedule import lr_at_epoch, shuffle_order
+
+__all__ = [
+    "train",
+    "evaluate",
+    "build_model",
+    "model_from_checkpoint",
+    "resolve_device",
+    "TrainResult",
+    "EvalResult",
+    "SpikeDataset",
+    "load_datasets",
+    "update_boost_weights",
+    "lr_at_epoch",
+    "shuffle_order",
+    "CheckpointError",
+    "atomic_write_bytes",
+    "save_checkpoint",
+    "load_checkpoint",
+]

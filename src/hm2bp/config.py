@@ -1,0 +1,494 @@
+"""Run configuration: frozen nested dataclasses, TOML presets and dotted command-line overrides.
+
+A run is described by a :class:`RunConfig` holding a :class:`ModelConfig`, a :class:`DataConfig` and a
+:class:`TrainConfig`. Every value is checked in ``__post_init__``; a bad value raises
+:class:`~hm2bp.errors.ConfigError` naming the key.
+
+Sources of a configuration, applied in this order:
+
+1. the defaults below (the paper's MNIST fully connected set-up, spec §5);
+2. a TOML file or a bundled preset (``hm2bp/configs/<name>.toml``), with sections ``[model]``,
+   ``[data]`` and ``[train]`` and an optional top-level ``name``;
+3. dotted overrides such as ``train.lr=1e-3`` or ``model.thresholds=20,8``, cast to the field's type.
+
+Example:
+    >>> cfg = load_config("digits", ["train.epochs=2", "model.T=50"])
+    >>> cfg.train.epochs, cfg.model.T
+    (2, 50)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "RunConfig",
+    "DATASETS",
+    "list_presets",
+    "preset_path",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+    "write_config_json",
+]
+
+#: Datasets the trainer can load (see :mod:`hm2bp.train.datasets`).
+DATASETS = ("digits", "mnist", "emnist", "nmnist", "ti46", "fsdd")
+
+
+def _fail(section: str, key: str, problem: str) -> typing.NoReturn:
+    raise ConfigError(f"{section}.{key}: {problem}")
+
+
+def _check_choice(section: str, key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        _fail(section, key, f"must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+
+
+def _check_positive(section: str, key: str, value: float, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        _fail(section, key, f"must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network and output coding (spec §1, §3).
+
+    Attributes:
+        arch: architecture string, e.g. ``784-800-10`` or ``28x28-15c5-p2-40c5-p2-300-10``.
+        thresholds: one threshold ν per conv, pool and FC layer (VTH).
+        T: time steps per sample (END_TIME).
+        tau_m, tau_s, t_ref: membrane and synaptic time constants, refractory period (steps).
+        lateral_inhibition: weight w0 of the fixed output lateral inhibition; 0 switches it off.
+        effect_ratio: use r = e/o_j in the error sent down (EFFECT_RATIO).
+        loss: "rate" (dead-zone count loss, §3.1) or "softmax" (§3.6).
+        desired, undesired, margin: target counts of the label / other outputs and the dead zone M.
+        fc_init, conv_init: weights start as U(−init, +init) (spec §4.5).
+    """
+
+    arch: str = "784-800-10"
+    thresholds: tuple[float, ...] = (20.0, 8.0)
+    T: int = 400
+    tau_m: float = 64.0
+    tau_s: float = 8.0
+    t_ref: int = 2
+    lateral_inhibition: float = 1.0
+    effect_ratio: bool = True
+    loss: str = "rate"
+    desired: int = 35
+    undesired: int = 5
+    margin: float = 5.0
+    fc_init: float = 1.0
+    conv_init: float = 0.5
+
+    def __post_init__(self) -> None:
+        s = "model"
+        _check_types(self, s)
+        from .nn.network import parse_architecture  # local: keeps `import hm2bp.config` light
+
+        try:
+            _, layers = parse_architecture(self.arch)
+        except ConfigError as e:
+            raise ConfigError(f"model.arch: {e}") from None
+        if len(self.thresholds) != len(layers):
+            _fail(s, "thresholds", f"architecture {self.arch!r} has {len(layers)} conv/pool/FC layers, so it needs "
+                                   f"{len(layers)} thresholds; got {len(self.thresholds)} ({list(self.thresholds)})")
+        for v in self.thresholds:
+            if not (math.isfinite(v) and v > 0):
+                _fail(s, "thresholds", f"every threshold must be > 0; got {list(self.thresholds)}")
+        if self.T < 2:
+            _fail(s, "T", f"must be >= 2 time steps; got {self.T}")
+        _check_positive(s, "tau_m", self.tau_m)
+        _check_positive(s, "tau_s", self.tau_s)
+        if self.tau_m == self.tau_s:
+            _fail(s, "tau_s", "must differ from tau_m (the PSP kernel divides by 1 − tau_s/tau_m)")
+        if self.t_ref < 0:
+            _fail(s, "t_ref", f"must be >= 0; got {self.t_ref}")
+        _check_positive(s, "lateral_inhibition", self.lateral_inhibition, allow_zero=True)
+        _check_choice(s, "loss", self.loss, ("rate", "softmax"))
+        if not 0 <= self.undesired < self.desired:
+            _fail(s, "desired", f"need 0 <= undesired < desired; got undesired={self.undesired}, desired={self.desired}")
+        if self.desired > self.T:
+            _fail(s, "desired", f"a neuron cannot fire {self.desired} times in T={self.T} steps")
+        _check_positive(s, "margin", self.margin, allow_zero=True)
+        _check_positive(s, "fc_init", self.fc_init)
+        _check_positive(s, "conv_init", self.conv_init)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.arch.split("-")[-1])
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and input encoding (spec §1.5).
+
+    Attributes:
+        dataset: one of :data:`DATASETS`.
+        data_dir: folder of the dataset files (not needed for ``digits``).
+        n_train, n_test: use only the first n samples (0 = all).
+        encoding: "fixed" (one raster per sample drawn at load and reused every epoch, as the MNIST-FC
+            runs) or "fresh" (a new Poisson raster per sample per epoch). Speech and N-MNIST inputs are
+            deterministic, so this only matters for image datasets.
+        augment: warp training images each epoch (elastic + scale + rotation, spec §1.5); implies fresh
+            rasters for the training set.
+        augment_shared_field: one warp per epoch shared by every training sample (the authors' code).
+        max_rate_div: Poisson rate p = q / (max_rate_div · 255).
+        nmnist_bin_us: N-MNIST time bin in µs.
+        emnist_subset: EMNIST subset ("balanced" = 47 classes).
+        digits_n_test: size of the held-out test split of scikit-learn's digits.
+        split_seed: seed of the digits train/test split and of data-order shuffles done once at load.
+        cache_mb: keep encoded rasters in memory when they fit in this many MiB.
+    """
+
+    dataset: str = "mnist"
+    data_dir: str = ""
+    n_train: int = 0
+    n_test: int = 0
+    encoding: str = "fixed"
+    augment: bool = False
+    augment_shared_field: bool = True
+    max_rate_div: float = 5.5
+    nmnist_bin_us: float = 600.0
+    emnist_subset: str = "balanced"
+    digits_n_test: int = 360
+    split_seed: int = 0
+    cache_mb: float = 1024.0
+
+    def __post_init__(self) -> None:
+        s = "data"
+        _check_types(self, s)
+        _check_choice(s, "dataset", self.dataset, DATASETS)
+        _check_choice(s, "encoding", self.encoding, ("fixed", "fresh"))
+        if self.n_train < 0:
+            _fail(s, "n_train", f"must be >= 0 (0 = all); got {self.n_train}")
+        if self.n_test < 0:
+            _fail(s, "n_test", f"must be >= 0 (0 = all); got {self.n_test}")
+        _check_positive(s, "max_rate_div", self.max_rate_div)
+        if self.max_rate_div < 1:
+            _fail(s, "max_rate_div", f"must be >= 1 so that the firing probability stays <= 1; got {self.max_rate_div}")
+        _check_positive(s, "nmnist_bin_us", self.nmnist_bin_us)
+        if not 0 < self.digits_n_test < 1797:
+            _fail(s, "digits_n_test", f"must lie in 1…1796 (the digits set has 1797 images); got {self.digits_n_test}")
+        _check_positive(s, "cache_mb", self.cache_mb, allow_zero=True)
+        if self.augment and self.dataset not in ("mnist", "emnist", "digits"):
+            _fail(s, "augment", f"image augmentation applies to image datasets only, not {self.dataset!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping (spec §4).
+
+    Attributes:
+        mode: "online" (batch 1, one update per sample: the authors' exact procedure) or "minibatch"
+            (mean of the per-sample rules over ``batch_size`` samples).
+        batch_size: samples per update; must be 1 in online mode.
+        epochs: number of passes over the training set (TEST_EPOCH).
+        optimizer: "adam" (β1 0.9, β2 0.999, ε 1e-8) or "sgd" (with ``momentum``).
+        lr: base learning rate.
+        lr_schedule: "code": the authors' current code, epochs 0 and 1 use lr, epoch e ≥ 1 uses lr/√e
+            (epoch 2 → 7.07e-4 for lr 1e-3); "sqrt": the older CNN run, lr/√(e+1); "constant".
+        momentum: SGD momentum μ.
+        reg_lambda, reg_beta, reg_limit: weight regulariser λ, β, L (spec §4.1); λ = 0 switches it off.
+        boosting: per-sample boost weights updated after each epoch (spec §4.4).
+        shuffle: "swaps5000" (each epoch swaps ``n_swaps`` random pairs of the current order, as the
+            authors), "permutation" (a fresh random order each epoch) or "none".
+        n_swaps: pair swaps per epoch for "swaps5000".
+        seed: seed of every random draw (weights, data order, Poisson rasters).
+        device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+        threads: CPU threads for torch (0 = torch's default).
+        eval_batch_size: batch size of the evaluation passes.
+        max_steps: stop each epoch after this many updates (0 = no limit; for smoke tests).
+        out_dir: run folder for config.json, metrics.jsonl, plots ("" = runs/<name>).
+        checkpoint_dir: folder of last.pt / best.pt ("" = out_dir).
+        tensorboard: also log to TensorBoard when it is installed.
+        plots: write PNG plots at the end of training when matplotlib is installed.
+    """
+
+    mode: str = "online"
+    batch_size: int = 1
+    epochs: int = 200
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    lr_schedule: str = "code"
+    momentum: float = 0.9
+    reg_lambda: float = 10.0
+    reg_beta: float = 0.04
+    reg_limit: float = 8.0
+    boosting: bool = True
+    shuffle: str = "swaps5000"
+    n_swaps: int = 5000
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+    eval_batch_size: int = 256
+    max_steps: int = 0
+    out_dir: str = ""
+    checkpoint_dir: str = ""
+    tensorboard: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        s = "train"
+        _check_types(self, s)
+        _check_choice(s, "mode", self.mode, ("online", "minibatch"))
+        if self.batch_size < 1:
+            _fail(s, "batch_size", f"must be >= 1; got {self.batch_size}")
+        if self.mode == "online" and self.batch_size != 1:
+            _fail(s, "batch_size", f"online mode updates after every sample, so batch_size must be 1; got "
+                                   f"{self.batch_size} (use train.mode=minibatch for larger batches)")
+        if self.epochs < 1:
+            _fail(s, "epochs", f"must be >= 1; got {self.epochs}")
+        _check_choice(s, "optimizer", self.optimizer, ("adam", "sgd"))
+        _check_positive(s, "lr", self.lr)
+        _check_choice(s, "lr_schedule", self.lr_schedule, ("code", "sqrt", "constant"))
+        if not 0 <= self.momentum < 1:
+            _fail(s, "momentum", f"must lie in [0, 1); got {self.momentum}")
+        _check_positive(s, "reg_lambda", self.reg_lambda, allow_zero=True)
+        _check_positive(s, "reg_beta", self.reg_beta, allow_zero=True)
+        _check_positive(s, "reg_limit", self.reg_limit)
+        _check_choice(s, "shuffle", self.shuffle, ("swaps5000", "permutation", "none"))
+        if self.n_swaps < 0:
+            _fail(s, "n_swaps", f"must be >= 0; got {self.n_swaps}")
+        if self.seed < 0:
+            _fail(s, "seed", f"must be >= 0; got {self.seed}")
+        dev = self.device
+        if not (dev in ("cpu", "cuda", "auto") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            _fail(s, "device", f"must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {dev!r}")
+        if self.threads < 0:
+            _fail(s, "threads", f"must be >= 0 (0 = torch's default); got {self.threads}")
+        if self.eval_batch_size < 1:
+            _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
+        if self.max_steps < 0:
+            _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: a name plus the model, data and train sections."""
+
+    name: str = "mnist_fc"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\\0"):
+            raise ConfigError(f"name: must be a non-empty string without path separators; got {self.name!r}")
+        if self.data.dataset == "digits" and self.model.arch.split("-")[0] not in ("64", "8x8"):
+            raise ConfigError(f"model.arch: the digits images have 64 pixels, so the input must be 64 or 8x8; "
+                              f"got {self.model.arch!r}")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.train.out_dir) if self.train.out_dir else Path("runs") / self.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.train.checkpoint_dir) if self.train.checkpoint_dir else self.out_dir
+
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+# --------------------------------------------------------------------------------------------------
+# Types and casting
+# --------------------------------------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    if tp == tuple[float, ...]:
+        return "list of numbers"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_types(obj: Any, section: str) -> None:
+    """Check each field's value against its annotation (ints are accepted for floats and normalised)."""
+    for f in fields(obj):
+        tp = _hints(type(obj))[f.name]
+        value = getattr(obj, f.name)
+        ok: bool
+        if tp is bool:
+            ok = isinstance(value, bool)
+        elif tp is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif tp is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                object.__setattr__(obj, f.name, float(value))
+        elif tp is str:
+            ok = isinstance(value, str)
+        elif tp == tuple[float, ...]:
+            ok = isinstance(value, (tuple, list)) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            )
+            if ok:
+                object.__setattr__(obj, f.name, tuple(float(v) for v in value))
+        else:  # pragma: no cover - a field type this module does not know
+            raise TypeError(f"unsupported config field type {tp!r}")
+        if not ok:
+            _fail(section, f.name, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _cast(section: str, key: str, tp: Any, text: str) -> Any:
+    """Cast a command-line string to the field type ``tp``."""
+    t = text.strip()
+    try:
+        if tp is bool:
+            if t.lower() in _TRUE:
+                return True
+            if t.lower() in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            return int(t)
+        if tp is float:
+            v = float(t)
+            return v
+        if tp is str:
+            return text
+        if tp == tuple[float, ...]:
+            inner = t[1:-1] if t.startswith(("[", "(")) and t.endswith(("]", ")")) else t
+            parts = [p for p in inner.replace(" ", ",").split(",") if p]
+            return tuple(float(p) for p in parts)
+    except ValueError:
+        pass
+    _fail(section, key, f"cannot read {text!r} as {_type_name(tp)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Building configs from dicts, TOML and overrides
+# --------------------------------------------------------------------------------------------------
+def _section_from_dict(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"[{name}] must be a table of keys, got {type(values).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                          f"known keys of [{name}]: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
+def config_from_dict(d: Mapping[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig` from a nested dict (TOML or ``config.json`` layout); checks every key."""
+    unknown = sorted(set(d) - {"name", *_SECTIONS})
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; expected 'name', [model], [data], [train]")
+    kwargs: dict[str, Any] = {s: _section_from_dict(s, cls, d.get(s, {})) for s, cls in _SECTIONS.items()}
+    if "name" in d:
+        kwargs["name"] = d["name"]
+    return RunConfig(**kwargs)
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The nested dict of a config (tuples become lists), as written to ``config.json``."""
+    d = dataclasses.asdict(cfg)
+    return json.loads(json.dumps(d))
+
+
+def _split_override(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    key = key.strip().lstrip("-")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+    return key, value
+
+
+def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Return ``cfg`` with dotted overrides ``section.key=value`` (or ``name=value``) applied.
+
+    Values are cast by the field's type; the result is validated again as a whole.
+    """
+    d = config_to_dict(cfg)
+    for item in overrides:
+        key, value = _split_override(item)
+        if key == "name":
+            d["name"] = value
+            continue
+        section, dot, attr = key.partition(".")
+        if not dot or section not in _SECTIONS:
+            raise ConfigError(f"override {item!r}: unknown key {key!r}; use model.<key>, data.<key>, train.<key> or name")
+        hints = _hints(_SECTIONS[section])
+        if attr not in hints:
+            raise ConfigError(f"override {item!r}: unknown key {key!r}; known keys of [{section}]: "
+                              f"{', '.join(sorted(hints))}")
+        d[section][attr] = _cast(section, attr, hints[attr], value)
+    return config_from_dict(d)
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets (``hm2bp/configs/*.toml``)."""
+    folder = resources.files("hm2bp") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_path(name: str) -> Path:
+    """Path of a bundled preset, e.g. ``preset_path("mnist_fc")``."""
+    folder = resources.files("hm2bp") / "configs"
+    p = folder / f"{name}.toml"
+    if not p.is_file():
+        raise ConfigError(f"unknown preset {name!r}; bundled presets: {', '.join(list_presets())}")
+    return Path(str(p))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; bundled presets: {', '.join(list_presets())}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+
+
+def load_config(source: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Load a config from a TOML file path or a preset name (default ``digits``), then apply overrides.
+
+    A TOML file without ``name`` takes its file stem as the run name.
+    """
+    if source is None:
+        source = "digits"
+    text = os.fspath(source)
+    path = Path(text)
+    if not path.suffix and not path.exists():
+        path = preset_path(text)
+    d = _read_toml(path)
+    d.setdefault("name", path.stem)
+    try:
+        cfg = config_from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides)
+
+
+def write_config_json(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as indented JSON (atomically)."""
+    from .train.checkpoint import atomic_write_bytes
+
+    text = json.dumps(config_to_dict(cfg), indent=2) + "\n"
+    atomic_write_bytes(Path(path), text.encode())

@@ -1,0 +1,384 @@
+"""The training loop: online (exact reproduction) and mini-batch HM2-BP training, evaluation, resume.
+
+One update (spec §3.7, §4):
+
+1. input spikes of the batch → network forward (labels passed, so the output layer's backward can apply
+   spike insertion and the lateral factor);
+2. loss on the output counts (rate loss with the boost weights β_n, or softmax), mean over the batch,
+   plus the weight regulariser (spec §4.1) when λ > 0;
+3. ``loss.backward()`` runs the HM2-BP rule inside the layers; one optimizer step.
+
+Online mode is batch 1 with Adam and the authors' lr schedule, boosting and 5000-swap shuffling: the
+procedure of the reference code. Mini-batch mode averages the per-sample rules over a batch.
+
+After each epoch: boost weights are updated from the predictions recorded during the training pass
+(spec §4.4), the whole test set is evaluated, a line goes to ``metrics.jsonl``, and ``last.pt`` (plus
+``best.pt`` when the test accuracy improves) is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import RunConfig, config_from_dict, config_to_dict, write_config_json
+from ..errors import ConfigError
+from ..loss import rate_loss, softmax_loss, weight_regularizer
+from ..nn.network import SpikingNetwork, build_network
+from .boosting import update_boost_weights
+from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from .datasets import SpikeDataset, load_datasets, sample_generator
+from .metrics import MetricsLog
+from .schedule import lr_at_epoch, shuffle_order
+
+__all__ = ["TrainResult", "EvalResult", "train", "evaluate", "build_model", "resolve_device", "model_from_checkpoint"]
+
+
+@dataclass
+class EvalResult:
+    """Accuracy of a model on a dataset; ``predictions``/``labels`` int64 ``[N]``, ``counts`` ``[N, C]``."""
+
+    accuracy: float
+    predictions: Tensor
+    labels: Tensor
+    counts: Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.numel())
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the per-epoch records, final and best test accuracy, the run folder."""
+
+    metrics: list[dict[str, Any]]
+    test_acc: float
+    best_test_acc: float
+    out_dir: Path
+    model: SpikingNetwork
+    last_eval: EvalResult | None = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a CUDA device that is not there is a :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r}: CUDA is not available in this PyTorch build/machine "
+                              f"(torch {torch.__version__}, torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device={name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return dev
+
+
+def build_model(cfg: RunConfig, seed: int | None = None) -> SpikingNetwork:
+    """The network of ``cfg.model``, initialised from a generator seeded with ``cfg.train.seed``."""
+    m = cfg.model
+    gen = sample_generator(cfg.train.seed if seed is None else seed, "init")
+    return build_network(
+        m.arch, m.thresholds, lateral_inhibition=m.lateral_inhibition or None, effect_ratio=m.effect_ratio,
+        desired=m.desired, fc_init=m.fc_init, conv_init=m.conv_init, tau_m=m.tau_m, tau_s=m.tau_s,
+        t_ref=m.t_ref, generator=gen,
+    )
+
+
+def _make_optimizer(cfg: RunConfig, model: SpikingNetwork) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
+
+
+def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor | None) -> Tensor:
+    m = cfg.model
+    if m.loss == "softmax":
+        return softmax_loss(counts, labels, sample_weight=weights, reduction="mean")
+    return rate_loss(counts, labels, desired=m.desired, undesired=m.undesired, margin=m.margin,
+                     sample_weight=weights, reduction="mean")
+
+
+def _batches(n: int, batch_size: int) -> range:
+    return range(0, n, batch_size)
+
+
+@torch.no_grad()
+def evaluate(
+    model: SpikingNetwork,
+    dataset: SpikeDataset,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    n: int | None = None,
+    epoch: int = 0,
+) -> EvalResult:
+    """Classify (the first ``n`` samples of) ``dataset``; prediction = arg-max of the output counts.
+
+    Ties go to the lowest index and all-zero counts predict class 0 (spec §1.3).
+    """
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total = len(dataset) if n is None else min(n, len(dataset))
+    counts_all = []
+    for i in _batches(total, batch_size):
+        idx = torch.arange(i, min(i + batch_size, total))
+        x = dataset.get(idx, epoch).to(dev, torch.float32)
+        counts_all.append(model(x).sum(0).cpu())
+    model.train(was_training)
+    counts = torch.cat(counts_all) if counts_all else torch.zeros(0, dataset.n_classes)
+    labels = dataset.labels[:total]
+    preds = counts.argmax(1) if total else torch.zeros(0, dtype=torch.int64)
+    acc = float((preds == labels).double().mean()) if total else float("nan")
+    return EvalResult(acc, preds, labels, counts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoint state
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _State:
+    epoch: int  # completed epochs
+    step: int
+    order: Tensor
+    boost: Tensor
+    shuffle_gen: torch.Generator
+    metrics: list[dict[str, Any]]
+    best: float
+    wall_offset: float  # wall time of earlier (interrupted) sessions
+
+
+def _checkpoint(cfg: RunConfig, model: SpikingNetwork, opt: torch.optim.Optimizer, st: _State) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": _to_cpu(opt.state_dict()),
+        "boost": st.boost.clone(),
+        "order": st.order.clone(),
+        "rng": {"shuffle": st.shuffle_gen.get_state()},
+        "epoch": st.epoch,
+        "step": st.step,
+        "metrics": json.dumps(st.metrics),
+        "best": st.best,
+        "config": json.dumps(config_to_dict(cfg)),
+        "arch": cfg.model.arch,
+        "torch_version": torch.__version__,
+    }
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+# Config keys that may change between an interrupted run and its resumption.
+_RESUMABLE = {"train.epochs", "train.device", "train.threads", "train.eval_batch_size", "train.out_dir",
+              "train.checkpoint_dir", "train.tensorboard", "train.plots", "data.data_dir", "data.cache_mb", "name"}
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{key}.{k}" for k in _config_diff(va, vb)]
+        elif va != vb:
+            out.append(key)
+    return out
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[SpikingNetwork, RunConfig, dict[str, Any]]:
+    """Rebuild the network of a checkpoint (safe load) and return ``(model, config, checkpoint)``."""
+    ck = load_checkpoint(path)
+    cfg = config_from_dict(ck["config"])
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise CheckpointError(path, f"weights do not fit the architecture {cfg.model.arch!r}: {e}") from None
+    return model.to(device), cfg, ck
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+def _progress(total: int, desc: str, quiet: bool) -> Any:
+    disable = quiet or not sys.stderr.isatty()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True, unit="sample")
+
+
+def _plots_at_end(model: SpikingNetwork, test_set: SpikeDataset, out_dir: Path, metrics: list[dict[str, Any]],
+                  last_eval: EvalResult, device: torch.device, say: Callable[[str], None]) -> None:
+    from .plots import have_matplotlib, plot_all
+
+    if not have_matplotlib():
+        return
+    try:
+        paths = plot_all(model, test_set, out_dir, metrics=metrics, eval_result=last_eval, device=device)
+    except Exception as e:  # a plot must never lose a finished training run
+        print(f"warning: plotting failed ({type(e).__name__}: {e})", file=sys.stderr)
+    else:
+        say(f"plots: {', '.join(p.name for p in paths)} in {out_dir}")
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    echo: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train a network as configured; returns the metrics and the final/best test accuracy.
+
+    Args:
+        cfg: the run configuration.
+        resume: continue from ``<checkpoint_dir>/last.pt``; the result equals an uninterrupted run.
+        quiet: no progress bar and no per-epoch lines.
+        echo: where per-epoch summary lines go (None = nowhere).
+    """
+    t = cfg.train
+    device = resolve_device(t.device)
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    say: Callable[[str], None] = (lambda s: None) if (quiet or echo is None) else echo
+    out_dir, ck_dir = cfg.out_dir, cfg.checkpoint_dir
+    last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
+
+    train_set, test_set = load_datasets(cfg)
+    model = build_model(cfg).to(device)
+    opt = _make_optimizer(cfg, model)
+    n_train = len(train_set)
+    st = _State(epoch=0, step=0, order=torch.arange(n_train), boost=torch.ones(n_train, dtype=torch.float64),
+                shuffle_gen=sample_generator(t.seed, "shuffle"), metrics=[], best=-1.0, wall_offset=0.0)
+
+    if resume:
+        ck = load_checkpoint(last_path)
+        diff = [k for k in _config_diff(ck["config"], config_to_dict(cfg)) if k not in _RESUMABLE]
+        if diff:
+            raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)} "
+                              f"({last_path}); only {', '.join(sorted(_RESUMABLE))} may change")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        st.epoch, st.step = int(ck["epoch"]), int(ck["step"])
+        st.order, st.boost = ck["order"].clone(), ck["boost"].clone()
+        if st.order.numel() != n_train:
+            raise CheckpointError(last_path, f"holds {st.order.numel()} training samples, the dataset {n_train}")
+        st.shuffle_gen.set_state(ck["rng"]["shuffle"])
+        st.metrics, st.best = list(ck["metrics"]), float(ck["best"])
+        st.wall_offset = float(st.metrics[-1]["wall_time_s"]) if st.metrics else 0.0
+        say(f"resuming {cfg.name} from {last_path} after epoch {st.epoch} (step {st.step})")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_config_json(cfg, out_dir / "config.json")
+    log = MetricsLog(out_dir, tensorboard=t.tensorboard, fresh=not resume, keep=st.metrics if resume else None)
+    t_start = time.perf_counter()
+    last_eval: EvalResult | None = None
+    use_reg = t.reg_lambda > 0 and t.reg_beta >= 0
+    try:
+        for epoch in range(st.epoch, t.epochs):
+            t_epoch = time.perf_counter()
+            lr = lr_at_epoch(t.lr, epoch, t.lr_schedule)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            st.order = shuffle_order(st.order, t.shuffle, st.shuffle_gen, t.n_swaps)
+            preds = torch.full((n_train,), -1, dtype=torch.int64)
+            loss_sum, seen, correct, count_sum = 0.0, 0, 0, 0.0
+            bar = _progress(n_train, f"epoch {epoch + 1}/{t.epochs}", quiet)
+            for n_step, i in enumerate(_batches(n_train, t.batch_size)):
+                if t.max_steps and n_step >= t.max_steps:
+                    break
+                idx = st.order[i : i + t.batch_size]
+                x = train_set.get(idx, epoch).to(device, torch.float32)
+                labels = train_set.labels[idx].to(device)
+                weights = st.boost[idx].to(device, torch.float32) if t.boosting else None
+                counts = model(x, labels).sum(0)
+                loss = _data_loss(cfg, counts, labels, weights)
+                total = loss + weight_regularizer(model, t.reg_lambda, t.reg_beta, t.reg_limit).to(device) if use_reg else loss
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                st.step += 1
+                with torch.no_grad():
+                    c = counts.detach()
+                    plain = _data_loss(cfg, c, labels, None) if weights is not None else loss.detach()
+                    p = c.argmax(1).cpu()
+                preds[idx] = p
+                b = int(idx.numel())
+                loss_sum += float(plain) * b
+                seen += b
+                correct += int((p == labels.cpu()).sum())
+                count_sum += float(c.sum())
+                if bar is not None:
+                    bar.update(b)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.2f}", acc=f"{correct / seen:.3f}", refresh=False)
+            if bar is not None:
+                bar.close()
+            if not math.isfinite(loss_sum):
+                from ..errors import NumericalError
+
+                raise NumericalError(f"epoch {epoch}: the training loss is not finite")
+            if t.boosting:
+                mask = preds >= 0
+                st.boost[mask] = update_boost_weights(st.boost[mask], train_set.labels[mask], preds[mask],
+                                                      train_set.n_classes)
+            last_eval = evaluate(model, test_set, batch_size=t.eval_batch_size, device=device, epoch=epoch)
+            improved = last_eval.accuracy > st.best
+            st.best = max(st.best, last_eval.accuracy)
+            st.epoch = epoch + 1
+            now = time.perf_counter()
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_acc": correct / max(seen, 1),
+                "test_acc": last_eval.accuracy,
+                "best_test_acc": st.best,
+                "epoch_time_s": now - t_epoch,
+                "wall_time_s": st.wall_offset + now - t_start,
+                "step": st.step,
+                "mean_output_count": count_sum / max(seen * train_set.n_classes, 1),
+                "boost_mean": float(st.boost.mean()),
+                "boost_max": float(st.boost.max()),
+            }
+            st.metrics.append(record)
+            log.log(record)
+            ck = _checkpoint(cfg, model, opt, st)
+            save_checkpoint(ck, last_path)
+            if improved:
+                save_checkpoint(ck, best_path)
+            say(f"epoch {epoch + 1}/{t.epochs}  lr {lr:.3g}  loss {record['train_loss']:.3f}  "
+                f"train {100 * record['train_acc']:.2f}%  test {100 * last_eval.accuracy:.2f}%  "
+                f"(best {100 * st.best:.2f}%)  {record['epoch_time_s']:.1f}s")
+    finally:
+        log.close()
+    if last_eval is None:  # resumed a finished run: evaluate once so the result is complete
+        last_eval = evaluate(model, test_set, batch_size=t.eval_batch_size, device=device,
+                             epoch=max(st.epoch - 1, 0))
+    if t.plots:
+        _plots_at_end(model, test_set, out_dir, st.metrics, last_eval, device, say)
+    return TrainResult(st.metrics, last_eval.accuracy, st.best, out_dir, model, last_eval)
