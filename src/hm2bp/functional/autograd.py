@@ -34,12 +34,6 @@ def broadcast_error(delta: Tensor, T: int, like: Tensor) -> Tensor:
     return delta.to(like.dtype).unsqueeze(0).expand(T, *delta.shape)
 
 
-def _lateral_fn(lateral_weight: Tensor | None):  # type: ignore[no-untyped-def]
-    if lateral_weight is None:
-        return None
-    return lambda prev: prev @ lateral_weight.t()
-
-
 def linear_drive(in_spikes: Tensor, weight: Tensor) -> Tensor:
     """Drive W·s(t) of a fully connected layer for every step: one GEMM over (T·B) rows."""
     return in_spikes @ weight.t()
@@ -75,7 +69,7 @@ class SpikingLinearFunction(torch.autograd.Function):
         backward_dtype: torch.dtype,
     ) -> Tensor:
         drive = linear_drive(in_spikes, weight)
-        out = simulate_lif(drive, p, _lateral_fn(lateral_weight))
+        out = simulate_lif(drive, p, lateral_weight)
         ctx.save_for_backward(in_spikes, weight, drive, out)
         ctx.p, ctx.output_spec, ctx.effect_ratio, ctx.dtype = p, output_spec, effect_ratio, backward_dtype
         ctx.has_lateral = lateral_weight is not None

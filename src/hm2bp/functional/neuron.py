@@ -6,17 +6,14 @@ pre-synaptic spikes of step ``t``, which the neuron integrates at step ``t + 1``
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
+from ..kernels import cpu
 from .params import NeuronParams
 
-LateralFn = Callable[[Tensor], Tensor]
 
-
-def simulate_lif(drive: Tensor, p: NeuronParams, lateral: LateralFn | None = None) -> Tensor:
+def simulate_lif(drive: Tensor, p: NeuronParams, lateral: Tensor | None = None) -> Tensor:
     """Run the LIF neurons of one layer over the whole window.
 
     The update per step t = 1…T−1 follows spec §1.1 in its exact order and in the dtype of ``drive``
@@ -27,12 +24,22 @@ def simulate_lif(drive: Tensor, p: NeuronParams, lateral: LateralFn | None = Non
     Args:
         drive: ``[T, B, *shape]`` feed-forward input currents, ``drive[t] = Σ_j w_ij s_j(t)``.
         p: the layer's neuron constants.
-        lateral: optional function mapping the layer's spikes of the previous step ``[B, *shape]``
-            (as ``drive.dtype``) to an extra current (lateral inhibition, reservoir recurrence).
+        lateral: optional ``[N, N]`` weights w_lat[i, l] (N = prod(shape)) through which the layer's own
+            spikes of the previous step add Σ_l w_lat[i, l]·s_l(t−1) to the current (output lateral
+            inhibition, reservoir recurrence).
 
     Returns:
         ``[T, B, *shape]`` spikes as 0/1 values of ``drive.dtype``.
+
+    On the CPU in float32 the compiled kernel of ``hm2bp.kernels`` runs the same operations; the
+    torch loop below is the portable path (GPU, other dtypes, or no C compiler).
     """
+    if drive.dtype == torch.float32 and cpu.usable(drive):
+        return cpu.lif_scan(drive, float(p.tau_m), float(p.tau_s), int(p.t_ref), p.threshold32, lateral)
+    return _simulate_lif_torch(drive, p, lateral)
+
+
+def _simulate_lif_torch(drive: Tensor, p: NeuronParams, lateral: Tensor | None) -> Tensor:
     T = drive.shape[0]
     out = torch.zeros_like(drive)
     if T == 0:
@@ -48,7 +55,8 @@ def simulate_lif(drive: Tensor, p: NeuronParams, lateral: LateralFn | None = Non
         x.sub_(x / tau_s)
         current = drive[t - 1]
         if lateral is not None:
-            current = current + lateral(out[t - 1])
+            prev = out[t - 1].reshape(drive.shape[1], -1)
+            current = current + (prev @ lateral.t().to(drive.dtype)).reshape(current.shape)
         x.add_(current)
         v.add_(x / tau_s)
         clamped = refractory > 0

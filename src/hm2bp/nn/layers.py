@@ -195,8 +195,7 @@ class Reservoir(nn.Module):
         _check_input(x, 3, "Reservoir", (self.input_weight.shape[1],))
         with torch.no_grad():
             x = x.to(self.input_weight.dtype)
-            rec = self.recurrent_weight
-            return simulate_lif(linear_drive(x, self.input_weight), self.params, lambda prev: prev @ rec.t())
+            return simulate_lif(linear_drive(x, self.input_weight), self.params, self.recurrent_weight)
 
 
 class Flatten(nn.Module):

@@ -1,0 +1,116 @@
+"""The compiled CPU kernels (``cpu_scan.c``), built with the system C compiler on first use.
+
+The shared library is cached under ``$HM2BP_CACHE`` (default ``~/.cache/hm2bp``), keyed by a hash of
+the source and the compiler flags, and loaded with ``ctypes``: no Python headers, no build step at
+install time. Where no compiler is available the callers fall back to the pure-torch loops (same
+results, slower), and say so once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_SOURCE = Path(__file__).with_name("cpu_scan.c")
+_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-std=c11"]
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_failed: str | None = None
+
+_i64, _i32, _f32, _f64, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_double, ctypes.c_void_p
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("HM2BP_CACHE", Path.home() / ".cache" / "hm2bp"))
+
+
+def _build() -> ctypes.CDLL:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (cc/gcc) found")
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *_FLAGS]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"hm2bp_cpu_{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
+            os.replace(tmp, target)  # atomic: a concurrent or interrupted build never leaves a half library
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc.stderr.strip()[:500]}") from exc
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(target))
+    lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
+    lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
+    lib.hm2bp_reverse_filter_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _f32, _f32, _i32]
+    lib.hm2bp_reverse_filter_f64.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _f64, _f64, _i32]
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, or None (compiled kernels disabled or unavailable)."""
+    global _lib, _failed
+    if os.environ.get("HM2BP_BACKEND", "").lower() == "torch":
+        return None
+    if _lib is not None or _failed is not None:
+        return _lib
+    with _lock:
+        if _lib is None and _failed is None:
+            try:
+                _lib = _build()
+            except (RuntimeError, OSError) as exc:
+                _failed = str(exc)
+                warnings.warn(f"hm2bp: compiled CPU kernels unavailable ({exc}); using the slower torch loops",
+                              RuntimeWarning, stacklevel=3)
+    return _lib
+
+
+def usable(*tensors: Tensor) -> bool:
+    """True when the compiled kernels can take these tensors (CPU) and the library loads."""
+    return all(t.device.type == "cpu" for t in tensors) and library() is not None
+
+
+def lif_scan(drive: Tensor, tau_m: float, tau_s: float, t_ref: int, theta: float, lateral: Tensor | None) -> Tensor:
+    """Spec §1.1 over ``drive`` ``[T, B, *shape]`` float32; ``lateral`` ``[N, N]`` couples the N = prod(shape)
+    neurons of each sample through the previous step's spikes."""
+    lib = library()
+    assert lib is not None and drive.dtype == torch.float32
+    T = drive.shape[0]
+    d = drive.reshape(T, -1).contiguous()
+    out = torch.zeros_like(d)
+    n = 0
+    lat_ptr = None
+    if lateral is not None:
+        lat = lateral.to(torch.float32).contiguous()
+        n = lat.shape[0]
+        lat_ptr = lat.data_ptr()
+    status = lib.hm2bp_lif_scan_f32(d.data_ptr(), out.data_ptr(), T, d.shape[1], tau_m, tau_s, t_ref, theta,
+                                    lat_ptr, n, torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("hm2bp LIF kernel: out of memory for the neuron state")
+    return out.reshape(drive.shape)
+
+
+def reverse_filter(coef_m: Tensor, coef_s: Tensor, decay_m: float, decay_s: float) -> Tensor:
+    """Σ_{t' ≥ t} d_m^{t'−t} C_m[t'] + d_s^{t'−t} C_s[t'] per column of ``[T, M]`` coefficients."""
+    lib = library()
+    assert lib is not None
+    cm, cs = coef_m.contiguous(), coef_s.contiguous()
+    out = torch.empty_like(cm)
+    fn = lib.hm2bp_reverse_filter_f64 if cm.dtype == torch.float64 else lib.hm2bp_reverse_filter_f32
+    fn(cm.data_ptr(), cs.data_ptr(), out.data_ptr(), cm.shape[0], cm.shape[1], decay_m, decay_s, torch.get_num_threads())
+    return out
