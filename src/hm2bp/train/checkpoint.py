@@ -96,7 +96,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "Unsupported operand" in ln]
+        first = lines[0] if lines else type(e).__name__
         raise CheckpointError(path, f"refused to load: the file holds objects other than tensors and plain "
                                     f"data (it may try to run code); {first}") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:

@@ -113,6 +113,14 @@ def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor |
                      sample_weight=weights, reduction="mean")
 
 
+def _grads_finite(opt: torch.optim.Optimizer) -> bool:
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                return False
+    return True
+
+
 def _batches(n: int, batch_size: int) -> range:
     return range(0, n, batch_size)
 
@@ -178,7 +186,7 @@ def _checkpoint(cfg: RunConfig, model: SpikingNetwork, opt: torch.optim.Optimize
         "best": st.best,
         "config": json.dumps(config_to_dict(cfg)),
         "arch": cfg.model.arch,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
 
 
@@ -307,7 +315,7 @@ def train(
                 group["lr"] = lr
             st.order = shuffle_order(st.order, t.shuffle, st.shuffle_gen, t.n_swaps)
             preds = torch.full((n_train,), -1, dtype=torch.int64)
-            loss_sum, seen, correct, count_sum = 0.0, 0, 0, 0.0
+            loss_sum, seen, correct, count_sum, skipped = 0.0, 0, 0, 0.0, 0
             bar = _progress(n_train, f"epoch {epoch + 1}/{t.epochs}", quiet)
             for n_step, i in enumerate(_batches(n_train, t.batch_size)):
                 if t.max_steps and n_step >= t.max_steps:
@@ -321,7 +329,10 @@ def train(
                 total = loss + weight_regularizer(model, t.reg_lambda, t.reg_beta, t.reg_limit).to(device) if use_reg else loss
                 opt.zero_grad(set_to_none=True)
                 total.backward()
-                opt.step()
+                if _grads_finite(opt):
+                    opt.step()
+                else:  # e.g. an output lateral loop gain >= 1 (spec §7.15): skip this update, keep training
+                    skipped += 1
                 st.step += 1
                 with torch.no_grad():
                     c = counts.detach()
@@ -342,6 +353,10 @@ def train(
                 from ..errors import NumericalError
 
                 raise NumericalError(f"epoch {epoch}: the training loss is not finite")
+            if skipped:
+                print(f"warning: epoch {epoch + 1}: skipped {skipped} update(s) with non-finite gradients "
+                      f"(an output lateral loop gain >= 1, spec §7.15; a higher output threshold or a weaker "
+                      f"model.lateral_inhibition avoids it)", file=sys.stderr)
             if t.boosting:
                 mask = preds >= 0
                 st.boost[mask] = update_boost_weights(st.boost[mask], train_set.labels[mask], preds[mask],
@@ -364,6 +379,7 @@ def train(
                 "mean_output_count": count_sum / max(seen * train_set.n_classes, 1),
                 "boost_mean": float(st.boost.mean()),
                 "boost_max": float(st.boost.max()),
+                "skipped_steps": skipped,
             }
             st.metrics.append(record)
             log.log(record)

@@ -17,7 +17,8 @@ class MetricsLog:
 
     Keys of a record: ``epoch`` (0-based), ``lr``, ``train_loss``, ``train_acc``, ``test_acc``,
     ``best_test_acc``, ``epoch_time_s``, ``wall_time_s`` (since the start of the run, resumes included),
-    ``step``, ``mean_output_count``, ``boost_mean``, ``boost_max``. Accuracies are fractions in [0, 1].
+    ``step``, ``mean_output_count``, ``boost_mean``, ``boost_max``, ``skipped_steps`` (updates skipped
+    because of non-finite gradients). Accuracies are fractions in [0, 1].
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], *, tensorboard: bool = False, fresh: bool = True,

@@ -1,0 +1,152 @@
+"""Training loop on tiny real data (scikit-learn digits): resume equality, learning, evaluation, datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+
+from hm2bp.config import load_config  # noqa: E402
+from hm2bp.errors import ConfigError  # noqa: E402
+from hm2bp.train import evaluate, load_checkpoint, model_from_checkpoint, train  # noqa: E402
+from hm2bp.train.datasets import load_datasets  # noqa: E402
+
+TINY = ["model.arch=64-20-10", "model.T=24", "model.thresholds=3,3", "model.desired=8", "model.undesired=2",
+        "model.margin=1", "data.n_train=24", "data.n_test=16", "train.plots=false", "train.tensorboard=false"]
+ONLINE = TINY + ["train.mode=online", "train.batch_size=1", "train.shuffle=swaps5000", "train.n_swaps=7",
+                 "train.reg_lambda=10", "train.reg_beta=0.04", "train.boosting=true"]
+MINIBATCH = TINY + ["train.mode=minibatch", "train.batch_size=5", "data.encoding=fresh",
+                    "train.shuffle=permutation", "train.optimizer=sgd", "train.lr=0.01"]
+
+_TIME_KEYS = {"epoch_time_s", "wall_time_s"}
+
+
+def _strip_times(metrics: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in _TIME_KEYS} for m in metrics]
+
+
+def _assert_same_checkpoint(a: dict, b: dict) -> None:
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for p in sa:
+        for k in sa[p]:
+            va, vb = sa[p][k], sb[p][k]
+            assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb, (p, k)
+    assert torch.equal(a["boost"], b["boost"])
+    assert torch.equal(a["order"], b["order"])
+    assert torch.equal(a["rng"]["shuffle"], b["rng"]["shuffle"])
+    assert (a["epoch"], a["step"], a["best"]) == (b["epoch"], b["step"], b["best"])
+    assert _strip_times(a["metrics"]) == _strip_times(b["metrics"])
+
+
+@pytest.mark.parametrize("overrides", [ONLINE, MINIBATCH], ids=["online", "minibatch"])
+def test_resume_gives_exactly_the_uninterrupted_run(tmp_path: Path, overrides: list[str]) -> None:
+    straight = train(load_config("digits", overrides + ["train.epochs=2", f"train.out_dir={tmp_path / 'a'}"]),
+                     quiet=True)
+    train(load_config("digits", overrides + ["train.epochs=1", f"train.out_dir={tmp_path / 'b'}"]), quiet=True)
+    resumed = train(load_config("digits", overrides + ["train.epochs=2", f"train.out_dir={tmp_path / 'b'}"]),
+                    resume=True, quiet=True)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    _assert_same_checkpoint(a, b)
+    assert straight.test_acc == resumed.test_acc
+    # the metrics log of the resumed run holds each epoch once, equal to the straight run's
+    la = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert _strip_times(la) == _strip_times(lb) and [m["epoch"] for m in lb] == [0, 1]
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    base = ONLINE + ["train.epochs=1", f"train.out_dir={tmp_path}"]
+    train(load_config("digits", base), quiet=True)
+    with pytest.raises(ConfigError, match="train.lr"):
+        train(load_config("digits", base + ["train.lr=0.5"]), resume=True, quiet=True)
+
+
+def test_run_folder_contents_and_best_checkpoint(tmp_path: Path) -> None:
+    res = train(load_config("digits", MINIBATCH + ["train.epochs=2", f"train.out_dir={tmp_path}"]), quiet=True)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "metrics.jsonl", "last.pt", "best.pt"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    for m in metrics:
+        assert {"epoch", "lr", "train_loss", "train_acc", "test_acc", "best_test_acc", "wall_time_s"} <= set(m)
+    assert metrics[-1]["best_test_acc"] == max(m["test_acc"] for m in metrics) == res.best_test_acc
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["metrics"][-1]["test_acc"] == res.best_test_acc
+    # the best checkpoint evaluates to the accuracy recorded for it
+    model, cfg, _ = model_from_checkpoint(tmp_path / "best.pt")
+    _, test_set = load_datasets(cfg)
+    assert evaluate(model, test_set).accuracy == res.best_test_acc
+
+
+def test_seeded_runs_are_reproducible_and_seed_matters(tmp_path: Path) -> None:
+    over = MINIBATCH + ["train.epochs=1"]
+    r1 = train(load_config("digits", over + [f"train.out_dir={tmp_path / '1'}"]), quiet=True)
+    r2 = train(load_config("digits", over + [f"train.out_dir={tmp_path / '2'}"]), quiet=True)
+    r3 = train(load_config("digits", over + [f"train.out_dir={tmp_path / '3'}", "train.seed=1"]), quiet=True)
+    w1, w2, w3 = (r.model.layers[0].weight for r in (r1, r2, r3))
+    assert torch.equal(w1, w2) and not torch.equal(w1, w3)
+
+
+def test_loss_decreases_and_learns_on_a_small_real_subset(tmp_path: Path) -> None:
+    over = ["model.arch=64-40-10", "model.T=40", "model.thresholds=2,2", "model.desired=12", "model.undesired=2",
+            "model.margin=2", "data.n_train=200", "data.n_test=100", "train.mode=minibatch", "train.batch_size=10",
+            "train.lr=0.005", "train.epochs=4", "train.plots=false", "train.tensorboard=false",
+            f"train.out_dir={tmp_path}"]
+    res = train(load_config("digits", over), quiet=True)
+    losses = [m["train_loss"] for m in res.metrics]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert res.best_test_acc > 0.3  # chance is 0.1
+
+
+def test_fixed_rasters_repeat_and_fresh_rasters_change() -> None:
+    fixed_train, fixed_test = load_datasets(load_config("digits", TINY))
+    assert torch.equal(fixed_train.get([3, 1], 0), fixed_train.get([3, 1], 5))
+    # a sample's raster does not depend on the batch it is drawn with
+    assert torch.equal(fixed_train.get([3, 1], 0)[:, 1], fixed_train.get([1], 0)[:, 0])
+    x = fixed_train.get([0, 1, 2], 0)
+    assert x.dtype == torch.bool and x.shape == (24, 3, 64) and not x[0].any()
+    fresh_train, fresh_test = load_datasets(load_config("digits", TINY + ["data.encoding=fresh"]))
+    assert torch.equal(fresh_train.get([2], 1), fresh_train.get([2], 1))
+    assert not torch.equal(fresh_train.get([2], 1), fresh_train.get([2], 2))
+    assert torch.equal(fresh_test.get([2], 1), fresh_test.get([2], 2))  # test rasters stay fixed
+
+
+def test_augmented_rasters_change_per_epoch() -> None:
+    train_set, _ = load_datasets(load_config("digits", TINY + ["data.augment=true"]))
+    a, b = train_set.get([0, 1], 0), train_set.get([0, 1], 1)
+    assert a.shape == b.shape and not torch.equal(a, b)
+    assert torch.equal(a, train_set.get([0, 1], 0))
+
+
+def test_digits_split_is_fixed_and_disjoint() -> None:
+    from hm2bp.data.digits import load_digits
+
+    xa, ya = load_digits("train")
+    xb, yb = load_digits("test")
+    assert xa.shape == (1437, 8, 8) and xb.shape == (360, 8, 8) and xa.dtype.name == "uint8"
+    assert xa.max() == 255 and xa.min() == 0
+    assert set(ya.tolist()) == set(range(10))
+    x2, _ = load_digits("train")
+    assert (x2 == xa).all()
+    rows_a = {r.tobytes() for r in xa}
+    assert sum(r.tobytes() in rows_a for r in xb) < 10  # (a few digits images are exact duplicates)
+
+
+def test_cuda_device_error_is_clear() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    from hm2bp.train import resolve_device
+
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
