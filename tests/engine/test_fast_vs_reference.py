@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hm2bp.functional.autograd import conv_drive, linear_drive
+from hm2bp.functional.events import spike_events
 from hm2bp.functional.hm2bp import conv_backward, insert_label_spikes, lateral_factor, linear_backward, pool_backward
 from hm2bp.functional.params import NeuronParams
 from hm2bp.functional.psp import psp_matrix
@@ -151,10 +152,14 @@ def _linear_case(seed: int, T: int = 250, B: int = 3, n_in: int = 14, n_out: int
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("effect_ratio", [True, False])
-def test_linear_backward_equals_reference(seed: int, effect_ratio: bool) -> None:
+@pytest.mark.parametrize("event_driven", [False, True])
+def test_linear_backward_equals_reference(seed: int, effect_ratio: bool, event_driven: bool) -> None:
     x, w, p, drive, out, delta = _linear_case(seed)
+    events = spike_events(x) if event_driven else None
+    if event_driven and events is None:
+        pytest.skip("compiled event kernels unavailable (no C compiler)")
     lam = torch.rand(delta.shape, generator=torch.Generator().manual_seed(seed), dtype=F64) + 0.5 if seed % 2 else None
-    fast = linear_backward(delta, x, out, w, drive, p, lateral=lam, effect_ratio=effect_ratio, dtype=F64)
+    fast = linear_backward(delta, x, out, w, drive, p, lateral=lam, effect_ratio=effect_ratio, dtype=F64, events=events)
     grad_sum = np.zeros(w.shape)
     for b in range(x.shape[1]):
         g_ref, d_ref = ref.fc_backward_ref(

@@ -35,3 +35,27 @@ def test_reverse_filter_kernel_equals_torch_loop(monkeypatch: pytest.MonkeyPatch
     slow = psp.psp_coefficients(spikes, p, torch.float32)
     assert torch.equal(fast, slow)
     assert fast.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_event_driven_products_equal_dense(dtype: torch.dtype) -> None:
+    from hm2bp.functional import events as ev
+
+    gen = torch.Generator().manual_seed(11)
+    spikes = (torch.rand(50, 3, 40, generator=gen) < 0.05).to(dtype)
+    spikes[:, :, 5] = 0
+    w = torch.randn(7, 40, generator=gen, dtype=dtype)
+    coeffs = torch.randn(50, 3, 7, generator=gen, dtype=dtype)
+    idx = ev.spike_events(spikes)
+    assert idx is not None and int(idx.row_ptr[-1]) == int(spikes.sum())
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ev.drive(spikes, w, idx), ev.drive(spikes, w, None), **tol)
+    torch.testing.assert_close(ev.weight_gradient(spikes, coeffs, idx), ev.weight_gradient(spikes, coeffs, None), **tol)
+    torch.testing.assert_close(ev.spike_weighted_error(spikes, coeffs, w, idx),
+                               ev.spike_weighted_error(spikes, coeffs, w, None), **tol)
+
+
+def test_dense_spikes_use_the_dense_path() -> None:
+    from hm2bp.functional import events as ev
+
+    assert ev.spike_events(torch.ones(10, 2, 8)) is None

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import events as ev
 from .hm2bp import conv_backward, insert_label_spikes, lateral_factor, linear_backward, pool_backward
 from .neuron import simulate_lif
 from .params import NeuronParams
@@ -68,9 +69,11 @@ class SpikingLinearFunction(torch.autograd.Function):
         effect_ratio: bool,
         backward_dtype: torch.dtype,
     ) -> Tensor:
-        drive = linear_drive(in_spikes, weight)
+        events = ev.spike_events(in_spikes)
+        drive = ev.drive(in_spikes, weight, events)
         out = simulate_lif(drive, p, lateral_weight)
         ctx.save_for_backward(in_spikes, weight, drive, out)
+        ctx.events = events
         ctx.p, ctx.output_spec, ctx.effect_ratio, ctx.dtype = p, output_spec, effect_ratio, backward_dtype
         ctx.has_lateral = lateral_weight is not None
         return out
@@ -91,7 +94,7 @@ class SpikingLinearFunction(torch.autograd.Function):
         grads = linear_backward(
             delta, in_spikes, used_spikes, weight, drive, ctx.p,
             lateral=lam, effect_ratio=ctx.effect_ratio,
-            need_delta_below=ctx.needs_input_grad[0], dtype=ctx.dtype,
+            need_delta_below=ctx.needs_input_grad[0], dtype=ctx.dtype, events=ctx.events,
         )
         grad_in = None
         if grads.delta_below is not None:

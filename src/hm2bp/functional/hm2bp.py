@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import events as ev
 from .params import NeuronParams
 from .psp import SILENT_POST_PSP, psp_coefficients, psp_matrix
 
@@ -119,6 +120,7 @@ def linear_backward(
     effect_ratio: bool = True,
     need_delta_below: bool = True,
     dtype: torch.dtype = torch.float32,
+    events: ev.SpikeEvents | None = None,
 ) -> LayerGrads:
     """HM2-BP backward step of a fully connected spiking layer (spec §3.3).
 
@@ -132,11 +134,12 @@ def linear_backward(
         weight: ``[N_out, N_in]`` weights before this step's update. drive: ``[T, B, N_out]`` forward
             drive W·s_in(t). lateral: ``[B, N_out]`` factor Λ or None.
         dtype: compute dtype of the S-PSP contractions.
+        events: the input spikes indexed by ``events.spike_events`` (event-driven products), or None
+            (dense products).
 
     Returns:
         LayerGrads(weight ``[N_out, N_in]``, delta_below ``[B, N_in]`` or None).
     """
-    T, B = in_spikes.shape[0], in_spikes.shape[1]
     w = weight.to(dtype)
     s_in = in_spikes.to(dtype)
     counts_out = out_spikes.sum(0).to(dtype)
@@ -149,14 +152,14 @@ def linear_backward(
         factor = factor * lateral.to(dtype)
 
     silent_out = counts_out == 0
-    grad_w = (coeffs * factor).reshape(T * B, -1).t() @ s_in.reshape(T * B, -1)
+    grad_w = ev.weight_gradient(in_spikes, coeffs * factor, events)
     grad_w += SILENT_POST_PSP * (factor * silent_out).t() @ (counts_in > 0).to(dtype)
 
     delta_below = None
     if need_delta_below:
         if effect_ratio:
             # Σ_{i: o_i>0} δ̂_i w_ij e_ij / o_j  +  Σ_{i: o_i=0} δ̂_i w_ij   (o_j > 0);  Σ_i δ̂_i w_ij (o_j = 0)
-            through_psp = ((coeffs * delta_hat) @ w * s_in).sum(0) / counts_in.clamp(min=1)
+            through_psp = ev.spike_weighted_error(in_spikes, coeffs * delta_hat, w, events) / counts_in.clamp(min=1)
             from_silent = (delta_hat * silent_out) @ w
             delta_below = torch.where(counts_in > 0, through_psp + from_silent, delta_hat @ w)
         else:

@@ -58,6 +58,10 @@ def _build() -> ctypes.CDLL:
     lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
     lib.hm2bp_reverse_filter_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _f32, _f32, _i32]
     lib.hm2bp_reverse_filter_f64.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _f64, _f64, _i32]
+    for suffix in ("f32", "f64"):
+        getattr(lib, f"hm2bp_event_drive_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i32]
+        getattr(lib, f"hm2bp_event_outer_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i32]
+        getattr(lib, f"hm2bp_event_dot_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i32]
     return lib
 
 
@@ -113,4 +117,45 @@ def reverse_filter(coef_m: Tensor, coef_s: Tensor, decay_m: float, decay_s: floa
     out = torch.empty_like(cm)
     fn = lib.hm2bp_reverse_filter_f64 if cm.dtype == torch.float64 else lib.hm2bp_reverse_filter_f32
     fn(cm.data_ptr(), cs.data_ptr(), out.data_ptr(), cm.shape[0], cm.shape[1], decay_m, decay_s, torch.get_num_threads())
+    return out
+
+
+def _suffix(t: Tensor) -> str:
+    if t.dtype == torch.float32:
+        return "f32"
+    if t.dtype == torch.float64:
+        return "f64"
+    raise TypeError(f"hm2bp event kernels take float32 or float64, got {t.dtype}")
+
+
+def event_drive(row_ptr: Tensor, cols: Tensor, weight_t: Tensor, n_rows: int) -> Tensor:
+    """``out[r] = Σ_{j ∈ row r} weight_t[j]`` for a CSR spike matrix; ``weight_t`` is Wᵀ ``[N_in, N_out]``."""
+    lib = library()
+    assert lib is not None
+    wt = weight_t.contiguous()
+    out = torch.zeros(n_rows, wt.shape[1], dtype=wt.dtype)
+    getattr(lib, f"hm2bp_event_drive_{_suffix(wt)}")(row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), out.data_ptr(),
+                                                     n_rows, wt.shape[1], torch.get_num_threads())
+    return out
+
+
+def event_outer(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, n_in: int) -> Tensor:
+    """``out[j] = Σ_{spikes (r, j)} coeffs[r]`` for a CSR spike matrix: (Cᵀ·S)ᵀ, ``[N_in, N_out]``."""
+    lib = library()
+    assert lib is not None
+    c = coeffs.contiguous()
+    out = torch.zeros(n_in, c.shape[1], dtype=c.dtype)
+    getattr(lib, f"hm2bp_event_outer_{_suffix(c)}")(row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), out.data_ptr(),
+                                                    c.shape[0], n_in, c.shape[1], torch.get_num_threads())
+    return out
+
+
+def event_dot(col_ptr: Tensor, rows: Tensor, a: Tensor, weight_t: Tensor, batch: int) -> Tensor:
+    """``out[r mod B, j] = Σ_{spikes (r, j)} <a[r], weight_t[j]>``, ``[B, N_in]``."""
+    lib = library()
+    assert lib is not None
+    a_c, wt = a.contiguous(), weight_t.to(a.dtype).contiguous()
+    out = torch.zeros(batch, wt.shape[0], dtype=a.dtype)
+    getattr(lib, f"hm2bp_event_dot_{_suffix(a_c)}")(col_ptr.data_ptr(), rows.data_ptr(), a_c.data_ptr(), wt.data_ptr(),
+                                                    out.data_ptr(), wt.shape[0], wt.shape[1], batch, torch.get_num_threads())
     return out

@@ -88,3 +88,67 @@ int hm2bp_lif_scan_f32(const float *drive, float *out, int64_t T, int64_t M, flo
 
 REVERSE_FILTER(hm2bp_reverse_filter_f32, float)
 REVERSE_FILTER(hm2bp_reverse_filter_f64, double)
+
+/* Event-driven products with a binary spike matrix S [R rows = (t, b), N_in columns], given as CSR
+ * (row_ptr, cols) and CSC (col_ptr, rows). W is passed transposed, wt = Wᵀ [N_in, N_out], so that
+ * every spike touches one contiguous row of N_out weights. */
+#define EVENT_KERNELS(SUFFIX, TYPE)                                                                  \
+    /* out[r, :] = Σ_{j ∈ row r} wt[j, :]   (the forward drive W·s) */                               \
+    void hm2bp_event_drive_##SUFFIX(const int64_t *row_ptr, const int64_t *cols, const TYPE *wt,     \
+                                    TYPE *out, int64_t R, int64_t n_out, int32_t n_threads) {        \
+        _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)")       \
+        for (int64_t r = 0; r < R; r++) {                                                            \
+            TYPE *o = out + r * n_out;                                                               \
+            for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                   \
+                const TYPE *w = wt + cols[k] * n_out;                                                \
+                for (int64_t i = 0; i < n_out; i++) o[i] += w[i];                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }                                                                                                \
+    /* gt[j, :] = Σ_{spikes (r, j)} c[r, :]   (the weight gradient Cᵀ·S, transposed). Rows are visited \
+     * in order so that c is streamed once; each thread adds into its own copy of gt. */                \
+    int hm2bp_event_outer_##SUFFIX(const int64_t *row_ptr, const int64_t *cols, const TYPE *c,       \
+                                   TYPE *gt, int64_t R, int64_t n_in, int64_t n_out,                 \
+                                   int32_t n_threads) {                                              \
+        int64_t nt = n_threads > 0 ? n_threads : 1;                                                  \
+        int64_t size = n_in * n_out;                                                                 \
+        TYPE *priv = nt > 1 ? calloc((size_t)((nt - 1) * size), sizeof(TYPE)) : NULL;               \
+        if (nt > 1 && !priv) nt = 1;                                                                 \
+        _Pragma("omp parallel for num_threads(nt) schedule(static)")                                  \
+        for (int64_t b = 0; b < nt; b++) {                                                           \
+            int64_t r0;                                                                              \
+            int64_t nr = block_bounds(R, nt, b, &r0);                                                \
+            TYPE *g = b == 0 ? gt : priv + (b - 1) * size;                                           \
+            for (int64_t r = r0; r < r0 + nr; r++) {                                                 \
+                const TYPE *cr = c + r * n_out;                                                      \
+                for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                               \
+                    TYPE *gj = g + cols[k] * n_out;                                                  \
+                    for (int64_t i = 0; i < n_out; i++) gj[i] += cr[i];                              \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+        for (int64_t b = 1; b < nt; b++) {                                                           \
+            const TYPE *p = priv + (b - 1) * size;                                                   \
+            for (int64_t i = 0; i < size; i++) gt[i] += p[i];                                        \
+        }                                                                                            \
+        free(priv);                                                                                  \
+        return 0;                                                                                    \
+    }                                                                                                \
+    /* out[r mod B, j] += <a[r, :], wt[j, :]> for every spike (r, j)   (Σ_t s ⊙ (A·W)) */            \
+    void hm2bp_event_dot_##SUFFIX(const int64_t *col_ptr, const int64_t *rows, const TYPE *a,        \
+                                  const TYPE *wt, TYPE *out, int64_t n_in, int64_t n_out, int64_t B, \
+                                  int32_t n_threads) {                                               \
+        _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(dynamic, 8)")   \
+        for (int64_t j = 0; j < n_in; j++) {                                                         \
+            const TYPE *w = wt + j * n_out;                                                          \
+            for (int64_t k = col_ptr[j]; k < col_ptr[j + 1]; k++) {                                   \
+                const TYPE *ar = a + rows[k] * n_out;                                                \
+                TYPE acc = 0;                                                                        \
+                for (int64_t i = 0; i < n_out; i++) acc += ar[i] * w[i];                             \
+                out[(rows[k] % B) * n_in + j] += acc;                                                \
+            }                                                                                        \
+        }                                                                                            \
+    }
+
+EVENT_KERNELS(f32, float)
+EVENT_KERNELS(f64, double)
