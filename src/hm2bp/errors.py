@@ -27,3 +27,8 @@ class ConfigError(HM2BPError, ValueError):
 
 class NumericalError(HM2BPError, FloatingPointError):
     """NaN/inf or an unstable quantity (e.g. a lateral loop gain >= 1) was detected."""
+
+
+class LateralGainWarning(RuntimeWarning):
+    """The output lateral-inhibition loop gain reached 1 or more (spec §3.4, §7.15): Λ is then
+    negative or infinite, as in the authors' code, which has no guard."""

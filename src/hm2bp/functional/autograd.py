@@ -6,6 +6,7 @@ of ``hm2bp.py``; the maths lives there. See ``hm2bp.py`` for the count-gradient 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..errors import LateralGainWarning, NumericalError
 from . import events as ev
 from .hm2bp import conv_backward, insert_label_spikes, lateral_factor, linear_backward, pool_backward
 from .neuron import simulate_lif
@@ -55,6 +57,29 @@ def pool_drive(in_spikes: Tensor, pool: int) -> Tensor:
     return padded.reshape(*padded.shape[:-2], Hp, pool, Wp, pool).sum((-3, -1))
 
 
+def check_finite(in_spikes: Tensor, weight: Tensor | None, name: str) -> None:
+    """Refuse NaN/inf inputs or weights up front: a NaN potential never crosses the threshold, so the
+    fault would otherwise vanish silently into a silent neuron."""
+    if weight is not None and not bool(torch.isfinite(weight).all()):
+        raise NumericalError(f"{name}: the weights contain NaN or inf")
+    if not bool(torch.isfinite(in_spikes).all()):
+        bad = ~torch.isfinite(in_spikes.reshape(in_spikes.shape[0], -1))
+        steps = torch.nonzero(bad.any(1)).flatten()
+        raise NumericalError(f"{name}: the input spikes contain NaN or inf (time steps {steps[:5].tolist()})")
+
+
+def warn_unstable_lateral(lam: Tensor, name: str) -> None:
+    """Spec §3.4 has no guard for a loop gain ≥ 1 (Λ ≤ 0 or infinite); report which samples hit it."""
+    bad = ~torch.isfinite(lam) | (lam <= 0)
+    if bool(bad.any()):
+        samples = torch.nonzero(bad.any(1)).flatten().tolist()
+        warnings.warn(
+            f"{name}: output lateral-inhibition loop gain >= 1 in batch samples {samples[:8]} "
+            f"(Λ = {lam[bad][:4].tolist()}); the update follows the authors' unguarded formula",
+            LateralGainWarning, stacklevel=4,
+        )
+
+
 class SpikingLinearFunction(torch.autograd.Function):
     """Spiking FC layer: forward = LIF simulation, backward = HM2-BP (spec §3.3, §3.2, §3.4)."""
 
@@ -68,10 +93,13 @@ class SpikingLinearFunction(torch.autograd.Function):
         output_spec: tuple[Tensor | None, float, int] | None,
         effect_ratio: bool,
         backward_dtype: torch.dtype,
+        name: str = "SpikingLinear",
     ) -> Tensor:
+        check_finite(in_spikes, weight, name)
         events = ev.spike_events(in_spikes)
         drive = ev.drive(in_spikes, weight, events)
         out = simulate_lif(drive, p, lateral_weight)
+        ctx.name = name
         ctx.save_for_backward(in_spikes, weight, drive, out)
         ctx.events = events
         ctx.p, ctx.output_spec, ctx.effect_ratio, ctx.dtype = p, output_spec, effect_ratio, backward_dtype
@@ -90,6 +118,7 @@ class SpikingLinearFunction(torch.autograd.Function):
             if labels is not None:
                 if ctx.has_lateral:
                     lam = lateral_factor(out, labels, ctx.p, strength)
+                    warn_unstable_lateral(lam, ctx.name)
                 used_spikes = insert_label_spikes(out, labels, desired)
         grads = linear_backward(
             delta, in_spikes, used_spikes, weight, drive, ctx.p,
@@ -99,14 +128,16 @@ class SpikingLinearFunction(torch.autograd.Function):
         grad_in = None
         if grads.delta_below is not None:
             grad_in = broadcast_error(grads.delta_below, in_spikes.shape[0], in_spikes)
-        return grad_in, grads.weight.to(weight.dtype), None, None, None, None, None
+        return grad_in, grads.weight.to(weight.dtype), None, None, None, None, None, None, None
 
 
 class SpikingConv2dFunction(torch.autograd.Function):
     """Spiking conv layer (valid, stride 1): forward = LIF simulation, backward = HM2-BP (spec §3.5)."""
 
     @staticmethod
-    def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, p: NeuronParams, backward_dtype: torch.dtype) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, p: NeuronParams, backward_dtype: torch.dtype,  # type: ignore[override]
+                name: str = "SpikingConv2d") -> Tensor:
+        check_finite(in_spikes, weight, name)
         drive = conv_drive(in_spikes, weight)
         out = simulate_lif(drive, p)
         ctx.save_for_backward(in_spikes, weight, drive, out)
@@ -124,14 +155,15 @@ class SpikingConv2dFunction(torch.autograd.Function):
         grad_in = None
         if grads.delta_below is not None:
             grad_in = broadcast_error(grads.delta_below, in_spikes.shape[0], in_spikes)
-        return grad_in, grads.weight.to(weight.dtype), None, None
+        return grad_in, grads.weight.to(weight.dtype), None, None, None
 
 
 class SpikingPool2dFunction(torch.autograd.Function):
     """Spiking pooling layer with fixed unit weights; its backward is spec §3.5's pool rule."""
 
     @staticmethod
-    def forward(ctx: Any, in_spikes: Tensor, pool: int, p: NeuronParams, backward_dtype: torch.dtype) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, in_spikes: Tensor, pool: int, p: NeuronParams, backward_dtype: torch.dtype,  # type: ignore[override]
+                name: str = "SpikingPool2d") -> Tensor:
         out = simulate_lif(pool_drive(in_spikes, pool), p)
         ctx.save_for_backward(in_spikes, out)
         ctx.pool, ctx.p, ctx.dtype = pool, p, backward_dtype
@@ -142,4 +174,4 @@ class SpikingPool2dFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
         in_spikes, out = ctx.saved_tensors
         delta = pool_backward(count_error(grad_out), in_spikes, out, ctx.pool, ctx.p, ctx.dtype)
-        return broadcast_error(delta, in_spikes.shape[0], in_spikes), None, None, None
+        return broadcast_error(delta, in_spikes.shape[0], in_spikes), None, None, None, None

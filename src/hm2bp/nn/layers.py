@@ -83,6 +83,7 @@ class SpikingLinear(nn.Module):
         self.register_buffer("lateral_weight", lateral)
         self.output, self.effect_ratio, self.desired = output, effect_ratio, desired
         self.backward_dtype = backward_dtype
+        self.name = "SpikingLinear"  # SpikingNetwork sets "layers.<i> (...)" for its error messages
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         _check_input(x, 3, "SpikingLinear", (self.in_features,))
@@ -91,7 +92,8 @@ class SpikingLinear(nn.Module):
         if self.output:
             output_spec = (labels, float(self.lateral_strength or 0.0), self.desired)
         return SpikingLinearFunction.apply(
-            x, self.weight, self.params, self.lateral_weight, output_spec, self.effect_ratio, self.backward_dtype
+            x, self.weight, self.params, self.lateral_weight, output_spec, self.effect_ratio, self.backward_dtype,
+            self.name,
         )
 
     def extra_repr(self) -> str:
@@ -128,6 +130,7 @@ class SpikingConv2d(nn.Module):
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = nn.Parameter(_uniform_(torch.empty(shape), init_scale, generator))
         self.backward_dtype = backward_dtype
+        self.name = "SpikingConv2d"
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[2] != self.in_channels or min(x.shape[-2:]) < self.kernel_size:
@@ -135,7 +138,7 @@ class SpikingConv2d(nn.Module):
                 f"SpikingConv2d: expected [T, B, {self.in_channels}, H, W] with H, W >= {self.kernel_size}, "
                 f"got {list(x.shape)}"
             )
-        return SpikingConv2dFunction.apply(x.to(self.weight.dtype), self.weight, self.params, self.backward_dtype)
+        return SpikingConv2dFunction.apply(x.to(self.weight.dtype), self.weight, self.params, self.backward_dtype, self.name)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, v_th={self.params.v_th}"
@@ -164,11 +167,12 @@ class SpikingPool2d(nn.Module):
         self.pool = pool
         self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
         self.backward_dtype = backward_dtype
+        self.name = "SpikingPool2d"
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5:
             raise ValueError(f"SpikingPool2d: expected [T, B, C, H, W], got {list(x.shape)}")
-        return SpikingPool2dFunction.apply(x, self.pool, self.params, self.backward_dtype)
+        return SpikingPool2dFunction.apply(x, self.pool, self.params, self.backward_dtype, self.name)
 
     def extra_repr(self) -> str:
         return f"pool={self.pool}, v_th={self.params.v_th}"

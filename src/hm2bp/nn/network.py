@@ -80,6 +80,9 @@ class SpikingNetwork(nn.Module):
     def __init__(self, layers: Sequence[nn.Module], input_shape: tuple[int, ...], arch: str = "") -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        for i, layer in enumerate(self.layers):
+            if hasattr(layer, "name"):
+                layer.name = f"layers.{i} ({type(layer).__name__})"
         self.input_shape = tuple(input_shape)
         self.arch = arch
         self.hidden_spikes: list[Tensor] = []

@@ -1,0 +1,45 @@
+"""Numerical faults are reported with the layer, not silently propagated (NaN never spikes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hm2bp.errors import LateralGainWarning, NumericalError
+from hm2bp.loss import rate_loss
+from hm2bp.nn.network import build_network
+
+pytestmark = pytest.mark.reliability
+
+
+def _net():
+    return build_network("12-8-3", [2.0, 2.0], generator=torch.Generator().manual_seed(0))
+
+
+def test_nan_input_names_layer_and_step() -> None:
+    x = (torch.rand(40, 2, 12, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    x[7, 1, 3] = float("nan")
+    with pytest.raises(NumericalError, match=r"layers\.0 .*input spikes contain NaN.*time steps \[7\]"):
+        _net()(x)
+
+
+def test_nan_weight_names_layer() -> None:
+    net = _net()
+    with torch.no_grad():
+        net.layers[1].weight[0, 0] = float("inf")
+    x = (torch.rand(40, 2, 12, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    with pytest.raises(NumericalError, match=r"layers\.1 .*weights contain NaN or inf"):
+        net(x)
+
+
+def test_lateral_loop_gain_at_least_one_is_reported() -> None:
+    """Strong activity under a low output threshold drives Σ R d R d above 1 (spec §3.4, §7.15)."""
+    net = build_network("30-3", [0.5], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.layers[0].weight.uniform_(0.5, 1.0)
+    x = (torch.rand(300, 2, 30, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    labels = torch.tensor([0, 1])
+    counts = net(x, labels).sum(0)
+    assert (counts > 0).sum() >= 4
+    with pytest.warns(LateralGainWarning, match=r"layers\.0 .*loop gain >= 1 in batch samples"):
+        rate_loss(counts, labels).backward()
