@@ -43,3 +43,30 @@ def test_lateral_loop_gain_at_least_one_is_reported() -> None:
     assert (counts > 0).sum() >= 4
     with pytest.warns(LateralGainWarning, match=r"layers\.0 .*loop gain >= 1 in batch samples"):
         rate_loss(counts, labels).backward()
+
+
+def test_training_that_cannot_fit_is_refused_up_front() -> None:
+    from hm2bp.errors import ConfigError
+    from hm2bp.nn.memory import check_training_fits, training_step_bytes
+
+    net = build_network("784-800-10", [20, 8])
+    small = training_step_bytes(net, 400, 64)
+    assert 100e6 < small < 2e9  # about 0.3 GB for the paper's FC net at batch 64
+    assert training_step_bytes(net, 400, 128) > 1.9 * training_step_bytes(net, 400, 64) - 1e7
+    with pytest.raises(ConfigError, match=r"needs about .* GiB .* reduce the batch size \(at most about \d+ fits"):
+        check_training_fits(net, 400, 100_000, available=8 * 1024**3)
+    assert check_training_fits(net, 400, 64, available=8 * 1024**3) == small
+
+
+def test_memory_estimate_is_an_upper_bound_of_a_real_step() -> None:
+    import resource
+
+    from hm2bp.nn.memory import training_step_bytes
+
+    net = build_network("784-200-10", [20, 8])
+    x = (torch.rand(200, 32, 784, generator=torch.Generator().manual_seed(0)) < 0.03).float()
+    labels = torch.randint(0, 10, (32,))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rate_loss(net(x, labels).sum(0), labels).backward()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert grown <= training_step_bytes(net, 200, 32) + 50e6

@@ -1,0 +1,89 @@
+"""Up-front memory estimate of a training step, so that a configuration that cannot fit is refused
+with the figure and a remedy instead of failing with an out-of-memory error mid-epoch."""
+
+from __future__ import annotations
+
+import math
+
+
+import torch
+
+from ..errors import ConfigError
+from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d
+from .network import SpikingNetwork
+
+_FORWARD_SAVED = 3  # input spikes, drive, output spikes kept for the backward pass (per layer)
+_BACKWARD_TEMPS = 7  # coefficients (2), C̃, scaled copies and products alive in one layer's backward
+
+
+def _layer_sizes(net: SpikingNetwork) -> list[tuple[int, int]]:
+    """(input elements, output elements) per sample and step, for each spiking layer."""
+    sizes = []
+    shape = net.input_shape
+    for layer in net.layers:
+        n_in = math.prod(shape)
+        if isinstance(layer, SpikingConv2d):
+            k = layer.kernel_size
+            shape = (layer.out_channels, shape[1] - k + 1, shape[2] - k + 1)
+        elif isinstance(layer, SpikingPool2d):
+            p = layer.pool
+            shape = (shape[0], -(-shape[1] // p), -(-shape[2] // p))
+        elif isinstance(layer, Flatten):
+            shape = (math.prod(shape),)
+            continue
+        elif isinstance(layer, SpikingLinear):
+            shape = (layer.out_features,)
+        else:
+            continue
+        sizes.append((n_in, math.prod(shape)))
+    return sizes
+
+
+def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value: int = 4) -> int:
+    """Estimated peak bytes of one training step: every layer's saved forward tensors plus the largest
+    layer's backward temporaries (which include an input-sized error tensor for conv layers)."""
+    sizes = _layer_sizes(net)
+    per_step = sum(n_in + _FORWARD_SAVED * n_out for n_in, n_out in sizes)
+    per_step += max(_BACKWARD_TEMPS * n_out + 2 * n_in for n_in, n_out in sizes)
+    weights = sum(p.numel() for p in net.parameters()) * 4 * 4  # weights, grads, two Adam moments
+    return per_step * T * batch * bytes_per_value + weights
+
+
+def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Free memory of the device: MemAvailable on Linux CPUs, free memory on CUDA; None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_training_fits(net: SpikingNetwork, T: int, batch: int, device: torch.device | str = "cpu",
+                        available: int | None = None, headroom: float = 0.8) -> int:
+    """Raise ConfigError when a training step would not fit in memory; return the estimate in bytes.
+
+    Args:
+        available: bytes free (default: measured); headroom: fraction of it a step may use.
+    """
+    need = training_step_bytes(net, T, batch)
+    free = available if available is not None else available_memory_bytes(device)
+    if free is not None and need > headroom * free:
+        per_sample = max(1, (need - training_step_bytes(net, T, 0)) // max(batch, 1))
+        max_batch = max(0, int((headroom * free - training_step_bytes(net, T, 0)) // per_sample))
+        gib = 1024**3
+        raise ConfigError(
+            f"a training step of {net.arch or 'this network'} with T={T} and batch={batch} needs about "
+            f"{need / gib:.1f} GiB but only {free / gib:.1f} GiB is available on {device}; reduce the batch "
+            f"size (at most about {max_batch} fits at this T) or the number of time steps T"
+        )
+    return need
+
+
+__all__ = ["available_memory_bytes", "check_training_fits", "training_step_bytes"]
