@@ -16,7 +16,7 @@ from hm2bp.config import list_presets
 
 TINY = ["--model.arch=64-16-10", "--model.T=20", "--model.thresholds=3,5", "--model.desired=6",
         "--model.undesired=1", "--model.margin=1", "--data.n_train=20", "--data.n_test=12",
-        "--train.mode", "minibatch", "--train.batch_size=5", "--train.tensorboard=false", "--quiet"]
+        "--train.mode", "minibatch", "--train.batch_size=5", "--train.tensorboard=false", "--threads=1", "--quiet"]
 
 
 def _last_line(out: str) -> str:
@@ -28,7 +28,8 @@ def have_sklearn() -> None:
     pytest.importorskip("sklearn")
 
 
-def test_train_resume_eval_plot_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], have_sklearn: None) -> None:
+def test_train_resume_eval_plot_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           have_sklearn: None) -> None:
     run = tmp_path / "run"
     assert main(["train", "digits", "--epochs", "1", "--out", str(run), "--no-plots", *TINY]) == 0
     line = _last_line(capsys.readouterr().out)

@@ -130,21 +130,14 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
-    from .config import apply_overrides
-    from .train import evaluate, model_from_checkpoint, resolve_device
-    from .train.datasets import load_datasets
+    from .train import evaluate_checkpoint
 
     if overrides:
         raise ConfigError(f"eval takes no config overrides; got {' '.join(overrides)}")
     if args.n < 0 or args.batch_size < 0:
         raise ConfigError("--n and --batch-size must be >= 0")
-    device = resolve_device(args.device)
-    model, cfg, ck = model_from_checkpoint(args.checkpoint, device)
-    over = [f"data.data_dir={args.data_dir}"] if args.data_dir else []
-    cfg = apply_overrides(cfg, over)
-    _, test_set = load_datasets(cfg)
-    res = evaluate(model, test_set, batch_size=args.batch_size or cfg.train.eval_batch_size, device=device,
-                   n=args.n or None)
+    res, cfg, ck = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, n=args.n or None,
+                                       device=args.device, batch_size=args.batch_size or None)
     correct = int((res.predictions == res.labels).sum())
     print(f"{args.checkpoint}: {cfg.name} after epoch {ck['epoch']}, {cfg.data.dataset} test set, "
           f"{correct}/{res.n} correct")

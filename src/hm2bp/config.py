@@ -23,13 +23,14 @@ import dataclasses
 import json
 import math
 import os
-import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import ConfigError
 
@@ -123,7 +124,8 @@ class ModelConfig:
         _check_positive(s, "lateral_inhibition", self.lateral_inhibition, allow_zero=True)
         _check_choice(s, "loss", self.loss, ("rate", "softmax"))
         if not 0 <= self.undesired < self.desired:
-            _fail(s, "desired", f"need 0 <= undesired < desired; got undesired={self.undesired}, desired={self.desired}")
+            _fail(s, "desired", f"need 0 <= undesired < desired; got undesired={self.undesired}, "
+                                f"desired={self.desired}")
         if self.desired > self.T:
             _fail(s, "desired", f"a neuron cannot fire {self.desired} times in T={self.T} steps")
         _check_positive(s, "margin", self.margin, allow_zero=True)
@@ -176,6 +178,8 @@ class DataConfig:
         _check_types(self, s)
         _check_choice(s, "dataset", self.dataset, DATASETS)
         _check_choice(s, "encoding", self.encoding, ("fixed", "fresh"))
+        _check_choice(s, "emnist_subset", self.emnist_subset,
+                      ("balanced", "byclass", "bymerge", "digits", "letters", "mnist"))
         if self.n_train < 0:
             _fail(s, "n_train", f"must be >= 0 (0 = all); got {self.n_train}")
         if self.n_test < 0:
@@ -405,8 +409,8 @@ def config_from_dict(d: Mapping[str, Any]) -> RunConfig:
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """The nested dict of a config (tuples become lists), as written to ``config.json``."""
-    d = dataclasses.asdict(cfg)
-    return json.loads(json.dumps(d))
+    d: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return d
 
 
 def _split_override(item: str) -> tuple[str, str]:
@@ -430,7 +434,8 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
             continue
         section, dot, attr = key.partition(".")
         if not dot or section not in _SECTIONS:
-            raise ConfigError(f"override {item!r}: unknown key {key!r}; use model.<key>, data.<key>, train.<key> or name")
+            raise ConfigError(f"override {item!r}: unknown key {key!r}; use model.<key>, data.<key>, train.<key> "
+                              "or name")
         hints = _hints(_SECTIONS[section])
         if attr not in hints:
             raise ConfigError(f"override {item!r}: unknown key {key!r}; known keys of [{section}]: "

@@ -16,7 +16,8 @@ from hm2bp.train import evaluate, load_checkpoint, model_from_checkpoint, train 
 from hm2bp.train.datasets import load_datasets  # noqa: E402
 
 TINY = ["model.arch=64-20-10", "model.T=24", "model.thresholds=3,3", "model.desired=8", "model.undesired=2",
-        "model.margin=1", "data.n_train=24", "data.n_test=16", "train.plots=false", "train.tensorboard=false"]
+        "model.margin=1", "data.n_train=24", "data.n_test=16", "train.plots=false", "train.tensorboard=false",
+        "train.threads=1"]
 ONLINE = TINY + ["train.mode=online", "train.batch_size=1", "train.shuffle=swaps5000", "train.n_swaps=7",
                  "train.reg_lambda=10", "train.reg_beta=0.04", "train.boosting=true"]
 MINIBATCH = TINY + ["train.mode=minibatch", "train.batch_size=5", "data.encoding=fresh",
@@ -98,14 +99,15 @@ def test_seeded_runs_are_reproducible_and_seed_matters(tmp_path: Path) -> None:
 
 
 def test_loss_decreases_and_learns_on_a_small_real_subset(tmp_path: Path) -> None:
-    over = ["model.arch=64-40-10", "model.T=40", "model.thresholds=2,2", "model.desired=12", "model.undesired=2",
-            "model.margin=2", "data.n_train=200", "data.n_test=100", "train.mode=minibatch", "train.batch_size=10",
-            "train.lr=0.005", "train.epochs=4", "train.plots=false", "train.tensorboard=false",
+    over = ["model.arch=64-50-10", "model.T=60", "model.thresholds=2,5", "model.desired=15", "model.undesired=3",
+            "model.margin=3", "data.n_train=300", "data.n_test=100", "train.mode=minibatch", "train.batch_size=16",
+            "train.lr=0.01", "train.epochs=3", "train.plots=false", "train.tensorboard=false", "train.threads=1",
             f"train.out_dir={tmp_path}"]
     res = train(load_config("digits", over), quiet=True)
     losses = [m["train_loss"] for m in res.metrics]
-    assert losses[-1] < 0.8 * losses[0], losses
-    assert res.best_test_acc > 0.3  # chance is 0.1
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(m["skipped_steps"] == 0 for m in res.metrics)
+    assert res.best_test_acc > 0.5  # chance is 0.1
 
 
 def test_fixed_rasters_repeat_and_fresh_rasters_change() -> None:

@@ -8,12 +8,22 @@
 from .boosting import update_boost_weights
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .datasets import SpikeDataset, load_datasets
-from .loop import EvalResult, TrainResult, build_model, evaluate, model_from_checkpoint, resolve_device, train
+from .loop import (
+    EvalResult,
+    TrainResult,
+    build_model,
+    evaluate,
+    evaluate_checkpoint,
+    model_from_checkpoint,
+    resolve_device,
+    train,
+)
 from .schedule import lr_at_epoch, shuffle_order
 
 __all__ = [
     "train",
     "evaluate",
+    "evaluate_checkpoint",
     "build_model",
     "model_from_checkpoint",
     "resolve_device",

@@ -27,6 +27,6 @@ def update_boost_weights(
     wrong = predictions != labels
     total = torch.zeros(n_classes, dtype=weights.dtype).index_add_(0, labels, weights)
     wrong_sum = torch.zeros(n_classes, dtype=weights.dtype).index_add_(0, labels, weights * wrong.to(weights.dtype))
-    err = torch.where(total > 0, wrong_sum / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total))
+    err = wrong_sum / torch.where(total > 0, total, torch.ones_like(total))  # classes without samples: 0
     factor = torch.exp(err[labels] / rate)
     return torch.where(wrong, weights * factor, weights)

@@ -11,7 +11,7 @@ numbers but never imports or calls code, so a checkpoint crafted to run code on 
 A checkpoint is a dict (see :func:`make_checkpoint`) with ``format``/``version``, the model's and the
 optimizer's state dicts, the boost weights, the current data order, the RNG states (as uint8 tensors),
 ``epoch`` (completed epochs), ``step`` (updates so far), ``metrics`` (one dict per epoch), ``best`` and the
-run config as a JSON string.
+run config (the nested dict of ``config.json``).
 """
 
 from __future__ import annotations

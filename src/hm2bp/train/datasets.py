@@ -154,7 +154,8 @@ class FileSpikes(SpikeDataset):
             if r is None:
                 r = np.asarray(self.to_raster(self.paths[i]), dtype=bool)
                 if r.shape != (self.T, self.n_inputs):
-                    raise DataFormatError(self.paths[i], f"raster of shape {r.shape}, expected {(self.T, self.n_inputs)}")
+                    raise DataFormatError(self.paths[i],
+                                          f"raster of shape {r.shape}, expected {(self.T, self.n_inputs)}")
                 self._cache.put(i, r)
             out[:, k] = r
         return torch.from_numpy(out)
@@ -163,6 +164,10 @@ class FileSpikes(SpikeDataset):
 # --------------------------------------------------------------------------------------------------
 # Loading by name
 # --------------------------------------------------------------------------------------------------
+#: Output classes per EMNIST subset ('letters' labels are 1…26, so it needs 27 outputs).
+EMNIST_CLASSES = {"balanced": 47, "byclass": 62, "bymerge": 47, "digits": 10, "letters": 27, "mnist": 10}
+
+
 def _limit(n: int, limit: int) -> int:
     return n if limit <= 0 else min(n, limit)
 
@@ -198,13 +203,13 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         tr, te = load_mnist(root, "train"), load_mnist(root, "test")
         n_classes = 10
     else:  # emnist
-        from ..data.idx import _EMNIST_CLASSES, load_emnist
+        from ..data.idx import load_emnist
 
         sub = d.emnist_subset
         root = _need_dir(d, f"the EMNIST files emnist-{sub}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte[.gz] "
                            f"and emnist-{sub}-mapping.txt (from the official gzip.zip)")
         tr, te = load_emnist(root, "train", sub)[:2], load_emnist(root, "test", sub)[:2]
-        n_classes = _EMNIST_CLASSES.get(sub, 47) + (1 if sub == "letters" else 0)
+        n_classes = EMNIST_CLASSES[sub]
     common = dict(n_classes=n_classes, T=T, name=d.dataset, seed=seed, max_rate_div=d.max_rate_div,
                   cache_mb=d.cache_mb)
     n_tr, n_te = _limit(len(tr[1]), d.n_train), _limit(len(te[1]), d.n_test)

@@ -18,7 +18,6 @@ After each epoch: boost weights are updated from the predictions recorded during
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -40,7 +39,8 @@ from .datasets import SpikeDataset, load_datasets, sample_generator
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
 
-__all__ = ["TrainResult", "EvalResult", "train", "evaluate", "build_model", "resolve_device", "model_from_checkpoint"]
+__all__ = ["TrainResult", "EvalResult", "train", "evaluate", "evaluate_checkpoint", "build_model", "resolve_device",
+           "model_from_checkpoint"]
 
 
 @dataclass
@@ -182,9 +182,9 @@ def _checkpoint(cfg: RunConfig, model: SpikingNetwork, opt: torch.optim.Optimize
         "rng": {"shuffle": st.shuffle_gen.get_state()},
         "epoch": st.epoch,
         "step": st.step,
-        "metrics": json.dumps(st.metrics),
+        "metrics": [dict(m) for m in st.metrics],
         "best": st.best,
-        "config": json.dumps(config_to_dict(cfg)),
+        "config": config_to_dict(cfg),
         "arch": cfg.model.arch,
         "torch_version": str(torch.__version__),
     }
@@ -216,7 +216,9 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
-def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[SpikingNetwork, RunConfig, dict[str, Any]]:
+def model_from_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[SpikingNetwork, RunConfig, dict[str, Any]]:
     """Rebuild the network of a checkpoint (safe load) and return ``(model, config, checkpoint)``."""
     ck = load_checkpoint(path)
     cfg = config_from_dict(ck["config"])
@@ -228,13 +230,36 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     return model.to(device), cfg, ck
 
 
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    data_dir: str | None = None,
+    n: int | None = None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+) -> tuple[EvalResult, RunConfig, dict[str, Any]]:
+    """Evaluate a checkpoint on the test set of its own config (``data_dir`` if the data moved).
+
+    Returns ``(result, config, checkpoint)``.
+    """
+    from ..config import apply_overrides
+
+    dev = resolve_device(device)
+    model, cfg, ck = model_from_checkpoint(path, dev)
+    if data_dir:
+        cfg = apply_overrides(cfg, [f"data.data_dir={data_dir}"])
+    _, test_set = load_datasets(cfg)
+    res = evaluate(model, test_set, batch_size=batch_size or cfg.train.eval_batch_size, device=dev, n=n)
+    return res, cfg, ck
+
+
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
 def _progress(total: int, desc: str, quiet: bool) -> Any:
     disable = quiet or not sys.stderr.isatty()
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover
         return None
     return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True, unit="sample")
@@ -269,10 +294,20 @@ def train(
         quiet: no progress bar and no per-epoch lines.
         echo: where per-epoch summary lines go (None = nowhere).
     """
+    device = resolve_device(cfg.train.device)
     t = cfg.train
-    device = resolve_device(t.device)
+    threads_before = torch.get_num_threads()
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    try:
+        return _train(cfg, device, resume=resume, quiet=quiet, echo=echo)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
+           echo: Callable[[str], None] | None) -> TrainResult:
+    t = cfg.train
     say: Callable[[str], None] = (lambda s: None) if (quiet or echo is None) else echo
     out_dir, ck_dir = cfg.out_dir, cfg.checkpoint_dir
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
@@ -326,7 +361,9 @@ def train(
                 weights = st.boost[idx].to(device, torch.float32) if t.boosting else None
                 counts = model(x, labels).sum(0)
                 loss = _data_loss(cfg, counts, labels, weights)
-                total = loss + weight_regularizer(model, t.reg_lambda, t.reg_beta, t.reg_limit).to(device) if use_reg else loss
+                total = loss
+                if use_reg:
+                    total = total + weight_regularizer(model, t.reg_lambda, t.reg_beta, t.reg_limit).to(device)
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 if _grads_finite(opt):

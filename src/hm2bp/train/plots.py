@@ -42,8 +42,9 @@ def _plt() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    from .checkpoint import atomic_write_bytes
     import io
+
+    from .checkpoint import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -137,7 +138,7 @@ def _layer_names(model: Any) -> list[str]:
     from ..nn.layers import Flatten
 
     names = []
-    for k, layer in enumerate(l for l in model.layers if not isinstance(l, Flatten)):
+    for k, layer in enumerate(m for m in model.layers if not isinstance(m, Flatten)):
         names.append(f"{type(layer).__name__.replace('Spiking', '').lower()} {k + 1}")
     names[-1] = "output"
     return names
