@@ -65,19 +65,38 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+class _NormPenalty(torch.autograd.Function):
+    """R(W) = λ·(N_in·L/2)·Σ_i exp(β(S_i − 1)) with its gradient λβ(w/L)exp(β(S_i − 1)) in one pass."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, lam: float, beta: float, limit: float) -> Tensor:  # type: ignore[no-untyped-def,override]
+        rows = w.reshape(w.shape[0], -1)
+        n_in = rows.shape[1]
+        growth = torch.exp(beta * (rows.square().sum(1) / (n_in * limit * limit) - 1.0))  # exp(β(S_i − 1))
+        ctx.save_for_backward(w, growth)
+        ctx.scale = lam * beta / limit
+        return lam * (n_in * limit / 2.0) * growth.sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def,override]
+        w, growth = ctx.saved_tensors
+        coef = (grad * ctx.scale * growth).reshape(-1, *([1] * (w.dim() - 1)))
+        return w * coef, None, None, None
+
+
 def weight_regularizer(model: nn.Module, lam: float, beta: float, limit: float = 8.0) -> Tensor:
     """Soft weight-norm penalty whose gradient is the authors' λ·β·(w/L)·exp(β(S_i − 1)) (spec §4.1).
 
     R = Σ_layers Σ_i λ·(N_in·L/2)·exp(β(S_i − 1)), S_i = (1/N_in)·Σ_j (w_ij/L)², over each FC neuron's
-    incoming weights and each conv kernel's C·k·k weights. Differentiating R gives the term above.
+    incoming weights and each conv kernel's C·k·k weights. Differentiating R gives the term above; it is
+    computed in one pass over the weights (``_NormPenalty``).
     """
     total: Tensor | None = None
+    if lam == 0.0:
+        return torch.zeros(())
     for module in model.modules():
         if isinstance(module, (SpikingLinear, SpikingConv2d)) and module.weight.requires_grad:
-            w = module.weight.reshape(module.weight.shape[0], -1)
-            n_in = w.shape[1]
-            s = (w / limit).square().mean(1)
-            term = lam * (n_in * limit / 2.0) * torch.exp(beta * (s - 1.0)).sum()
+            term = _NormPenalty.apply(module.weight, float(lam), float(beta), float(limit))
             total = term if total is None else total + term
     if total is None:
         return torch.zeros(())

@@ -153,7 +153,11 @@ def linear_backward(
 
     silent_out = counts_out == 0
     grad_w = ev.weight_gradient(in_spikes, coeffs * factor, events)
-    grad_w += SILENT_POST_PSP * (factor * silent_out).t() @ (counts_in > 0).to(dtype)
+    # e = 0.1 for a silent post neuron and an active pre neuron: only the rows of silent neurons.
+    rows = torch.nonzero(silent_out.any(0)).flatten()
+    if rows.numel() > 0:
+        silent_factor = (factor * silent_out)[:, rows]
+        grad_w.index_add_(0, rows, SILENT_POST_PSP * silent_factor.t() @ (counts_in > 0).to(dtype))
 
     delta_below = None
     if need_delta_below:
