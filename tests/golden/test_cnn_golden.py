@@ -103,10 +103,11 @@ def test_every_gradient_sign(golden_dir: Path, variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_exact_mode_adam_update_reproduces_trained_weights(golden_dir: Path, variant: str) -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_exact_mode_adam_update_reproduces_trained_weights(golden_dir: Path, variant: str, fused: bool) -> None:
     """One exact-mode update (batch 1, Adam lr 1e-3) gives the *_info_trained.txt files to their 6 decimals."""
     net, _ = _one_update(golden_dir, variant)
-    torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8).step()
+    torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=fused).step()
     trained = _network(golden_dir, variant, trained=True)
     for i, name in TRAINABLE.items():
         err = (net.layers[i].weight.detach() - trained.layers[i].weight.detach()).abs().max().item()
