@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a spiking network with HM2-BP.", epilog=_train_epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", default=None, metavar="CONFIG",
-                   help="a TOML file or a preset name (default: digits)")
+                   help="a preset name, a TOML file or a run's config.json (default: digits)")
     p.add_argument("--data-dir", help="dataset folder (data.data_dir)")
     p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
     p.add_argument("--out", help="run folder (train.out_dir; default runs/<name>)")

@@ -471,10 +471,23 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {e}") from None
 
 
-def load_config(source: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> RunConfig:
-    """Load a config from a TOML file path or a preset name (default ``digits``), then apply overrides.
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read JSON config: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: a JSON config must be an object")
+    return d
 
-    A TOML file without ``name`` takes its file stem as the run name.
+
+def load_config(source: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Load a config, then apply overrides.
+
+    ``source`` is a preset name (default ``digits``), a TOML file, or a run's ``config.json`` (to repeat a
+    run exactly). A file without ``name`` takes its file stem as the run name.
     """
     if source is None:
         source = "digits"
@@ -482,7 +495,7 @@ def load_config(source: str | os.PathLike[str] | None = None, overrides: Iterabl
     path = Path(text)
     if not path.suffix and not path.exists():
         path = preset_path(text)
-    d = _read_toml(path)
+    d = _read_json(path) if path.suffix.lower() == ".json" else _read_toml(path)
     d.setdefault("name", path.stem)
     try:
         cfg = config_from_dict(d)

@@ -133,6 +133,7 @@ def test_config_json_round_trip(tmp_path: Path) -> None:
     assert d["model"]["thresholds"] == [5.0, 2.0, 12.0, 4.0, 10.0, 10.0]
     assert config_from_dict(d) == cfg
     assert config_to_dict(cfg) == d
+    assert load_config(tmp_path / "config.json") == cfg  # a run's config.json repeats the run
 
 
 def test_digits_input_size_is_checked() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,8 +19,8 @@ from hm2bp.train.datasets import load_datasets  # noqa: E402
 TINY = ["model.arch=64-20-10", "model.T=24", "model.thresholds=3,3", "model.desired=8", "model.undesired=2",
         "model.margin=1", "data.n_train=24", "data.n_test=16", "train.plots=false", "train.tensorboard=false",
         "train.threads=1"]
-ONLINE = TINY + ["train.mode=online", "train.batch_size=1", "train.shuffle=swaps5000", "train.n_swaps=7",
-                 "train.reg_lambda=10", "train.reg_beta=0.04", "train.boosting=true"]
+ONLINE = TINY + ["data.n_train=12", "train.mode=online", "train.batch_size=1", "train.shuffle=swaps5000",
+                 "train.n_swaps=7", "train.reg_lambda=10", "train.reg_beta=0.04", "train.boosting=true"]
 MINIBATCH = TINY + ["train.mode=minibatch", "train.batch_size=5", "data.encoding=fresh",
                     "train.shuffle=permutation", "train.optimizer=sgd", "train.lr=0.01"]
 
@@ -101,13 +102,14 @@ def test_seeded_runs_are_reproducible_and_seed_matters(tmp_path: Path) -> None:
 def test_loss_decreases_and_learns_on_a_small_real_subset(tmp_path: Path) -> None:
     over = ["model.arch=64-50-10", "model.T=60", "model.thresholds=2,5", "model.desired=15", "model.undesired=3",
             "model.margin=3", "data.n_train=300", "data.n_test=100", "train.mode=minibatch", "train.batch_size=16",
-            "train.lr=0.01", "train.epochs=3", "train.plots=false", "train.tensorboard=false", "train.threads=1",
+            "train.lr=0.01", "train.epochs=4", "train.plots=false", "train.tensorboard=false", "train.threads=1",
             f"train.out_dir={tmp_path}"]
     res = train(load_config("digits", over), quiet=True)
     losses = [m["train_loss"] for m in res.metrics]
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert all(m["skipped_steps"] == 0 for m in res.metrics)
-    assert res.best_test_acc > 0.5  # chance is 0.1
+    assert res.best_test_acc > 0.4  # chance is 0.1
 
 
 def test_fixed_rasters_repeat_and_fresh_rasters_change() -> None:
@@ -152,3 +154,41 @@ def test_cuda_device_error_is_clear() -> None:
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def _write_cochleagram(path: Path, rng: np.random.Generator, frames: int = 12) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = rng.uniform(0, 6e-4, size=(78, frames))
+    path.write_text("\n".join(" ".join(f"{v:.6e}" for v in row) for row in a) + "\n")
+
+
+def test_ti46_layout_with_preprocessed_cochleagrams_trains(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for label in ("0", "1"):
+            for k in range(n):
+                _write_cochleagram(tmp_path / "ti46" / split / label / f"u{k}.dat", rng)
+    over = [f"data.data_dir={tmp_path / 'ti46'}", "model.arch=78-12-2", "model.thresholds=3,3", "model.T=130",
+            "model.desired=10", "model.undesired=2", "model.margin=1", "train.epochs=1", "train.plots=false",
+            "train.tensorboard=false", f"train.out_dir={tmp_path / 'run'}", "train.threads=1"]
+    cfg = load_config("ti46", over)
+    tr, te = load_datasets(cfg)
+    assert (len(tr), len(te), tr.n_classes, tr.n_inputs) == (6, 4, 2, 78)
+    x = tr.get([0, 1])
+    assert x.shape == (130, 2, 78) and x.dtype == torch.bool and x.any()
+    assert torch.equal(x, tr.get([0, 1]))  # deterministic (and served from the cache the second time)
+    res = train(cfg, quiet=True)
+    assert res.metrics[0]["epoch"] == 0 and 0.0 <= res.test_acc <= 1.0
+    with pytest.raises(ConfigError, match="2 classes"):
+        load_datasets(load_config("ti46", [f"data.data_dir={tmp_path / 'ti46'}"]))
+
+
+def test_missing_data_dir_names_the_files(tmp_path: Path) -> None:
+    from hm2bp.errors import DataFormatError
+
+    with pytest.raises(ConfigError, match="--data-dir"):
+        load_datasets(load_config("nmnist_fc"))
+    with pytest.raises(DataFormatError, match="Train/<digit>"):
+        load_datasets(load_config("nmnist_fc", [f"data.data_dir={tmp_path}"]))
+    with pytest.raises(DataFormatError, match="not found"):
+        load_datasets(load_config("fsdd", [f"data.data_dir={tmp_path / 'nope'}"]))

@@ -312,6 +312,13 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     out_dir, ck_dir = cfg.out_dir, cfg.checkpoint_dir
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
 
+    ck: dict[str, Any] | None = None
+    if resume:  # check the checkpoint before the (possibly slow) data loading
+        ck = load_checkpoint(last_path)
+        diff = [k for k in _config_diff(ck["config"], config_to_dict(cfg)) if k not in _RESUMABLE]
+        if diff:
+            raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)} "
+                              f"({last_path}); only {', '.join(sorted(_RESUMABLE))} may change")
     train_set, test_set = load_datasets(cfg)
     model = build_model(cfg).to(device)
     opt = _make_optimizer(cfg, model)
@@ -319,12 +326,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     st = _State(epoch=0, step=0, order=torch.arange(n_train), boost=torch.ones(n_train, dtype=torch.float64),
                 shuffle_gen=sample_generator(t.seed, "shuffle"), metrics=[], best=-1.0, wall_offset=0.0)
 
-    if resume:
-        ck = load_checkpoint(last_path)
-        diff = [k for k in _config_diff(ck["config"], config_to_dict(cfg)) if k not in _RESUMABLE]
-        if diff:
-            raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)} "
-                              f"({last_path}); only {', '.join(sorted(_RESUMABLE))} may change")
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         st.epoch, st.step = int(ck["epoch"]), int(ck["step"])

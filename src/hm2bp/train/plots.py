@@ -83,6 +83,7 @@ def plot_raster(layer_spikes: list[Tensor], path: str | os.PathLike[str], names:
         ax = axes[k, 0]
         ax.scatter(t.numpy(), i.numpy(), s=0.6, c="k", marker="|", linewidths=0.6)
         ax.set_ylim(-0.5, s2.shape[1] - 0.5)
+        ax.set_xlim(-0.5, s2.shape[0] - 0.5)
         label = names[k] if names else f"layer {k}"
         ax.set_ylabel(f"{label}\n({s2.shape[1]})", fontsize=8)
     axes[-1, 0].set_xlabel("time step")
