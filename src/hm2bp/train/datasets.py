@@ -102,9 +102,8 @@ class ImageSpikes(SpikeDataset):
         self.shared_field = shared_field
         self.max_rate_div = max_rate_div
         self._cache: torch.Tensor | None = None
-        nbytes = len(self) * T * self.n_inputs
-        if not self.fresh and nbytes <= cache_mb * 2**20:
-            self._cache = self._encode(torch.arange(len(self)), epoch=0)
+        # fixed rasters that fit the budget are encoded once, on first use
+        self._use_cache = not self.fresh and len(self) * T * self.n_inputs <= cache_mb * 2**20
 
     def _encode(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         from ..encoding import augment as warp
@@ -131,7 +130,9 @@ class ImageSpikes(SpikeDataset):
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        if self._cache is not None:
+        if self._use_cache:
+            if self._cache is None:
+                self._cache = self._encode(torch.arange(len(self)), epoch=0)
             return self._cache[:, idx]
         return self._encode(idx, epoch)
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,18 @@ def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor |
         return softmax_loss(counts, labels, sample_weight=weights, reduction="mean")
     return rate_loss(counts, labels, desired=m.desired, undesired=m.undesired, margin=m.margin,
                      sample_weight=weights, reduction="mean")
+
+
+@contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Run a block with ``torch.set_num_threads(n)`` (n = 0: unchanged), restoring the previous count."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _grads_finite(opt: torch.optim.Optimizer) -> bool:
@@ -248,8 +261,9 @@ def evaluate_checkpoint(
     model, cfg, ck = model_from_checkpoint(path, dev)
     if data_dir:
         cfg = apply_overrides(cfg, [f"data.data_dir={data_dir}"])
-    _, test_set = load_datasets(cfg)
-    res = evaluate(model, test_set, batch_size=batch_size or cfg.train.eval_batch_size, device=dev, n=n)
+    with num_threads(cfg.train.threads):
+        _, test_set = load_datasets(cfg)
+        res = evaluate(model, test_set, batch_size=batch_size or cfg.train.eval_batch_size, device=dev, n=n)
     return res, cfg, ck
 
 
@@ -295,14 +309,8 @@ def train(
         echo: where per-epoch summary lines go (None = nowhere).
     """
     device = resolve_device(cfg.train.device)
-    t = cfg.train
-    threads_before = torch.get_num_threads()
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    try:
+    with num_threads(cfg.train.threads):
         return _train(cfg, device, resume=resume, quiet=quiet, echo=echo)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,

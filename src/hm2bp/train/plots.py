@@ -181,7 +181,7 @@ def plot_run(run_dir: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
     """Make the plots of a finished (or interrupted) run folder from its checkpoint and metrics."""
     from ..config import apply_overrides
     from .datasets import load_datasets
-    from .loop import model_from_checkpoint
+    from .loop import model_from_checkpoint, num_threads
     from .metrics import read_metrics
 
     run = Path(run_dir)
@@ -194,6 +194,7 @@ def plot_run(run_dir: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
     if n_test:
         over.append(f"data.n_test={n_test}")
     cfg = apply_overrides(cfg, over)
-    _, test_set = load_datasets(cfg)
     metrics = read_metrics(run) if (run / "metrics.jsonl").is_file() else ck.get("metrics")
-    return plot_all(model, test_set, run, metrics=metrics, device=device)
+    with num_threads(cfg.train.threads):
+        _, test_set = load_datasets(cfg)
+        return plot_all(model, test_set, run, metrics=metrics, device=device)
