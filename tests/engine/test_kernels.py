@@ -26,14 +26,19 @@ def test_lif_kernel_equals_torch_loop(tau_m: float, tau_s: float, t_ref: int, la
     assert 100 < fast.sum() < fast.numel() / 2
 
 
-def test_reverse_filter_kernel_equals_torch_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_psp_coefficient_kernel_equals_torch_path(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(3)
-    spikes = (torch.rand(400, 4, 30, generator=gen) < 0.05).float()
+    spikes = (torch.rand(700, 4, 37, generator=gen) < 0.05).float()
+    spikes[:, 0, 0] = 0
+    spikes[[0, 1, 699], 1, 1] = 1
     p = NeuronParams(5.0)
-    fast = psp.psp_coefficients(spikes, p, torch.float32)
+    fast = psp.psp_coefficients(spikes, p, dtype)
     monkeypatch.setattr(cpu, "usable", lambda *t: False)
-    slow = psp.psp_coefficients(spikes, p, torch.float32)
-    assert torch.equal(fast, slow)
+    slow = psp.psp_coefficients(spikes, p, dtype)
+    # The kernel computes the coefficients in double; the torch path in `dtype`.
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast, slow, **tol)
     assert fast.abs().sum() > 0
 
 
@@ -46,13 +51,19 @@ def test_event_driven_products_equal_dense(dtype: torch.dtype) -> None:
     spikes[:, :, 5] = 0
     w = torch.randn(7, 40, generator=gen, dtype=dtype)
     coeffs = torch.randn(50, 3, 7, generator=gen, dtype=dtype)
+    scale = torch.randn(3, 7, generator=gen, dtype=dtype)
     idx = ev.spike_events(spikes)
     assert idx is not None and int(idx.row_ptr[-1]) == int(spikes.sum())
+    torch.testing.assert_close(idx.counts.to(dtype), spikes.sum(0))
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ev.drive(spikes, w, idx), ev.drive(spikes, w, None), **tol)
-    torch.testing.assert_close(ev.weight_gradient(spikes, coeffs, idx), ev.weight_gradient(spikes, coeffs, None), **tol)
-    torch.testing.assert_close(ev.spike_weighted_error(spikes, coeffs, w, idx),
-                               ev.spike_weighted_error(spikes, coeffs, w, None), **tol)
+    drive = ev.drive(spikes, w, None)
+    torch.testing.assert_close(ev.drive(spikes, w, idx), drive, **tol)
+    torch.testing.assert_close(ev.weight_gradient(spikes, coeffs, scale, idx),
+                               ev.weight_gradient(spikes, coeffs, scale, None), **tol)
+    torch.testing.assert_close(ev.spike_weighted_error(spikes, coeffs, scale, w, idx),
+                               ev.spike_weighted_error(spikes, coeffs, scale, w, None), **tol)
+    torch.testing.assert_close(ev.drive_weighted_sum(coeffs, None, w, idx),
+                               ev.drive_weighted_sum(coeffs, drive, w, None), **tol)
 
 
 def test_dense_spikes_use_the_dense_path() -> None:

@@ -100,7 +100,12 @@ class SpikingLinearFunction(torch.autograd.Function):
         drive = ev.drive(in_spikes, weight, events)
         out = simulate_lif(drive, p, lateral_weight)
         ctx.name = name
-        ctx.save_for_backward(in_spikes, weight, drive, out)
+        if events is not None:
+            # Event path: the backward needs only the spike index, the weights and compact output
+            # spikes; the dense input and the drive are rebuilt from the index where needed.
+            ctx.save_for_backward(weight, out.to(torch.bool))
+        else:
+            ctx.save_for_backward(weight, out, in_spikes, drive)
         ctx.events = events
         ctx.p, ctx.output_spec, ctx.effect_ratio, ctx.dtype = p, output_spec, effect_ratio, backward_dtype
         ctx.has_lateral = lateral_weight is not None
@@ -109,7 +114,8 @@ class SpikingLinearFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
-        in_spikes, weight, drive, out = ctx.saved_tensors
+        weight, out, *dense = ctx.saved_tensors
+        in_spikes, drive = dense if dense else (None, None)
         delta = count_error(grad_out)
         lam = None
         used_spikes = out
@@ -127,7 +133,7 @@ class SpikingLinearFunction(torch.autograd.Function):
         )
         grad_in = None
         if grads.delta_below is not None:
-            grad_in = broadcast_error(grads.delta_below, in_spikes.shape[0], in_spikes)
+            grad_in = grads.delta_below.to(weight.dtype).unsqueeze(0).expand(out.shape[0], *grads.delta_below.shape)
         return grad_in, grads.weight.to(weight.dtype), None, None, None, None, None, None, None
 
 

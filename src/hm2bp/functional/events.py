@@ -22,13 +22,13 @@ MAX_EVENT_DENSITY = float(os.environ.get("HM2BP_MAX_EVENT_DENSITY", "0.15"))
 
 
 class SpikeEvents(NamedTuple):
-    """The spikes of a ``[T, B, N]`` train as CSR (by row r = t·B + b) and CSC (by neuron) indices."""
+    """The spikes of a ``[T, B, N]`` train as a CSR index over rows r = t·B + b."""
 
     row_ptr: Tensor
     cols: Tensor
-    col_ptr: Tensor
-    rows: Tensor
     batch: int
+    counts: Tensor
+    """``[B, N]`` spike counts per sample and neuron."""
 
 
 def spike_events(spikes: Tensor) -> SpikeEvents | None:
@@ -36,17 +36,8 @@ def spike_events(spikes: Tensor) -> SpikeEvents | None:
     if spikes.device.type != "cpu" or cpu.library() is None or spikes.dim() != 3:
         return None
     T, B, N = spikes.shape
-    flat = spikes.reshape(T * B, N)
-    nz = torch.nonzero(flat)
-    if nz.shape[0] > MAX_EVENT_DENSITY * flat.numel():
-        return None
-    rows, cols = nz[:, 0].contiguous(), nz[:, 1].contiguous()
-    row_ptr = torch.zeros(T * B + 1, dtype=torch.int64)
-    row_ptr[1:] = torch.bincount(rows, minlength=T * B).cumsum(0)
-    order = torch.argsort(cols, stable=True)
-    col_ptr = torch.zeros(N + 1, dtype=torch.int64)
-    col_ptr[1:] = torch.bincount(cols, minlength=N).cumsum(0)
-    return SpikeEvents(row_ptr, cols, col_ptr, rows[order].contiguous(), B)
+    index = cpu.spike_index(spikes.reshape(T * B, N), B, max_density=MAX_EVENT_DENSITY)
+    return None if index is None else SpikeEvents(index[0], index[1], B, index[2])
 
 
 def drive(spikes: Tensor, weight: Tensor, events: SpikeEvents | None) -> Tensor:
@@ -58,16 +49,31 @@ def drive(spikes: Tensor, weight: Tensor, events: SpikeEvents | None) -> Tensor:
     return out.reshape(T, B, -1)
 
 
-def weight_gradient(spikes: Tensor, coeffs: Tensor, events: SpikeEvents | None) -> Tensor:
-    """Σ_{t,b} coeffs[t, b]ᵀ ⊗ s[t, b]: ``[T, B, N_out]``, ``[T, B, N_in]`` → ``[N_out, N_in]``."""
+def weight_gradient(spikes: Tensor | None, coeffs: Tensor, scale: Tensor, events: SpikeEvents | None) -> Tensor:
+    """Σ_{t,b} (coeffs[t, b] ⊙ scale[b])ᵀ ⊗ s[t, b]: ``[T, B, N_out]``, ``[B, N_out]`` → ``[N_out, N_in]``."""
     if events is None:
+        assert spikes is not None
         T, B = spikes.shape[:2]
-        return coeffs.reshape(T * B, -1).t() @ spikes.to(coeffs.dtype).reshape(T * B, -1)
-    return cpu.event_outer(events.row_ptr, events.cols, coeffs.reshape(-1, coeffs.shape[-1]), spikes.shape[-1]).t()
+        return (coeffs * scale).reshape(T * B, -1).t() @ spikes.to(coeffs.dtype).reshape(T * B, -1)
+    n_in = events.counts.shape[1]
+    flat = coeffs.reshape(-1, coeffs.shape[-1])
+    return cpu.event_outer_scaled(events.row_ptr, events.cols, flat, scale, n_in).t()
 
 
-def spike_weighted_error(spikes: Tensor, a: Tensor, weight: Tensor, events: SpikeEvents | None) -> Tensor:
-    """Σ_t s[t, b, j] · (a[t, b] · W)_j: ``[T, B, N_out]`` → ``[B, N_in]``."""
+def spike_weighted_error(spikes: Tensor | None, coeffs: Tensor, scale: Tensor, weight: Tensor,
+                         events: SpikeEvents | None) -> Tensor:
+    """Σ_t s[t, b, j] · ((coeffs[t, b] ⊙ scale[b]) · W)_j: ``[T, B, N_out]`` → ``[B, N_in]``."""
     if events is None:
-        return ((a @ weight.to(a.dtype)) * spikes.to(a.dtype)).sum(0)
-    return cpu.event_dot(events.col_ptr, events.rows, a.reshape(-1, a.shape[-1]), weight.t(), events.batch)
+        assert spikes is not None
+        return (((coeffs * scale) @ weight.to(coeffs.dtype)) * spikes.to(coeffs.dtype)).sum(0)
+    flat = coeffs.reshape(-1, coeffs.shape[-1])
+    return cpu.event_dot_scaled(events.row_ptr, events.cols, flat, scale, weight.t(), coeffs.shape[0])
+
+
+def drive_weighted_sum(coeffs: Tensor, drive: Tensor | None, weight: Tensor, events: SpikeEvents | None) -> Tensor:
+    """Σ_t coeffs[t, b, i] · (W s(t))_{b,i} = Σ_l w_il e_il: from the saved drive, or rebuilt from the spikes."""
+    if events is None:
+        assert drive is not None
+        return (coeffs * drive.to(coeffs.dtype)).sum(0)
+    T, B = coeffs.shape[:2]
+    return cpu.event_sigma(events.row_ptr, events.cols, coeffs.reshape(T * B, -1), weight.t(), T, B)

@@ -97,23 +97,22 @@ def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: fl
 # --------------------------------------------------------------------------------------------------
 
 
-def _side_effect(coeffs: Tensor, drive: Tensor, counts: Tensor, weight_sum: Tensor, v_th: float) -> Tensor:
+def _side_effect(psp_drive: Tensor, counts: Tensor, weight_sum: Tensor, v_th: float) -> Tensor:
     """σ_i = (1/ν) Σ_l w_il ρ_il with ρ = e/o_i (o_i > 0) or 0.5 (silent post).
 
-    Σ_l w_il e_il = Σ_t C̃_i(t)·(W s(t))_i, and W s(t) is the forward drive: no extra GEMM.
+    ``psp_drive`` is Σ_l w_il e_il = Σ_t C̃_i(t)·(W s(t))_i: the forward drive, no extra GEMM.
     """
-    active_sum = (coeffs * drive).sum(0)
-    sigma_active = active_sum / (v_th * counts.clamp(min=1))
+    sigma_active = psp_drive / (v_th * counts.clamp(min=1))
     sigma_silent = SILENT_POST_RHO * weight_sum / v_th
     return torch.where(counts > 0, sigma_active, sigma_silent)
 
 
 def linear_backward(
     delta: Tensor,
-    in_spikes: Tensor,
+    in_spikes: Tensor | None,
     out_spikes: Tensor,
     weight: Tensor,
-    drive: Tensor,
+    drive: Tensor | None,
     p: NeuronParams,
     *,
     lateral: Tensor | None = None,
@@ -129,30 +128,34 @@ def linear_backward(
 
     Args:
         delta: ``[B, N_out]`` count error δ of this layer.
-        in_spikes: ``[T, B, N_in]`` input spikes; out_spikes: ``[T, B, N_out]`` output spikes (for the
-            output layer: after spike insertion).
-        weight: ``[N_out, N_in]`` weights before this step's update. drive: ``[T, B, N_out]`` forward
-            drive W·s_in(t). lateral: ``[B, N_out]`` factor Λ or None.
+        in_spikes: ``[T, B, N_in]`` input spikes (may be None when ``events`` is given).
+        out_spikes: ``[T, B, N_out]`` output spikes (for the output layer: after spike insertion).
+        weight: ``[N_out, N_in]`` weights before this step's update.
+        drive: ``[T, B, N_out]`` forward drive W·s_in(t) (may be None when ``events`` is given).
+        lateral: ``[B, N_out]`` factor Λ or None.
         dtype: compute dtype of the S-PSP contractions.
-        events: the input spikes indexed by ``events.spike_events`` (event-driven products), or None
-            (dense products).
+        events: the input spikes indexed by ``events.spike_events``: every product then visits only the
+            spikes, and neither the dense input nor the drive is needed.
 
     Returns:
         LayerGrads(weight ``[N_out, N_in]``, delta_below ``[B, N_in]`` or None).
     """
     w = weight.to(dtype)
-    s_in = in_spikes.to(dtype)
     counts_out = out_spikes.sum(0).to(dtype)
-    counts_in = s_in.sum(0)
+    if events is not None:
+        counts_in = events.counts.to(dtype)
+    else:
+        assert in_spikes is not None
+        counts_in = in_spikes.sum(0).to(dtype)
     delta_hat = delta.to(dtype) / p.v_th
     coeffs = psp_coefficients(out_spikes, p, dtype)
-    sigma = _side_effect(coeffs, drive.to(dtype), counts_out, w.sum(1), p.v_th)
+    sigma = _side_effect(ev.drive_weighted_sum(coeffs, drive, w, events), counts_out, w.sum(1), p.v_th)
     factor = delta_hat * (1.0 + sigma)
     if lateral is not None:
         factor = factor * lateral.to(dtype)
 
     silent_out = counts_out == 0
-    grad_w = ev.weight_gradient(in_spikes, coeffs * factor, events)
+    grad_w = ev.weight_gradient(in_spikes, coeffs, factor, events)
     # e = 0.1 for a silent post neuron and an active pre neuron: only the rows of silent neurons.
     rows = torch.nonzero(silent_out.any(0)).flatten()
     if rows.numel() > 0:
@@ -163,7 +166,7 @@ def linear_backward(
     if need_delta_below:
         if effect_ratio:
             # Σ_{i: o_i>0} δ̂_i w_ij e_ij / o_j  +  Σ_{i: o_i=0} δ̂_i w_ij   (o_j > 0);  Σ_i δ̂_i w_ij (o_j = 0)
-            through_psp = ev.spike_weighted_error(in_spikes, coeffs * delta_hat, w, events) / counts_in.clamp(min=1)
+            through_psp = ev.spike_weighted_error(in_spikes, coeffs, delta_hat, w, events) / counts_in.clamp(min=1)
             from_silent = (delta_hat * silent_out) @ w
             delta_below = torch.where(counts_in > 0, through_psp + from_silent, delta_hat @ w)
         else:
@@ -203,7 +206,7 @@ def conv_backward(
     delta_hat = delta.to(dtype) / p.v_th
     coeffs = psp_coefficients(out_spikes, p, dtype)
     kernel_sum = w.sum((1, 2, 3)).view(1, -1, 1, 1)
-    sigma = _side_effect(coeffs, drive.to(dtype), counts_out, kernel_sum, p.v_th)
+    sigma = _side_effect((coeffs * drive.to(dtype)).sum(0), counts_out, kernel_sum, p.v_th)
     factor = delta_hat * (1.0 + sigma)
     silent_out = counts_out == 0
 

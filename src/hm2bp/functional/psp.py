@@ -50,6 +50,9 @@ def psp_coefficients(post_spikes: Tensor, p: NeuronParams, dtype: torch.dtype = 
     """
     T = post_spikes.shape[0]
     flat = post_spikes.reshape(T, -1)
+    if dtype in (torch.float32, torch.float64) and cpu.usable(flat):
+        coeffs = cpu.psp_coefficients(flat, float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window, dtype)
+        return coeffs.reshape(post_spikes.shape)
     n_cols = flat.shape[1]
     device = post_spikes.device
     coef = torch.zeros(2, T, n_cols, dtype=dtype, device=device)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("cpu_scan.c")
-_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-std=c11"]
+_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-std=c11", "-lm"]
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -60,8 +60,15 @@ def _build() -> ctypes.CDLL:
     lib.hm2bp_reverse_filter_f64.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _f64, _f64, _i32]
     for suffix in ("f32", "f64"):
         getattr(lib, f"hm2bp_event_drive_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i32]
-        getattr(lib, f"hm2bp_event_outer_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i32]
-        getattr(lib, f"hm2bp_event_dot_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i32]
+        getattr(lib, f"hm2bp_event_outer_scaled_{suffix}").argtypes = [
+            _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i32]
+        getattr(lib, f"hm2bp_event_dot_scaled_{suffix}").argtypes = [
+            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i32]
+        getattr(lib, f"hm2bp_psp_coeffs_{suffix}").argtypes = [_ptr, _ptr, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
+        getattr(lib, f"hm2bp_psp_coeffs_{suffix}").restype = ctypes.c_int
+        getattr(lib, f"hm2bp_event_sigma_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i32]
+    lib.hm2bp_spike_index.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr]
+    lib.hm2bp_spike_index.restype = ctypes.c_int64
     return lib
 
 
@@ -139,23 +146,68 @@ def event_drive(row_ptr: Tensor, cols: Tensor, weight_t: Tensor, n_rows: int) ->
     return out
 
 
-def event_outer(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, n_in: int) -> Tensor:
-    """``out[j] = Σ_{spikes (r, j)} coeffs[r]`` for a CSR spike matrix: (Cᵀ·S)ᵀ, ``[N_in, N_out]``."""
+def event_outer_scaled(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, scale: Tensor, n_in: int) -> Tensor:
+    """``out[j] = Σ_{spikes (r, j)} coeffs[r] ⊙ scale[r mod B]``: ``[R, N_out]``, ``[B, N_out]`` → ``[N_in, N_out]``."""
     lib = library()
     assert lib is not None
-    c = coeffs.contiguous()
+    c, sc = coeffs.contiguous(), scale.to(coeffs.dtype).contiguous()
     out = torch.zeros(n_in, c.shape[1], dtype=c.dtype)
-    getattr(lib, f"hm2bp_event_outer_{_suffix(c)}")(row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), out.data_ptr(),
-                                                    c.shape[0], n_in, c.shape[1], torch.get_num_threads())
+    getattr(lib, f"hm2bp_event_outer_scaled_{_suffix(c)}")(
+        row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), sc.data_ptr(), out.data_ptr(),
+        c.shape[0], n_in, c.shape[1], sc.shape[0], torch.get_num_threads())
     return out
 
 
-def event_dot(col_ptr: Tensor, rows: Tensor, a: Tensor, weight_t: Tensor, batch: int) -> Tensor:
-    """``out[r mod B, j] = Σ_{spikes (r, j)} <a[r], weight_t[j]>``, ``[B, N_in]``."""
+def event_dot_scaled(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, scale: Tensor, weight_t: Tensor, T: int) -> Tensor:
+    """``out[b, j] = Σ_{spikes (r, j), r mod B = b} Σ_i coeffs[r, i]·scale[b, i]·weight_t[j, i]``, ``[B, N_in]``."""
     lib = library()
     assert lib is not None
-    a_c, wt = a.contiguous(), weight_t.to(a.dtype).contiguous()
-    out = torch.zeros(batch, wt.shape[0], dtype=a.dtype)
-    getattr(lib, f"hm2bp_event_dot_{_suffix(a_c)}")(col_ptr.data_ptr(), rows.data_ptr(), a_c.data_ptr(), wt.data_ptr(),
-                                                    out.data_ptr(), wt.shape[0], wt.shape[1], batch, torch.get_num_threads())
+    c, sc, wt = coeffs.contiguous(), scale.to(coeffs.dtype).contiguous(), weight_t.to(coeffs.dtype).contiguous()
+    out = torch.zeros(sc.shape[0], wt.shape[0], dtype=c.dtype)
+    getattr(lib, f"hm2bp_event_dot_scaled_{_suffix(c)}")(
+        row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), sc.data_ptr(), wt.data_ptr(), out.data_ptr(),
+        T, wt.shape[0], wt.shape[1], sc.shape[0], torch.get_num_threads())
+    return out
+
+
+def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(row_ptr, cols, counts [B, N]): the CSR index of a 0/1 matrix ``[R, N]``, or None when more than
+    ``max_density`` of its entries are 1 (then dense products are cheaper)."""
+    lib = library()
+    assert lib is not None
+    s = spikes.to(torch.float32).contiguous()
+    R, N = s.shape
+    row_ptr = torch.empty(R + 1, dtype=torch.int64)
+    nnz = lib.hm2bp_spike_index(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), None, None)
+    if nnz > max_density * s.numel():
+        return None
+    cols = torch.empty(nnz, dtype=torch.int64)
+    counts = torch.empty(batch, N, dtype=torch.int64)
+    lib.hm2bp_spike_index(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), cols.data_ptr(), counts.data_ptr())
+    return row_ptr, cols, counts
+
+
+def event_sigma(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, weight_t: Tensor, T: int, batch: int) -> Tensor:
+    """``out[b, i] = Σ_t coeffs[t·B + b, i] · (W s(t))_i``, the drive rebuilt from the spikes: ``[B, N_out]``."""
+    lib = library()
+    assert lib is not None
+    c, wt = coeffs.contiguous(), weight_t.to(coeffs.dtype).contiguous()
+    out = torch.zeros(batch, c.shape[1], dtype=c.dtype)
+    getattr(lib, f"hm2bp_event_sigma_{_suffix(c)}")(
+        row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), wt.data_ptr(), out.data_ptr(), T, batch, c.shape[1],
+        torch.get_num_threads())
+    return out
+
+
+def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int, window: int, dtype: torch.dtype) -> Tensor:
+    """C̃ ``[T, M]`` of ``hm2bp.functional.psp`` from 0/1 post spikes ``[T, M]`` in one compiled pass."""
+    lib = library()
+    assert lib is not None
+    spikes = (post_spikes != 0).contiguous().view(torch.uint8)
+    out = torch.empty(spikes.shape, dtype=dtype)
+    suffix = "f64" if dtype == torch.float64 else "f32"
+    status = getattr(lib, f"hm2bp_psp_coeffs_{suffix}")(spikes.data_ptr(), out.data_ptr(), spikes.shape[0], spikes.shape[1],
+                                                       tau_m, tau_s, t_ref, window, torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("hm2bp S-PSP kernel: out of memory")
     return out

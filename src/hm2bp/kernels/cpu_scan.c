@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 static int64_t block_bounds(int64_t n_groups, int64_t n_blocks, int64_t b, int64_t *lo) {
     int64_t base = n_groups / n_blocks, extra = n_groups % n_blocks;
@@ -90,7 +91,7 @@ REVERSE_FILTER(hm2bp_reverse_filter_f32, float)
 REVERSE_FILTER(hm2bp_reverse_filter_f64, double)
 
 /* Event-driven products with a binary spike matrix S [R rows = (t, b), N_in columns], given as CSR
- * (row_ptr, cols) and CSC (col_ptr, rows). W is passed transposed, wt = Wᵀ [N_in, N_out], so that
+ * (row_ptr, cols). W is passed transposed, wt = Wᵀ [N_in, N_out], so that
  * every spike touches one contiguous row of N_out weights. */
 #define EVENT_KERNELS(SUFFIX, TYPE)                                                                  \
     /* out[r, :] = Σ_{j ∈ row r} wt[j, :]   (the forward drive W·s) */                               \
@@ -104,51 +105,197 @@ REVERSE_FILTER(hm2bp_reverse_filter_f64, double)
                 for (int64_t i = 0; i < n_out; i++) o[i] += w[i];                                    \
             }                                                                                        \
         }                                                                                            \
-    }                                                                                                \
-    /* gt[j, :] = Σ_{spikes (r, j)} c[r, :]   (the weight gradient Cᵀ·S, transposed). Rows are visited \
-     * in order so that c is streamed once; each thread adds into its own copy of gt. */                \
-    int hm2bp_event_outer_##SUFFIX(const int64_t *row_ptr, const int64_t *cols, const TYPE *c,       \
-                                   TYPE *gt, int64_t R, int64_t n_in, int64_t n_out,                 \
-                                   int32_t n_threads) {                                              \
-        int64_t nt = n_threads > 0 ? n_threads : 1;                                                  \
-        int64_t size = n_in * n_out;                                                                 \
-        TYPE *priv = nt > 1 ? calloc((size_t)((nt - 1) * size), sizeof(TYPE)) : NULL;               \
-        if (nt > 1 && !priv) nt = 1;                                                                 \
-        _Pragma("omp parallel for num_threads(nt) schedule(static)")                                  \
-        for (int64_t b = 0; b < nt; b++) {                                                           \
-            int64_t r0;                                                                              \
-            int64_t nr = block_bounds(R, nt, b, &r0);                                                \
-            TYPE *g = b == 0 ? gt : priv + (b - 1) * size;                                           \
-            for (int64_t r = r0; r < r0 + nr; r++) {                                                 \
-                const TYPE *cr = c + r * n_out;                                                      \
-                for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                               \
-                    TYPE *gj = g + cols[k] * n_out;                                                  \
-                    for (int64_t i = 0; i < n_out; i++) gj[i] += cr[i];                              \
-                }                                                                                    \
-            }                                                                                        \
-        }                                                                                            \
-        for (int64_t b = 1; b < nt; b++) {                                                           \
-            const TYPE *p = priv + (b - 1) * size;                                                   \
-            for (int64_t i = 0; i < size; i++) gt[i] += p[i];                                        \
-        }                                                                                            \
-        free(priv);                                                                                  \
-        return 0;                                                                                    \
-    }                                                                                                \
-    /* out[r mod B, j] += <a[r, :], wt[j, :]> for every spike (r, j)   (Σ_t s ⊙ (A·W)) */            \
-    void hm2bp_event_dot_##SUFFIX(const int64_t *col_ptr, const int64_t *rows, const TYPE *a,        \
-                                  const TYPE *wt, TYPE *out, int64_t n_in, int64_t n_out, int64_t B, \
-                                  int32_t n_threads) {                                               \
-        _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(dynamic, 8)")   \
-        for (int64_t j = 0; j < n_in; j++) {                                                         \
-            const TYPE *w = wt + j * n_out;                                                          \
-            for (int64_t k = col_ptr[j]; k < col_ptr[j + 1]; k++) {                                   \
-                const TYPE *ar = a + rows[k] * n_out;                                                \
-                TYPE acc = 0;                                                                        \
-                for (int64_t i = 0; i < n_out; i++) acc += ar[i] * w[i];                             \
-                out[(rows[k] % B) * n_in + j] += acc;                                                \
-            }                                                                                        \
-        }                                                                                            \
     }
 
 EVENT_KERNELS(f32, float)
 EVENT_KERNELS(f64, double)
+
+/* Dot products with 8 independent partial sums, so that the compiler can vectorise them without
+ * -ffast-math (the order of a reduction is otherwise fixed). */
+#define DOT(SUFFIX, TYPE)                                                                           \
+    static TYPE dot_##SUFFIX(const TYPE *a, const TYPE *b, int64_t n) {                           \
+        TYPE acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                    \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];                             \
+        TYPE total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
+        for (; i < n; i++) total += a[i] * b[i];                                                   \
+        return total;                                                                              \
+    }
+DOT(f32, float)
+DOT(f64, double)
+
+/* Scaled event-driven products for the HM2-BP backward pass; scale is [B, n_out] (row r belongs to
+ * sample r mod B), so that δ̂·(1+σ)·Λ never has to be multiplied into a [T, B, n_out] copy. */
+#define SCALED_EVENT_KERNELS(SUFFIX, TYPE)                                                          \
+    /* gt[j, :] = Σ_{spikes (r, j)} c[r, :] ⊙ scale[r mod B, :] */                                  \
+    void hm2bp_event_outer_scaled_##SUFFIX(const int64_t *row_ptr, const int64_t *cols,            \
+                                           const TYPE *c, const TYPE *scale, TYPE *gt, int64_t R,  \
+                                           int64_t n_in, int64_t n_out, int64_t B,                 \
+                                           int32_t n_threads) {                                    \
+        int64_t nt = n_threads > 0 ? n_threads : 1;                                                \
+        int64_t size = n_in * n_out;                                                               \
+        TYPE *priv = nt > 1 ? calloc((size_t)((nt - 1) * size), sizeof(TYPE)) : NULL;             \
+        if (nt > 1 && !priv) nt = 1;                                                               \
+        _Pragma("omp parallel num_threads(nt)")                                                     \
+        {                                                                                          \
+            TYPE *tmp = malloc((size_t)n_out * sizeof(TYPE));                                      \
+            _Pragma("omp for schedule(static)")                                                     \
+            for (int64_t b = 0; b < nt; b++) {                                                     \
+                int64_t r0;                                                                        \
+                int64_t nr = block_bounds(R, nt, b, &r0);                                          \
+                TYPE *g = b == 0 ? gt : priv + (b - 1) * size;                                     \
+                for (int64_t r = r0; r < r0 + nr && tmp; r++) {                                    \
+                    if (row_ptr[r] == row_ptr[r + 1]) continue;                                    \
+                    const TYPE *cr = c + r * n_out, *sr = scale + (r % B) * n_out;                 \
+                    for (int64_t i = 0; i < n_out; i++) tmp[i] = cr[i] * sr[i];                    \
+                    for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                         \
+                        TYPE *gj = g + cols[k] * n_out;                                            \
+                        for (int64_t i = 0; i < n_out; i++) gj[i] += tmp[i];                       \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            free(tmp);                                                                             \
+        }                                                                                          \
+        for (int64_t b = 1; b < nt; b++) {                                                         \
+            const TYPE *p = priv + (b - 1) * size;                                                 \
+            for (int64_t i = 0; i < size; i++) gt[i] += p[i];                                      \
+        }                                                                                          \
+        free(priv);                                                                                \
+    }                                                                                              \
+    /* out[b, j] += Σ_i c[r, i]·scale[b, i]·wt[j, i] for every spike (r, j), b = r mod B. Samples   \
+     * are spread over the threads; each row's scaled coefficients are formed once. */              \
+    void hm2bp_event_dot_scaled_##SUFFIX(const int64_t *row_ptr, const int64_t *cols,              \
+                                         const TYPE *c, const TYPE *scale, const TYPE *wt,         \
+                                         TYPE *out, int64_t T, int64_t n_in, int64_t n_out,        \
+                                         int64_t B, int32_t n_threads) {                           \
+        _Pragma("omp parallel num_threads(n_threads > 0 ? n_threads : 1)")                          \
+        {                                                                                          \
+            TYPE *tmp = malloc((size_t)n_out * sizeof(TYPE));                                      \
+            _Pragma("omp for schedule(dynamic, 1)")                                                 \
+            for (int64_t b = 0; b < B; b++) {                                                      \
+                const TYPE *sb = scale + b * n_out;                                                \
+                TYPE *ob = out + b * n_in;                                                         \
+                for (int64_t t = 0; t < T && tmp; t++) {                                           \
+                    int64_t r = t * B + b;                                                         \
+                    if (row_ptr[r] == row_ptr[r + 1]) continue;                                    \
+                    const TYPE *cr = c + r * n_out;                                                \
+                    for (int64_t i = 0; i < n_out; i++) tmp[i] = cr[i] * sb[i];                    \
+                    for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                         \
+                        ob[cols[k]] += dot_##SUFFIX(tmp, wt + cols[k] * n_out, n_out);            \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            free(tmp);                                                                             \
+        }                                                                                          \
+    }                                                                                              \
+    /* out[b, i] = Σ_t c[t·B + b, i] · Σ_{j ∈ row t·B+b} wt[j, i]  (Σ_l w_il e_il without the drive) */ \
+    void hm2bp_event_sigma_##SUFFIX(const int64_t *row_ptr, const int64_t *cols, const TYPE *c,    \
+                                    const TYPE *wt, TYPE *out, int64_t T, int64_t B, int64_t n_out, \
+                                    int32_t n_threads) {                                           \
+        _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)")     \
+        for (int64_t b = 0; b < B; b++) {                                                          \
+            TYPE *o = out + b * n_out;                                                             \
+            for (int64_t t = 0; t < T; t++) {                                                      \
+                int64_t r = t * B + b;                                                             \
+                const TYPE *cr = c + r * n_out;                                                    \
+                for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                             \
+                    const TYPE *w = wt + cols[k] * n_out;                                          \
+                    for (int64_t i = 0; i < n_out; i++) o[i] += cr[i] * w[i];                      \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+SCALED_EVENT_KERNELS(f32, float)
+SCALED_EVENT_KERNELS(f64, double)
+
+/* C̃ of spec §2 / design.md §2 straight from the post spikes (uint8 [T, M]), without the [2, T, M]
+ * coefficient buffers: blocks of PSP_BLOCK columns scatter their per-spike coefficients into a small
+ * local buffer, then filter it backwards in time. Coefficients are computed in double. */
+#define PSP_BLOCK 128
+#define PSP_COEFFS(SUFFIX, TYPE)                                                                    \
+    int hm2bp_psp_coeffs_##SUFFIX(const uint8_t *post, TYPE *out, int64_t T, int64_t M,            \
+                                  double tau_m, double tau_s, int32_t t_ref, int64_t window,       \
+                                  int32_t n_threads) {                                             \
+        int64_t n_blocks = (M + PSP_BLOCK - 1) / PSP_BLOCK;                                        \
+        double c = 1.0 / (1.0 - tau_s / tau_m);                                                    \
+        TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                           \
+        int failed = 0;                                                                            \
+        _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(dynamic, 4) reduction(| : failed)") \
+        for (int64_t blk = 0; blk < n_blocks; blk++) {                                             \
+            int64_t c0 = blk * PSP_BLOCK, nc = M - c0 < PSP_BLOCK ? M - c0 : PSP_BLOCK;            \
+            TYPE *cm = calloc((size_t)(T * nc), sizeof(TYPE));                                     \
+            TYPE *cs = calloc((size_t)(T * nc), sizeof(TYPE));                                     \
+            if (!cm || !cs) { failed |= 1; free(cm); free(cs); continue; }                         \
+            int64_t prev[PSP_BLOCK];                                                               \
+            TYPE am[PSP_BLOCK], as[PSP_BLOCK];                                                     \
+            for (int64_t k = 0; k < nc; k++) { prev[k] = -1; am[k] = 0; as[k] = 0; }               \
+            for (int64_t t = 0; t < T; t++) {                                                      \
+                const uint8_t *row = post + t * M + c0;                                            \
+                for (int64_t k = 0; k < nc; k++) {                                                 \
+                    if (!row[k]) continue;                                                         \
+                    int64_t a = t - t_ref, lo = t - window < 1 ? 1 : t - window;                   \
+                    int64_t p = prev[k];                                                           \
+                    int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;                                  \
+                    if (a >= a0) {                                                                 \
+                        double span = (double)(a - a0 + 1);                                        \
+                        cm[a * nc + k] += (TYPE)c;                                                 \
+                        cm[(a0 - 1) * nc + k] += (TYPE)(-c * exp(-span / tau_m));                  \
+                        cs[a * nc + k] += (TYPE)(-c);                                              \
+                        cs[(a0 - 1) * nc + k] += (TYPE)(c * exp(-span / tau_s));                   \
+                    }                                                                              \
+                    if (p >= 0) {                                                                  \
+                        int64_t hi = p - 1 < a ? p - 1 : a;                                        \
+                        if (hi >= lo) {                                                            \
+                            double sk = (double)(t - p - t_ref);                                   \
+                            double eps = c * (exp(-sk / tau_m) - exp(-sk / tau_s));                \
+                            cs[hi * nc + k] += (TYPE)(eps * exp(-(double)(p - hi) / tau_s));       \
+                            cs[(lo - 1) * nc + k] += (TYPE)(-eps * exp(-(double)(p - lo + 1) / tau_s)); \
+                        }                                                                          \
+                    }                                                                              \
+                    prev[k] = t;                                                                   \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t t = T - 1; t >= 0; t--) {                                                 \
+                TYPE *o = out + t * M + c0;                                                        \
+                for (int64_t k = 0; k < nc; k++) {                                                 \
+                    am[k] = am[k] * dm + cm[t * nc + k];                                           \
+                    as[k] = as[k] * ds + cs[t * nc + k];                                           \
+                    o[k] = am[k] + as[k];                                                          \
+                }                                                                                  \
+            }                                                                                      \
+            free(cm); free(cs);                                                                    \
+        }                                                                                          \
+        return failed ? -1 : 0;                                                                    \
+    }
+
+PSP_COEFFS(f32, float)
+PSP_COEFFS(f64, double)
+
+/* CSR index of the 1s of a 0/1 float32 matrix S [R, N] (rows r = t·B + b), plus per-sample counts
+ * [B, N]. A first call with cols == NULL fills row_ptr [R+1] and returns nnz; the second fills cols
+ * [nnz] and counts. */
+int64_t hm2bp_spike_index(const float *s, int64_t R, int64_t N, int64_t B, int64_t *row_ptr, int64_t *cols,
+                          int64_t *counts) {
+    if (!cols) {
+        row_ptr[0] = 0;
+        for (int64_t r = 0; r < R; r++) {
+            const float *sr = s + r * N;
+            int64_t n = 0;
+            for (int64_t j = 0; j < N; j++) n += sr[j] != 0.0f;
+            row_ptr[r + 1] = row_ptr[r] + n;
+        }
+        return row_ptr[R];
+    }
+    memset(counts, 0, (size_t)(B * N) * sizeof(int64_t));
+    for (int64_t r = 0; r < R; r++) {
+        const float *sr = s + r * N;
+        int64_t k = row_ptr[r];
+        int64_t *cb = counts + (r % B) * N;
+        for (int64_t j = 0; j < N; j++) {
+            if (sr[j] != 0.0f) { cols[k++] = j; cb[j]++; }
+        }
+    }
+    return row_ptr[R];
+}
