@@ -60,9 +60,10 @@ def pool_drive(in_spikes: Tensor, pool: int) -> Tensor:
 def check_finite(in_spikes: Tensor, weight: Tensor | None, name: str) -> None:
     """Refuse NaN/inf inputs or weights up front: a NaN potential never crosses the threshold, so the
     fault would otherwise vanish silently into a silent neuron."""
-    if weight is not None and not bool(torch.isfinite(weight).all()):
+    # One reduction each: NaN/inf propagate into the sum (0/1 spikes cannot overflow it).
+    if weight is not None and not bool(torch.isfinite(weight.sum())) and not bool(torch.isfinite(weight).all()):
         raise NumericalError(f"{name}: the weights contain NaN or inf")
-    if not bool(torch.isfinite(in_spikes).all()):
+    if not bool(torch.isfinite(in_spikes.sum())):
         bad = ~torch.isfinite(in_spikes.reshape(in_spikes.shape[0], -1))
         steps = torch.nonzero(bad.any(1)).flatten()
         raise NumericalError(f"{name}: the input spikes contain NaN or inf (time steps {steps[:5].tolist()})")
