@@ -8,6 +8,7 @@ Examples::
     hm2bp train mnist_fc --data-dir /data/mnist --resume
     hm2bp eval runs/digits/best.pt
     hm2bp plot runs/digits
+    torchrun --nproc-per-node 2 -m hm2bp train digits --threads 1   # data-parallel (docs/distributed.md)
 """
 
 from __future__ import annotations
@@ -117,15 +118,21 @@ def _resolve_train_config(args: argparse.Namespace, overrides: list[str]) -> Run
 
 def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from .train import train
+    from .train.distributed import env_world_size, is_main_process
 
     cfg = _resolve_train_config(args, overrides)
-    if not args.quiet:
+    main_proc = is_main_process()  # under torchrun only rank 0 prints
+    quiet = args.quiet or not main_proc
+    if not quiet:
+        world = env_world_size()
+        procs = f", {world} processes" if world > 1 else ""
         print(f"run {cfg.name}: {cfg.data.dataset} {cfg.model.arch}, T={cfg.model.T}, {cfg.train.mode} "
-              f"(batch {cfg.train.batch_size}), {cfg.train.epochs} epochs -> {cfg.out_dir}", flush=True)
-    result = train(cfg, resume=args.resume, quiet=args.quiet, echo=lambda s: print(s, flush=True))
-    if not args.quiet:
+              f"(batch {cfg.train.batch_size}{procs}), {cfg.train.epochs} epochs -> {cfg.out_dir}", flush=True)
+    result = train(cfg, resume=args.resume, quiet=quiet, echo=lambda s: print(s, flush=True))
+    if not quiet:
         print(f"best test accuracy: {100 * result.best_test_acc:.2f}%  (run folder {result.out_dir})")
-    print(f"test accuracy: {100 * result.test_acc:.2f}%", flush=True)
+    if main_proc:
+        print(f"test accuracy: {100 * result.test_acc:.2f}%", flush=True)
     return 0
 
 

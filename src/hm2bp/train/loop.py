@@ -14,6 +14,10 @@ procedure of the reference code. Mini-batch mode averages the per-sample rules o
 After each epoch: boost weights are updated from the predictions recorded during the training pass
 (spec §4.4), the whole test set is evaluated, a line goes to ``metrics.jsonl``, and ``last.pt`` (plus
 ``best.pt`` when the test accuracy improves) is written atomically.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``, mini-batch mode) each process runs its share of every mini-batch
+and of the test set; gradients, predictions and metrics are reduced across processes and rank 0 alone
+writes files (:mod:`hm2bp.train.distributed`, ``docs/distributed.md``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ..config import RunConfig, config_from_dict, config_to_dict, write_config_j
 from ..errors import ConfigError
 from ..loss import rate_loss, softmax_loss, weight_regularizer
 from ..nn.network import SpikingNetwork, build_network
+from . import distributed as D
 from .boosting import update_boost_weights
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from .datasets import SpikeDataset, load_datasets, sample_generator
@@ -106,12 +111,13 @@ def _make_optimizer(cfg: RunConfig, model: SpikingNetwork) -> torch.optim.Optimi
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
 
 
-def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor | None) -> Tensor:
+def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor | None,
+               reduction: str = "mean") -> Tensor:
     m = cfg.model
     if m.loss == "softmax":
-        return softmax_loss(counts, labels, sample_weight=weights, reduction="mean")
+        return softmax_loss(counts, labels, sample_weight=weights, reduction=reduction)
     return rate_loss(counts, labels, desired=m.desired, undesired=m.undesired, margin=m.margin,
-                     sample_weight=weights, reduction="mean")
+                     sample_weight=weights, reduction=reduction)
 
 
 @contextmanager
@@ -152,21 +158,41 @@ def evaluate(
 
     Ties go to the lowest index and all-zero counts predict class 0 (spec §1.3).
     """
-    dev = torch.device(device)
+    total = len(dataset) if n is None else min(n, len(dataset))
+    counts = _eval_counts(model, dataset, 0, total, batch_size, torch.device(device), epoch)
+    return _eval_result(counts, dataset.labels[:total])
+
+
+def _eval_counts(model: SpikingNetwork, dataset: SpikeDataset, start: int, stop: int, batch_size: int,
+                 device: torch.device, epoch: int) -> Tensor:
+    """Output counts ``[stop − start, C]`` of samples ``start … stop − 1`` (CPU, float32)."""
     was_training = model.training
     model.eval()
-    total = len(dataset) if n is None else min(n, len(dataset))
     counts_all = []
-    for i in _batches(total, batch_size):
-        idx = torch.arange(i, min(i + batch_size, total))
-        x = dataset.get(idx, epoch).to(dev, torch.float32)
-        counts_all.append(model(x).sum(0).cpu())
+    with torch.no_grad():
+        for i in range(start, stop, batch_size):
+            idx = torch.arange(i, min(i + batch_size, stop))
+            x = dataset.get(idx, epoch).to(device, torch.float32)
+            counts_all.append(model(x).sum(0).cpu())
     model.train(was_training)
-    counts = torch.cat(counts_all) if counts_all else torch.zeros(0, dataset.n_classes)
-    labels = dataset.labels[:total]
+    return torch.cat(counts_all) if counts_all else torch.zeros(0, dataset.n_classes)
+
+
+def _eval_result(counts: Tensor, labels: Tensor) -> EvalResult:
+    total = int(labels.numel())
     preds = counts.argmax(1) if total else torch.zeros(0, dtype=torch.int64)
     acc = float((preds == labels).double().mean()) if total else float("nan")
     return EvalResult(acc, preds, labels, counts)
+
+
+def _evaluate_sharded(model: SpikingNetwork, dataset: SpikeDataset, ctx: D.DistContext, *, batch_size: int,
+                      device: torch.device, epoch: int) -> EvalResult:
+    """:func:`evaluate` with the test set cut into one contiguous range per process; counts summed."""
+    total = len(dataset)
+    start, stop = D.shard_range(total, ctx)
+    full = torch.zeros(total, dataset.n_classes, dtype=torch.float32)
+    full[start:stop] = _eval_counts(model, dataset, start, stop, batch_size, device, epoch)
+    return _eval_result(D.all_reduce_tensor(full, ctx), dataset.labels[:total])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,6 +319,13 @@ def _plots_at_end(model: SpikingNetwork, test_set: SpikeDataset, out_dir: Path, 
         say(f"plots: {', '.join(p.name for p in paths)} in {out_dir}")
 
 
+def _evaluate_all(model: SpikingNetwork, test_set: SpikeDataset, ctx: D.DistContext | None, batch_size: int,
+                  device: torch.device, epoch: int) -> EvalResult:
+    if ctx is None:
+        return evaluate(model, test_set, batch_size=batch_size, device=device, epoch=epoch)
+    return _evaluate_sharded(model, test_set, ctx, batch_size=batch_size, device=device, epoch=epoch)
+
+
 def train(
     cfg: RunConfig,
     *,
@@ -307,15 +340,30 @@ def train(
         resume: continue from ``<checkpoint_dir>/last.pt``; the result equals an uninterrupted run.
         quiet: no progress bar and no per-epoch lines.
         echo: where per-epoch summary lines go (None = nowhere).
+
+    Started by ``torchrun`` with ``WORLD_SIZE > 1`` (or inside an initialised process group), it trains
+    data-parallel (:mod:`hm2bp.train.distributed`); every process returns the same result.
     """
-    device = resolve_device(cfg.train.device)
-    with num_threads(cfg.train.threads):
-        return _train(cfg, device, resume=resume, quiet=quiet, echo=echo)
+    t = cfg.train
+    with D.session(t.device, t.mode, t.batch_size) as (ctx, device), num_threads(t.threads):
+        return _train(cfg, device, resume=resume, quiet=quiet, echo=echo, ctx=ctx)
+
+
+class _NoLog:
+    """Metrics sink of the processes other than rank 0."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
-           echo: Callable[[str], None] | None) -> TrainResult:
+           echo: Callable[[str], None] | None, ctx: D.DistContext | None = None) -> TrainResult:
     t = cfg.train
+    main = ctx is None or ctx.is_main
+    quiet = quiet or not main
     say: Callable[[str], None] = (lambda s: None) if (quiet or echo is None) else echo
     out_dir, ck_dir = cfg.out_dir, cfg.checkpoint_dir
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
@@ -346,9 +394,13 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
         st.wall_offset = float(st.metrics[-1]["wall_time_s"]) if st.metrics else 0.0
         say(f"resuming {cfg.name} from {last_path} after epoch {st.epoch} (step {st.step})")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_config_json(cfg, out_dir / "config.json")
-    log = MetricsLog(out_dir, tensorboard=t.tensorboard, fresh=not resume, keep=st.metrics if resume else None)
+    log: MetricsLog | _NoLog = _NoLog()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_config_json(cfg, out_dir / "config.json")
+        log = MetricsLog(out_dir, tensorboard=t.tensorboard, fresh=not resume, keep=st.metrics if resume else None)
+    D.barrier(ctx)  # every process has read last.pt before rank 0 may replace it
+    params = [p for group in opt.param_groups for p in group["params"]]
     t_start = time.perf_counter()
     last_eval: EvalResult | None = None
     use_reg = t.reg_lambda > 0 and t.reg_beta >= 0
@@ -366,41 +418,59 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 if t.max_steps and n_step >= t.max_steps:
                     break
                 idx = st.order[i : i + t.batch_size]
-                x = train_set.get(idx, epoch).to(device, torch.float32)
-                labels = train_set.labels[idx].to(device)
-                weights = st.boost[idx].to(device, torch.float32) if t.boosting else None
-                counts = model(x, labels).sum(0)
-                loss = _data_loss(cfg, counts, labels, weights)
-                total = loss
-                if use_reg:
-                    total = total + weight_regularizer(model, t.reg_lambda, t.reg_beta, t.reg_limit).to(device)
+                b_global = int(idx.numel())
+                if ctx is not None:
+                    idx = D.shard(idx, ctx)
+                b = int(idx.numel())
                 opt.zero_grad(set_to_none=True)
-                total.backward()
+                if b:
+                    x = train_set.get(idx, epoch).to(device, torch.float32)
+                    labels = train_set.labels[idx].to(device)
+                    weights = st.boost[idx].to(device, torch.float32) if t.boosting else None
+                    counts = model(x, labels).sum(0)
+                    if ctx is None:
+                        loss = _data_loss(cfg, counts, labels, weights)
+                    else:  # this shard's part of the global batch mean: Σ_shard L_n / B
+                        loss = _data_loss(cfg, counts, labels, weights, reduction="sum") / b_global
+                    total = loss
+                if use_reg and main:  # added once (rank 0) in a distributed run
+                    reg = weight_regularizer(model, t.reg_lambda, t.reg_beta, t.reg_limit).to(device)
+                    total = total + reg if b else reg
+                if b or (use_reg and main):
+                    total.backward()
+                if ctx is not None:
+                    D.all_reduce_gradients(params, ctx)
                 if _grads_finite(opt):
                     opt.step()
                 else:  # e.g. an output lateral loop gain >= 1 (spec §7.15): skip this update, keep training
                     skipped += 1
                 st.step += 1
+                if not b:
+                    continue
                 with torch.no_grad():
                     c = counts.detach()
-                    plain = _data_loss(cfg, c, labels, None) if weights is not None else loss.detach()
+                    plain = (_data_loss(cfg, c, labels, None) if (weights is not None or ctx is not None)
+                             else loss.detach())
                     p = c.argmax(1).cpu()
                 preds[idx] = p
-                b = int(idx.numel())
                 loss_sum += float(plain) * b
                 seen += b
                 correct += int((p == labels.cpu()).sum())
                 count_sum += float(c.sum())
                 if bar is not None:
-                    bar.update(b)
+                    bar.update(b_global)
                     bar.set_postfix(loss=f"{loss_sum / seen:.2f}", acc=f"{correct / seen:.3f}", refresh=False)
             if bar is not None:
                 bar.close()
+            if ctx is not None:  # the epoch's numbers over all processes; every process's predictions
+                loss_sum, seen_f, correct_f, count_sum = D.all_reduce_sum([loss_sum, seen, correct, count_sum], ctx)
+                seen, correct = int(seen_f), int(correct_f)
+                preds = D.merge_predictions(preds, ctx)
             if not math.isfinite(loss_sum):
                 from ..errors import NumericalError
 
                 raise NumericalError(f"epoch {epoch}: the training loss is not finite")
-            if skipped:
+            if skipped and main:
                 print(f"warning: epoch {epoch + 1}: skipped {skipped} update(s) with non-finite gradients "
                       f"(an output lateral loop gain >= 1, spec §7.15; a higher output threshold or a weaker "
                       f"model.lateral_inhibition avoids it)", file=sys.stderr)
@@ -408,7 +478,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 mask = preds >= 0
                 st.boost[mask] = update_boost_weights(st.boost[mask], train_set.labels[mask], preds[mask],
                                                       train_set.n_classes)
-            last_eval = evaluate(model, test_set, batch_size=t.eval_batch_size, device=device, epoch=epoch)
+            last_eval = _evaluate_all(model, test_set, ctx, t.eval_batch_size, device, epoch)
             improved = last_eval.accuracy > st.best
             st.best = max(st.best, last_eval.accuracy)
             st.epoch = epoch + 1
@@ -430,18 +500,19 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
             }
             st.metrics.append(record)
             log.log(record)
-            ck = _checkpoint(cfg, model, opt, st)
-            save_checkpoint(ck, last_path)
-            if improved:
-                save_checkpoint(ck, best_path)
+            if main:
+                ck = _checkpoint(cfg, model, opt, st)
+                save_checkpoint(ck, last_path)
+                if improved:
+                    save_checkpoint(ck, best_path)
             say(f"epoch {epoch + 1}/{t.epochs}  lr {lr:.3g}  loss {record['train_loss']:.3f}  "
                 f"train {100 * record['train_acc']:.2f}%  test {100 * last_eval.accuracy:.2f}%  "
                 f"(best {100 * st.best:.2f}%)  {record['epoch_time_s']:.1f}s")
     finally:
         log.close()
     if last_eval is None:  # resumed a finished run: evaluate once so the result is complete
-        last_eval = evaluate(model, test_set, batch_size=t.eval_batch_size, device=device,
-                             epoch=max(st.epoch - 1, 0))
-    if t.plots:
+        last_eval = _evaluate_all(model, test_set, ctx, t.eval_batch_size, device, max(st.epoch - 1, 0))
+    if t.plots and main:
         _plots_at_end(model, test_set, out_dir, st.metrics, last_eval, device, say)
+    D.barrier(ctx)  # the files of rank 0 are complete when any process returns
     return TrainResult(st.metrics, last_eval.accuracy, st.best, out_dir, model, last_eval)
