@@ -16,9 +16,21 @@ from ..functional.autograd import (
     SpikingPool2dFunction,
     conv_drive,
     linear_drive,
+    pool_drive,
 )
 from ..functional.neuron import simulate_lif
 from ..functional.params import NeuronParams
+from ..functional.surrogate import simulate_lif_bptt
+
+RULES = ("hm2bp", "bptt")
+"""Learning rules: "hm2bp" (the HM2-BP backward pass) or "bptt" (surrogate-gradient BPTT on the same
+neuron, ``hm2bp.functional.surrogate``), for comparing rules on identical networks."""
+
+
+def _check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ConfigError(f"learning rule must be one of {RULES}, got {rule!r}")
+    return rule
 
 
 def _uniform_(weight: Tensor, scale: float, generator: torch.Generator | None) -> Tensor:
@@ -69,8 +81,10 @@ class SpikingLinear(nn.Module):
         init_scale: float = 1.0,
         backward_dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
+        rule: str = "hm2bp",
     ) -> None:
         super().__init__()
+        self.rule = _check_rule(rule)
         if in_features < 1 or out_features < 1:
             raise ConfigError(f"SpikingLinear: sizes must be positive, got {in_features} -> {out_features}")
         self.in_features, self.out_features = in_features, out_features
@@ -88,6 +102,8 @@ class SpikingLinear(nn.Module):
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         _check_input(x, 3, "SpikingLinear", (self.in_features,))
         x = x.to(self.weight.dtype)
+        if self.rule == "bptt":
+            return simulate_lif_bptt(linear_drive(x, self.weight), self.params, self.lateral_weight)
         output_spec = None
         if self.output:
             output_spec = (labels, float(self.lateral_strength or 0.0), self.desired)
@@ -121,8 +137,10 @@ class SpikingConv2d(nn.Module):
         init_scale: float = 0.5,
         backward_dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
+        rule: str = "hm2bp",
     ) -> None:
         super().__init__()
+        self.rule = _check_rule(rule)
         if min(in_channels, out_channels, kernel_size) < 1:
             raise ConfigError("SpikingConv2d: channels and kernel size must be positive")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
@@ -138,7 +156,10 @@ class SpikingConv2d(nn.Module):
                 f"SpikingConv2d: expected [T, B, {self.in_channels}, H, W] with H, W >= {self.kernel_size}, "
                 f"got {list(x.shape)}"
             )
-        return SpikingConv2dFunction.apply(x.to(self.weight.dtype), self.weight, self.params, self.backward_dtype, self.name)
+        x = x.to(self.weight.dtype)
+        if self.rule == "bptt":
+            return simulate_lif_bptt(conv_drive(x, self.weight), self.params)
+        return SpikingConv2dFunction.apply(x, self.weight, self.params, self.backward_dtype, self.name)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, v_th={self.params.v_th}"
@@ -160,8 +181,10 @@ class SpikingPool2d(nn.Module):
         t_ref: int = 2,
         theta_eps: float = 1e-6,
         backward_dtype: torch.dtype = torch.float32,
+        rule: str = "hm2bp",
     ) -> None:
         super().__init__()
+        self.rule = _check_rule(rule)
         if pool < 1:
             raise ConfigError(f"SpikingPool2d: pool size must be positive, got {pool}")
         self.pool = pool
@@ -172,6 +195,8 @@ class SpikingPool2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5:
             raise ValueError(f"SpikingPool2d: expected [T, B, C, H, W], got {list(x.shape)}")
+        if self.rule == "bptt":
+            return simulate_lif_bptt(pool_drive(x, self.pool), self.params)
         return SpikingPool2dFunction.apply(x, self.pool, self.params, self.backward_dtype, self.name)
 
     def extra_repr(self) -> str:

@@ -122,11 +122,13 @@ def build_network(
     t_ref: int = 2,
     backward_dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
+    rule: str = "hm2bp",
 ) -> SpikingNetwork:
     """Build a network from an architecture string and one threshold per conv, pool and FC layer.
 
     Example: ``build_network("28x28-15c5-p2-40c5-p2-300-10", [5, 2, 12, 4, 10, 10])`` is the paper's
     spiking CNN (spec §5); ``build_network("784-800-10", [20, 8])`` its MNIST FC net.
+    ``rule="bptt"`` trains the same network with surrogate-gradient BPTT instead of HM2-BP.
     """
     in_shape, specs = parse_architecture(arch)
     if len(thresholds) != len(specs):
@@ -134,7 +136,7 @@ def build_network(
     for v in thresholds:
         if not (isinstance(v, (int, float)) and v > 0):
             raise ConfigError(f"thresholds must be positive numbers, got {list(thresholds)}")
-    neuron = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype)
+    neuron = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype, rule=rule)
     layers: list[nn.Module] = []
     shape = in_shape
     for n, (spec, v_th) in enumerate(zip(specs, thresholds)):
