@@ -14,12 +14,27 @@ from .nn.network import SpikingNetwork
 
 
 def predict(counts: Tensor) -> Tensor:
-    """Predicted class = arg-max of the output counts; ties go to the lowest index (spec §1.3)."""
+    """Predicted class = arg-max of the output counts; ties go to the lowest index (spec §1.3).
+
+    Args:
+        counts: ``[B, n_classes]`` output firing counts (``spikes.sum(0)``).
+
+    Returns:
+        int64 ``[B]``; all-zero counts predict class 0.
+    """
     return counts.argmax(1)
 
 
 @dataclass(frozen=True)
 class EvalResult:
+    """What :func:`evaluate_images` returns.
+
+    Attributes:
+        correct, total: correctly classified and all images.
+        mean_winner_count: mean over images of the largest output count.
+        confusion: int64 ``[n_classes, n_classes]``, rows = true class, columns = prediction.
+    """
+
     correct: int
     total: int
     mean_winner_count: float
@@ -45,9 +60,16 @@ def evaluate_images(
     """Classify uint8 images with fresh Bernoulli inputs (spec §1.5) and count the correct ones.
 
     Args:
+        net: the network; its input size must be H·W (or D).
         images: ``[N, H, W]`` or ``[N, D]`` pixel values 0–255; labels: ``[N]``.
         T: time steps per sample. batch_size: images per forward pass.
+        generator: source of the Bernoulli draws (:func:`~hm2bp.encoding.poisson_encode`); None = torch's
+            global generator.
+        device: where the network runs.
         progress: called as ``progress(done, total)`` after every batch.
+
+    Returns:
+        an :class:`EvalResult` (prediction = arg-max of the counts, spec §1.3).
     """
     images_t = torch.as_tensor(images)
     labels_t = torch.as_tensor(labels).long()

@@ -14,7 +14,14 @@ from .nn.layers import SpikingConv2d, SpikingLinear
 
 
 def target_counts(labels: Tensor, n_classes: int, desired: float = 35.0, undesired: float = 5.0) -> Tensor:
-    """y: DESIRED_LEVEL for the label neuron, UNDESIRED_LEVEL for the others. Shape ``[B, n_classes]``."""
+    """Target counts y (spec §3.1): ``desired`` for the label neuron, ``undesired`` for the others.
+
+    Args:
+        labels: ``[B]`` int64 class indices. n_classes: number of output neurons.
+
+    Returns:
+        float32 ``[B, n_classes]``.
+    """
     onehot = F.one_hot(labels, n_classes).to(torch.float32)
     return undesired + (desired - undesired) * onehot
 
@@ -48,7 +55,18 @@ def rate_loss(
 
 
 def softmax_loss(counts: Tensor, labels: Tensor, *, sample_weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy on raw counts (spec §3.6): δ = β_n (softmax(o) − onehot)."""
+    """Softmax cross-entropy on raw counts (spec §3.6): L = −β_n log softmax(o)_label, δ = β_n (softmax(o) − onehot).
+
+    No temperature and no margin; the output layer's spike insertion still uses its ``desired`` level.
+
+    Args:
+        counts: ``[B, N]`` output firing counts; labels: ``[B]``.
+        sample_weight: ``[B]`` boost weights β_n (spec §4.4), 1 when omitted.
+        reduction: "mean" over the batch, "sum" or "none" (``[B]``).
+
+    Returns:
+        a scalar (``[B]`` with reduction "none").
+    """
     per_sample = F.cross_entropy(counts, labels, reduction="none")
     if sample_weight is not None:
         per_sample = per_sample * sample_weight.to(counts.dtype)
@@ -90,6 +108,15 @@ def weight_regularizer(model: nn.Module, lam: float, beta: float, limit: float =
     R = Σ_layers Σ_i λ·(N_in·L/2)·exp(β(S_i − 1)), S_i = (1/N_in)·Σ_j (w_ij/L)², over each FC neuron's
     incoming weights and each conv kernel's C·k·k weights. Differentiating R gives the term above; it is
     computed in one pass over the weights (``_NormPenalty``).
+
+    Args:
+        model: any module; every ``SpikingLinear`` and ``SpikingConv2d`` weight that requires a gradient
+            is penalised.
+        lam, beta, limit: λ (LAMBDA_REG, 0 = off), β (BETA_REG) and L (WEIGHT_LIMIT).
+
+    Returns:
+        a scalar tensor (0 when ``lam`` is 0 or there is no such weight). Add it to the batch-mean data
+        loss, so that its gradient enters each update once, as in the authors' code.
     """
     total: Tensor | None = None
     if lam == 0.0:

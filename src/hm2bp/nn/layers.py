@@ -60,8 +60,14 @@ class SpikingLinear(nn.Module):
         desired: DESIRED_LEVEL, used by the spike insertion.
         init_scale: weights start as U(−init_scale, init_scale) (1 for FC layers in the paper).
         backward_dtype: dtype of the S-PSP contractions in the backward pass.
+        rule: "hm2bp" (this backward pass) or "bptt" (surrogate-gradient BPTT on the same neuron).
 
-    Shapes: input ``[T, B, in_features]`` → output spikes ``[T, B, out_features]`` (0/1, float).
+    Forward: drive I(t) = W·s(t) (one GEMM), plus −w0·Σ_{l≠i} s_l(t) with lateral inhibition, integrated
+    one step later by the LIF neurons of spec §1.1. Backward (spec §3.3): g_ij = δ̂_i·e_{i|j}·(1 + σ_i)·Λ_i
+    with δ̂ = δ/ν, and δ_j below = Σ_i δ̂_i·w_ij·r_ij (r_ij = 1 without ``effect_ratio``).
+
+    Shapes: input ``[T, B, in_features]`` → output spikes ``[T, B, out_features]`` (0/1, float);
+    ``weight`` is ``[out_features, in_features]``.
     """
 
     def __init__(
@@ -120,7 +126,21 @@ class SpikingLinear(nn.Module):
 class SpikingConv2d(nn.Module):
     """Spiking convolution layer, valid padding, stride 1, no kernel flip (spec §1.2 CONVSPIKING).
 
-    Shapes: input ``[T, B, C, H, W]`` → ``[T, B, K, H−k+1, W−k+1]``. The spike test is ``v > ν``.
+    Drive at output (k, x, y): Σ_{c,i,j} s_c(x+i, y+j)·W[k, c, i, j] (cross-correlation, as
+    ``torch.nn.functional.conv2d``), integrated one step later by the LIF neurons of spec §1.1. The
+    backward pass is the conv rule of spec §3.5 (weight gradient summed over positions, side effect σ
+    per position, error sent down with the effect ratio r).
+
+    Args:
+        in_channels, out_channels: C and K. kernel_size: k (square kernels).
+        v_th: threshold ν; the spike test is ``v > ν`` (``theta_eps`` = 0 for conv layers, spec §1.1).
+        tau_m, tau_s, t_ref: membrane and synaptic time constants and refractory period, in steps.
+        init_scale: weights start as U(−init_scale, init_scale) (0.5 in the paper's CNN, spec §4.5).
+        backward_dtype: dtype of the S-PSP contractions in the backward pass.
+        rule: "hm2bp" (this backward pass) or "bptt" (surrogate-gradient BPTT on the same neuron).
+
+    Shapes: input ``[T, B, C, H, W]`` → output spikes ``[T, B, K, H−k+1, W−k+1]``; ``weight`` is
+    ``[K, C, k, k]``.
     """
 
     def __init__(
@@ -168,6 +188,10 @@ class SpikingConv2d(nn.Module):
 class SpikingPool2d(nn.Module):
     """Spiking pooling: LIF neurons with fixed unit weights over non-overlapping p×p windows.
 
+    Drive of pool neuron (c, x, y): the number of input spikes in window [x·p, x·p+p) × [y·p, y·p+p),
+    clipped to the map; the neurons have the layer's own threshold ν. No trainable parameters; in the
+    backward pass each input position gets δ_pool/p²·r, without a division by ν (spec §3.5).
+
     Shapes: ``[T, B, C, H, W]`` → ``[T, B, C, ceil(H/p), ceil(W/p)]`` (spec §1.2 POOLINGSPIKING).
     """
 
@@ -206,8 +230,14 @@ class SpikingPool2d(nn.Module):
 class Reservoir(nn.Module):
     """Fixed recurrent spiking layer ("reservoir", spec §1.2): not trained, not back-propagated through.
 
+    The drive is ``input_weight · s_in(t)`` plus ``recurrent_weight · s(t)`` of the layer's own spikes,
+    both integrated one step later (spec §1.1). The output carries no gradient.
+
     Args:
         input_weight: ``[N, N_in]`` fixed input weights; recurrent_weight: ``[N, N]`` fixed w_rec[post, pre].
+        v_th, tau_m, tau_s, t_ref, theta_eps: the neuron constants (spec §1.1).
+
+    Shapes: input ``[T, B, N_in]`` → output spikes ``[T, B, N]``.
     """
 
     def __init__(self, input_weight: Tensor, recurrent_weight: Tensor, v_th: float, *, tau_m: float = 64.0,

@@ -75,6 +75,13 @@ class SpikingNetwork(nn.Module):
     ``forward(x, labels)`` takes input spikes ``[T, B, *input_shape]`` (flat inputs are reshaped to
     the image shape for conv nets) and returns the output spike train ``[T, B, n_classes]``; pass the
     labels when training so that the output layer can apply spike insertion and Λ (spec §3.2, §3.4).
+    With ``record=True`` the output spikes of every layer except ``Flatten`` are kept (detached) in
+    ``hidden_spikes``, in layer order, the last one being the output.
+
+    Args:
+        layers: the modules in order; the last one must be a ``SpikingLinear`` built with ``output=True``.
+        input_shape: ``(N,)`` or ``(C, H, W)`` without the time and batch dimensions.
+        arch: the architecture string, kept for display and export.
     """
 
     def __init__(self, layers: Sequence[nn.Module], input_shape: tuple[int, ...], arch: str = "") -> None:
@@ -129,6 +136,26 @@ def build_network(
     Example: ``build_network("28x28-15c5-p2-40c5-p2-300-10", [5, 2, 12, 4, 10, 10])`` is the paper's
     spiking CNN (spec §5); ``build_network("784-800-10", [20, 8])`` its MNIST FC net.
     ``rule="bptt"`` trains the same network with surrogate-gradient BPTT instead of HM2-BP.
+
+    Args:
+        arch: architecture string (grammar in the module docstring).
+        thresholds: ν of each conv, pool and FC layer, in order (spec §1.2, §5).
+        lateral_inhibition: w0 of the output layer's fixed lateral inhibition (spec §1.2); None = none.
+        effect_ratio: EFFECT_RATIO of the FC layers' backward pass (spec §3.3).
+        desired: DESIRED_LEVEL used by the output layer's silent-label spike insertion (spec §3.2).
+        fc_init, conv_init: weights start as U(−init, +init) (spec §4.5).
+        tau_m, tau_s, t_ref: neuron constants of every layer, in steps (spec §1.1).
+        backward_dtype: dtype of the S-PSP contractions in the backward pass.
+        generator: source of the initial weights (layers drawn in order).
+        rule: "hm2bp" or "bptt", for every layer.
+
+    Returns:
+        a :class:`SpikingNetwork`: ``SpikingConv2d``/``SpikingPool2d`` layers, a ``Flatten`` before the first
+        FC layer of a conv net, ``SpikingLinear`` layers, the last one with ``output=True``. Input
+        ``[T, B, *in_shape]`` (or flat ``[T, B, prod(in_shape)]``), output ``[T, B, n_classes]``.
+
+    Raises:
+        ConfigError: a bad string, a threshold count that does not match, or a kernel larger than its map.
     """
     in_shape, specs = parse_architecture(arch)
     if len(thresholds) != len(specs):
