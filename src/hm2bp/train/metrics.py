@@ -1,4 +1,12 @@
-"""Per-epoch metrics: a JSON-lines log (``metrics.jsonl``) and an optional TensorBoard writer."""
+"""Per-epoch metrics: a JSON-lines log (``metrics.jsonl``) and an optional TensorBoard writer.
+
+Crash safety: a record is appended with a single ``write`` of the whole line to a file opened with
+``O_APPEND``, then fsync'ed, so a killed process leaves whole lines only (at worst without its last
+record). A resumed run replaces the log atomically with the records of its checkpoint, so epochs that
+an interrupted run logged after its last checkpoint do not appear twice and a kill during the rewrite
+leaves the previous log intact. :func:`read_metrics` rejects a damaged log with a
+:class:`~hm2bp.errors.DataFormatError` naming the file and line.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from ..errors import DataFormatError
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -30,9 +40,9 @@ class MetricsLog:
         if fresh or keep is not None:
             # a fresh run starts an empty log; a resumed run rewrites the log from the checkpoint's records,
             # so epochs logged after the checkpoint (by the interrupted run) do not appear twice
-            with open(self.path, "w", encoding="utf-8") as f:
-                for rec in keep or []:
-                    f.write(json.dumps(rec) + "\n")
+            from .checkpoint import atomic_write_bytes
+
+            atomic_write_bytes(self.path, "".join(_line(rec) for rec in keep or []).encode("utf-8"))
         self._tb: Any = None
         if tensorboard:
             try:
@@ -43,9 +53,15 @@ class MetricsLog:
                 self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        data = _line(record).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:  # one write() for a regular file; loop only in case of a short write
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if self._tb is not None:
             for k in _TB_KEYS:
                 if isinstance(record.get(k), (int, float)):
@@ -58,10 +74,44 @@ class MetricsLog:
             self._tb = None
 
 
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record) + "\n"
+
+
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read ``metrics.jsonl`` (a file, or a run folder holding one)."""
+    """Read ``metrics.jsonl`` (a file, or a run folder holding one).
+
+    Raises:
+        DataFormatError: the file is missing or unreadable, a line is not a complete JSON object (e.g. cut
+            short), or the epochs are not 0, 1, 2, … in order (e.g. an epoch logged twice).
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "metrics.jsonl"
-    with open(p, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise DataFormatError(p, "metrics log not found") from None
+    except OSError as e:
+        raise DataFormatError(p, f"cannot read: {e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(p, f"not UTF-8 text ({e})") from None
+    if text and not text.endswith("\n"):
+        raise DataFormatError(p, "the last line is incomplete (no line end): the log was cut short")
+    records: list[dict[str, Any]] = []
+    for n, line in enumerate(text.split("\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError, ValueError) as e:
+            raise DataFormatError(p, f"line {n} is not valid JSON ({e})") from None
+        if not isinstance(rec, dict):
+            raise DataFormatError(p, f"line {n}: expected a JSON object, got {type(rec).__name__}")
+        epoch = rec.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch != len(records):
+            raise DataFormatError(p, f"line {n}: expected epoch {len(records)}, got {epoch!r}")
+        records.append(rec)
+    return records
