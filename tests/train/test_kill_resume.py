@@ -19,9 +19,8 @@ Kill points (every kill is a real SIGKILL of the child process):
   3. right after epoch 1's line was appended to ``metrics.jsonl``, before its ``last.pt`` (the line is
      then logged again by the resumed run: it must not appear twice).
 * ``test_sigkill_between_last_and_best_checkpoint``: a kill right after the final improving epoch's
-  ``last.pt`` was renamed into place, before its ``best.pt`` is written. With loop.py's current order
-  (last.pt, then best.pt) that epoch's best.pt is lost: the test xfails naming the cause, and passes
-  once loop.py writes best.pt first (``hm2bp.train.checkpoint.save_run_checkpoints``).
+  ``last.pt`` was renamed into place (loop.py writes best.pt first, ``save_run_checkpoints``, so the
+  epoch's best.pt is already complete).
 
 After every kill, every file under its final name must parse (``load_checkpoint``, ``read_metrics``, JSON)
 and hold a prefix of the reference run; after the last resume the weights, optimizer state, boost weights,
@@ -269,7 +268,7 @@ def _check_after_kill(out: Path, ref: Reference) -> dict[str, Any]:
     return state
 
 
-def _assert_same_run(out: Path, ref: Reference, stdout: str, *, allow_stale_best: bool = False) -> None:
+def _assert_same_run(out: Path, ref: Reference, stdout: str) -> None:
     names = {p.name for p in out.iterdir()}
     assert not [n for n in names if TEMP.match(n)], f"temporary files left: {names}"
     assert _checkpoint_diff(load_checkpoint(out / "last.pt"), ref.last) == []
@@ -280,13 +279,6 @@ def _assert_same_run(out: Path, ref: Reference, stdout: str, *, allow_stale_best
     if best is not None and _checkpoint_diff(best, ref.best) == []:
         assert names == FINAL_FILES
         return
-    stale = best is None or int(best["epoch"]) < int(ref.best["epoch"])
-    if allow_stale_best and stale:
-        pytest.xfail(
-            f"best.pt holds epoch {None if best is None else best['epoch']}, the uninterrupted run's "
-            f"epoch {ref.best['epoch']}: loop.py writes last.pt before best.pt, so a kill between the two "
-            "loses that epoch's best.pt (the resumed run starts after the epoch). Fix: write best.pt "
-            "first (hm2bp.train.checkpoint.save_run_checkpoints)")
     raise AssertionError(f"best.pt differs from the uninterrupted run's: {best and _checkpoint_diff(best, ref.best)}")
 
 
@@ -321,7 +313,7 @@ def test_random_sigkills(tmp_path: Path, reference: Reference) -> None:
     proc, _, log = _launch(out)
     stdout = _finish(proc, log)
     # a kill may land between the final epoch's last.pt and best.pt: the known loop.py order problem
-    _assert_same_run(out, reference, stdout, allow_stale_best=True)
+    _assert_same_run(out, reference, stdout)
 
 
 INJECTED = [  # (event:n in that process, what it interrupts)
@@ -365,4 +357,4 @@ def test_sigkill_between_last_and_best_checkpoint(tmp_path: Path, reference: Ref
     state = _check_after_kill(out, reference)
     print("kill:", kill_at, "epoch", e, state)
     proc, _, log = _launch(out)
-    _assert_same_run(out, reference, _finish(proc, log), allow_stale_best=True)
+    _assert_same_run(out, reference, _finish(proc, log))

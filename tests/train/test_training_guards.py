@@ -19,14 +19,13 @@ TINY = ["model.arch=64-20-10", "model.T=24", "model.thresholds=3,3", "model.desi
         "train.threads=1", "train.epochs=1", "train.mode=minibatch", "train.batch_size=8"]
 
 
-@pytest.mark.xfail(strict=True, reason="hm2bp.nn.memory.check_training_fits is not called by train() (loop.py)")
 def test_train_refuses_a_configuration_that_cannot_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With (pretend) 1 MiB of free memory, train() must refuse up front with the estimate and a remedy,
+    """With (pretend) 16 KiB of free memory, train() must refuse up front with the estimate and a remedy,
     instead of starting and failing with an out-of-memory error mid-epoch."""
     from hm2bp.nn import memory
     from hm2bp.train import train
 
-    monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu": 1 << 20)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu": 1 << 14)
     with pytest.raises(ConfigError, match=r"needs about .* reduce the batch size"):
         train(load_config("digits", TINY + [f"train.out_dir={tmp_path}"]), quiet=True)
     assert not (tmp_path / "last.pt").exists()

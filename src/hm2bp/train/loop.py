@@ -40,7 +40,8 @@ from ..loss import rate_loss, softmax_loss, weight_regularizer
 from ..nn.network import SpikingNetwork, build_network
 from . import distributed as D
 from .boosting import update_boost_weights
-from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from ..nn.memory import check_training_fits
+from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, sample_generator
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
@@ -379,6 +380,8 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                               f"({last_path}); only {', '.join(sorted(_RESUMABLE))} may change")
     train_set, test_set = load_datasets(cfg)
     model = build_model(cfg).to(device)
+    # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
+    check_training_fits(model, cfg.model.T, t.batch_size, device)
     opt = _make_optimizer(cfg, model)
     n_train = len(train_set)
     st = _State(epoch=0, step=0, order=torch.arange(n_train), boost=torch.ones(n_train, dtype=torch.float64),
@@ -503,10 +506,8 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
             st.metrics.append(record)
             log.log(record)
             if main:
-                ck = _checkpoint(cfg, model, opt, st)
-                save_checkpoint(ck, last_path)
-                if improved:
-                    save_checkpoint(ck, best_path)
+                # best.pt before last.pt: a kill between the two then repeats the epoch on resume
+                save_run_checkpoints(_checkpoint(cfg, model, opt, st), last_path, best_path if improved else None)
             say(f"epoch {epoch + 1}/{t.epochs}  lr {lr:.3g}  loss {record['train_loss']:.3f}  "
                 f"train {100 * record['train_acc']:.2f}%  test {100 * last_eval.accuracy:.2f}%  "
                 f"(best {100 * st.best:.2f}%)  {record['epoch_time_s']:.1f}s")
