@@ -191,6 +191,8 @@ class DataConfig:
         if not 0 < self.digits_n_test < 1797:
             _fail(s, "digits_n_test", f"must lie in 1…1796 (the digits set has 1797 images); got {self.digits_n_test}")
         _check_positive(s, "cache_mb", self.cache_mb, allow_zero=True)
+        if self.split_seed < 0:
+            _fail(s, "split_seed", f"must be >= 0; got {self.split_seed}")
         if self.augment and self.dataset not in ("mnist", "emnist", "digits"):
             _fail(s, "augment", f"image augmentation applies to image datasets only, not {self.dataset!r}")
 
@@ -275,8 +277,8 @@ class TrainConfig:
         dev = self.device
         if not (dev in ("cpu", "cuda", "auto") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             _fail(s, "device", f"must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {dev!r}")
-        if self.threads < 0:
-            _fail(s, "threads", f"must be >= 0 (0 = torch's default); got {self.threads}")
+        if not 0 <= self.threads <= 4096:
+            _fail(s, "threads", f"must be between 0 (torch's default) and 4096; got {self.threads}")
         if self.eval_batch_size < 1:
             _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
         if self.max_steps < 0:
@@ -397,7 +399,22 @@ def _section_from_dict(name: str, cls: type, values: Mapping[str, Any]) -> Any:
 
 
 def config_from_dict(d: Mapping[str, Any]) -> RunConfig:
-    """Build a :class:`RunConfig` from a nested dict (TOML or ``config.json`` layout); checks every key."""
+    """Build a :class:`RunConfig` from a nested dict (TOML or ``config.json`` layout); checks every key.
+
+    Every problem is a :class:`ConfigError`, also values that break Python's own conversions (an int
+    beyond float range, a 5,000-digit integer, ...).
+    """
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"a config must be a table of sections, got {type(d).__name__}")
+    try:
+        return _config_from_mapping(d)
+    except ConfigError:
+        raise
+    except (OverflowError, ValueError, TypeError, RecursionError) as e:
+        raise ConfigError(f"invalid value: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _config_from_mapping(d: Mapping[str, Any]) -> RunConfig:
     unknown = sorted(set(d) - {"name", *_SECTIONS})
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; expected 'name', [model], [data], [train]")
@@ -467,6 +484,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found; bundled presets: {', '.join(list_presets())}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # not UTF-8, huge integer literal, deep nesting
+        raise ConfigError(f"{path}: unreadable TOML: {type(e).__name__}: {str(e)[:200]}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
 
@@ -476,8 +495,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read JSON config: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # incl. JSONDecodeError, UnicodeDecodeError, huge ints
+        raise ConfigError(f"{path}: cannot read JSON config: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: a JSON config must be an object")
     return d
