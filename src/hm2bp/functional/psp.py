@@ -99,8 +99,6 @@ def _scatter_spike_coefficients(coef: Tensor, col: Tensor, t_k: Tensor, p: Neuro
 def _reverse_filter(coef: Tensor, p: NeuronParams) -> Tensor:
     """C̃(t) = Σ_x Σ_{t'≥t} d_x^{t'−t} C_x[t'] with d_x = exp(−1/τ_x), one backward scan."""
     T = coef.shape[1]
-    if coef.dtype in (torch.float32, torch.float64) and cpu.usable(coef):
-        return cpu.reverse_filter(coef[0], coef[1], math.exp(-1.0 / p.tau_m), math.exp(-1.0 / p.tau_s))
     decay = torch.tensor(
         [math.exp(-1.0 / p.tau_m), math.exp(-1.0 / p.tau_s)], dtype=coef.dtype, device=coef.device
     ).unsqueeze(1)

@@ -56,8 +56,6 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
     lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
-    lib.hm2bp_reverse_filter_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _f32, _f32, _i32]
-    lib.hm2bp_reverse_filter_f64.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _f64, _f64, _i32]
     for suffix in ("f32", "f64"):
         getattr(lib, f"hm2bp_event_drive_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i32]
         getattr(lib, f"hm2bp_event_outer_scaled_{suffix}").argtypes = [
@@ -114,17 +112,6 @@ def lif_scan(drive: Tensor, tau_m: float, tau_s: float, t_ref: int, theta: float
     if status != 0:
         raise MemoryError("hm2bp LIF kernel: out of memory for the neuron state")
     return out.reshape(drive.shape)
-
-
-def reverse_filter(coef_m: Tensor, coef_s: Tensor, decay_m: float, decay_s: float) -> Tensor:
-    """Σ_{t' ≥ t} d_m^{t'−t} C_m[t'] + d_s^{t'−t} C_s[t'] per column of ``[T, M]`` coefficients."""
-    lib = library()
-    assert lib is not None
-    cm, cs = coef_m.contiguous(), coef_s.contiguous()
-    out = torch.empty_like(cm)
-    fn = lib.hm2bp_reverse_filter_f64 if cm.dtype == torch.float64 else lib.hm2bp_reverse_filter_f32
-    fn(cm.data_ptr(), cs.data_ptr(), out.data_ptr(), cm.shape[0], cm.shape[1], decay_m, decay_s, torch.get_num_threads())
-    return out
 
 
 def _suffix(t: Tensor) -> str:

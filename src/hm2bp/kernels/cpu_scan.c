@@ -61,34 +61,6 @@ int hm2bp_lif_scan_f32(const float *drive, float *out, int64_t T, int64_t M, flo
     return failed ? -1 : 0;
 }
 
-/* out[t] = Σ_{t' ≥ t} dm^{t'−t} cm[t'] + ds^{t'−t} cs[t'] for every column: two backward scans. */
-#define REVERSE_FILTER(NAME, TYPE)                                                                   \
-    void NAME(const TYPE *cm, const TYPE *cs, TYPE *out, int64_t T, int64_t M, TYPE dm, TYPE ds,     \
-              int32_t n_threads) {                                                                   \
-        int64_t n_blocks = n_threads > 0 ? n_threads : 1;                                           \
-        if (n_blocks > M) n_blocks = M > 0 ? M : 1;                                                  \
-        _Pragma("omp parallel for num_threads(n_blocks) schedule(static)")                           \
-        for (int64_t b = 0; b < n_blocks; b++) {                                                     \
-            int64_t c0;                                                                              \
-            int64_t nc = block_bounds(M, n_blocks, b, &c0);                                          \
-            TYPE *am = calloc((size_t)nc, sizeof(TYPE));                                             \
-            TYPE *as = calloc((size_t)nc, sizeof(TYPE));                                             \
-            if (!am || !as) { free(am); free(as); continue; }                                        \
-            for (int64_t t = T - 1; t >= 0; t--) {                                                   \
-                const TYPE *pm = cm + t * M + c0, *ps = cs + t * M + c0;                             \
-                TYPE *o = out + t * M + c0;                                                          \
-                for (int64_t c = 0; c < nc; c++) {                                                   \
-                    am[c] = am[c] * dm + pm[c];                                                      \
-                    as[c] = as[c] * ds + ps[c];                                                      \
-                    o[c] = am[c] + as[c];                                                            \
-                }                                                                                    \
-            }                                                                                        \
-            free(am); free(as);                                                                      \
-        }                                                                                            \
-    }
-
-REVERSE_FILTER(hm2bp_reverse_filter_f32, float)
-REVERSE_FILTER(hm2bp_reverse_filter_f64, double)
 
 /* Event-driven products with a binary spike matrix S [R rows = (t, b), N_in columns], given as CSR
  * (row_ptr, cols). W is passed transposed, wt = Wᵀ [N_in, N_out], so that
