@@ -42,31 +42,95 @@ def test_psp_coefficient_kernel_equals_torch_path(monkeypatch: pytest.MonkeyPatc
     assert fast.abs().sum() > 0
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_event_driven_products_equal_dense(dtype: torch.dtype) -> None:
-    from hm2bp.functional import events as ev
-
-    gen = torch.Generator().manual_seed(11)
-    spikes = (torch.rand(50, 3, 40, generator=gen) < 0.05).to(dtype)
+def _event_case(seed: int, dtype: torch.dtype = torch.float32, T: int = 120, B: int = 3, n_in: int = 40, n_out: int = 9):
+    gen = torch.Generator().manual_seed(seed)
+    spikes = (torch.rand(T, B, n_in, generator=gen) < 0.08).to(dtype)
     spikes[:, :, 5] = 0
-    w = torch.randn(7, 40, generator=gen, dtype=dtype)
-    coeffs = torch.randn(50, 3, 7, generator=gen, dtype=dtype)
-    scale = torch.randn(3, 7, generator=gen, dtype=dtype)
-    idx = ev.spike_events(spikes)
-    assert idx is not None and int(idx.row_ptr[-1]) == int(spikes.sum())
-    torch.testing.assert_close(idx.counts.to(dtype), spikes.sum(0))
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
-    drive = ev.drive(spikes, w, None)
-    torch.testing.assert_close(ev.drive(spikes, w, idx), drive, **tol)
-    torch.testing.assert_close(ev.weight_gradient(spikes, coeffs, scale, idx),
-                               ev.weight_gradient(spikes, coeffs, scale, None), **tol)
-    torch.testing.assert_close(ev.spike_weighted_error(spikes, coeffs, scale, w, idx),
-                               ev.spike_weighted_error(spikes, coeffs, scale, w, None), **tol)
-    torch.testing.assert_close(ev.drive_weighted_sum(coeffs, None, w, idx),
-                               ev.drive_weighted_sum(coeffs, drive, w, None), **tol)
+    w = (torch.rand(n_out, n_in, generator=gen, dtype=dtype) * 2.0 - 0.6)
+    return spikes, w
 
 
-def test_dense_spikes_use_the_dense_path() -> None:
+def _sequential_drive(spikes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """W·s(t) summed spike by spike in index order, as the event kernels do (so rounding is identical)."""
+    T, B, _ = spikes.shape
+    drive = torch.zeros(T, B, w.shape[0], dtype=w.dtype)
+    for t in range(T):
+        for b in range(B):
+            for j in torch.nonzero(spikes[t, b]).flatten().tolist():
+                drive[t, b] += w[:, j]
+    return drive
+
+
+@pytest.mark.parametrize("lateral", [False, True])
+def test_event_forward_equals_lif_scan_and_dense_sigma(lateral: bool) -> None:
     from hm2bp.functional import events as ev
 
+    spikes, w = _event_case(21 + lateral)
+    p = NeuronParams(2.0)
+    w_lat = -0.7 * (1.0 - torch.eye(w.shape[0])) if lateral else None
+    idx = ev.spike_events(spikes)
+    assert idx is not None
+    out, kept = ev.forward(idx, w, p, w_lat, keep=True)
+    assert kept is not None
+    out_u8, counts, psp_drive = kept
+    drive = _sequential_drive(spikes, w)
+    expected = _simulate_lif_torch(drive, p, w_lat)
+    assert torch.equal(out, expected)  # bit-identical spikes
+    assert torch.equal(out_u8, expected.to(torch.uint8))
+    assert torch.equal(counts, expected.sum(0).to(torch.int32))
+    assert 20 < out.sum() < out.numel() / 3
+    coeffs = psp.psp_coefficients(expected, p, torch.float64)
+    torch.testing.assert_close(psp_drive, (coeffs * drive.double()).sum(0), rtol=1e-12, atol=1e-12)
+    no_keep = ev.forward(idx, w, p, w_lat, keep=False)
+    assert torch.equal(no_keep[0], out) and no_keep[1] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_event_backward_contractions_equal_dense(dtype: torch.dtype, threads: int) -> None:
+    from hm2bp.functional import events as ev
+
+    spikes, w = _event_case(31, dtype, B=5)
+    gen = torch.Generator().manual_seed(32)
+    post = (torch.rand(spikes.shape[0], spikes.shape[1], w.shape[0], generator=gen) < 0.06).to(dtype)
+    post[:, 0, 0] = 0  # a silent post neuron
+    post[[0, 1, 119], 1, 1] = 1  # spikes at the window edges
+    factor = torch.randn(5, w.shape[0], generator=gen, dtype=dtype)
+    delta_hat = torch.randn(5, w.shape[0], generator=gen, dtype=dtype)
+    p = NeuronParams(3.0)
+    idx = ev.spike_events(spikes)
+    assert idx is not None and int(idx.row_ptr[-1]) == int(spikes.sum()) and idx.cols.dtype == torch.int32
+    torch.testing.assert_close(idx.counts.to(dtype), spikes.sum(0))
+    coeffs = psp.psp_coefficients(post, p, torch.float64)
+    s, wd = spikes.double(), w.double()
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-11)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        drive_sum = ev.psp_drive(post, idx, w, p)
+        grad, through = ev.psp_contractions(post.to(torch.uint8), idx, w, factor, delta_hat, p)
+        grad_only, none = ev.psp_contractions(post.bool(), idx, w, factor, None, p)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(drive_sum.double(), (coeffs * (s @ wd.t())).sum(0), **tol)
+    torch.testing.assert_close(grad.double(), (coeffs * factor.double()).reshape(-1, w.shape[0]).t() @ s.reshape(-1, w.shape[1]), **tol)
+    torch.testing.assert_close(through.double(), (((coeffs * delta_hat.double()) @ wd) * s).sum(0), **tol)
+    assert none is None and torch.equal(grad_only, grad)
+    assert grad.dtype == dtype and grad.abs().sum() > 0
+
+
+def test_spike_index_refuses_non_finite_and_leaves_graded_or_dense_input_to_the_dense_path() -> None:
+    from hm2bp.errors import NumericalError
+    from hm2bp.functional import events as ev
+
+    spikes = (torch.rand(10, 2, 8, generator=torch.Generator().manual_seed(0)) < 0.1).float()
+    assert ev.spike_events(spikes) is not None
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = spikes.clone()
+        broken[3, 1, 2] = bad
+        with pytest.raises(NumericalError, match="NaN or inf"):
+            ev.spike_events(broken)
+    graded = spikes.clone()
+    graded[4, 0, 1] = 0.5
+    assert ev.spike_events(graded) is None
     assert ev.spike_events(torch.ones(10, 2, 8)) is None

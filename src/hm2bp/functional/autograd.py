@@ -7,7 +7,7 @@ of ``hm2bp.py``; the maths lives there. See ``hm2bp.py`` for the count-gradient 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -57,13 +57,13 @@ def pool_drive(in_spikes: Tensor, pool: int) -> Tensor:
     return padded.reshape(*padded.shape[:-2], Hp, pool, Wp, pool).sum((-3, -1))
 
 
-def check_finite(in_spikes: Tensor, weight: Tensor | None, name: str) -> None:
+def check_finite(in_spikes: Tensor | None, weight: Tensor | None, name: str) -> None:
     """Refuse NaN/inf inputs or weights up front: a NaN potential never crosses the threshold, so the
     fault would otherwise vanish silently into a silent neuron."""
     # One reduction each: NaN/inf propagate into the sum (0/1 spikes cannot overflow it).
     if weight is not None and not bool(torch.isfinite(weight.sum())) and not bool(torch.isfinite(weight).all()):
         raise NumericalError(f"{name}: the weights contain NaN or inf")
-    if not bool(torch.isfinite(in_spikes.sum())):
+    if in_spikes is not None and not bool(torch.isfinite(in_spikes.sum())):
         bad = ~torch.isfinite(in_spikes.reshape(in_spikes.shape[0], -1))
         steps = torch.nonzero(bad.any(1)).flatten()
         raise NumericalError(f"{name}: the input spikes contain NaN or inf (time steps {steps[:5].tolist()})")
@@ -81,61 +81,142 @@ def warn_unstable_lateral(lam: Tensor, name: str) -> None:
         )
 
 
+class LinearSpec(NamedTuple):
+    """The non-tensor settings of one spiking FC layer, as its autograd Functions need them."""
+
+    p: NeuronParams
+    lateral_weight: Tensor | None
+    output_spec: tuple[Tensor | None, float, int] | None
+    """(labels, lateral strength w0, desired level) for an output layer, else None."""
+    effect_ratio: bool
+    backward_dtype: torch.dtype
+    name: str
+
+
+def _linear_step_backward(
+    delta: Tensor, weight: Tensor, out: Tensor, spec: LinearSpec, need_below: bool, *,
+    events: ev.SpikeEvents | None = None, counts_out: Tensor | None = None, psp_drive: Tensor | None = None,
+    in_spikes: Tensor | None = None, drive: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor]:
+    """(δ below in ``weight.dtype`` or None, weight gradient) of one FC layer from what its forward kept;
+    the output layer's spike insertion (§3.2) and lateral factor (§3.4) are applied here."""
+    lam = None
+    used_spikes = out
+    if spec.output_spec is not None:
+        labels, strength, desired = spec.output_spec
+        if labels is not None:
+            if spec.lateral_weight is not None:
+                lam = lateral_factor(out, labels, spec.p, strength)
+                warn_unstable_lateral(lam, spec.name)
+            used_spikes = insert_label_spikes(out, labels, desired)
+            if psp_drive is not None and not torch.equal(used_spikes, out):
+                counts_out = psp_drive = None  # σ must see the inserted spikes: recomputed
+    grads = linear_backward(
+        delta, in_spikes, used_spikes, weight, drive, spec.p, lateral=lam, effect_ratio=spec.effect_ratio,
+        need_delta_below=need_below, dtype=spec.backward_dtype, events=events, psp_drive=psp_drive,
+        counts_out=counts_out,
+    )
+    below = grads.delta_below.to(weight.dtype) if grads.delta_below is not None else None
+    return below, grads.weight.to(weight.dtype)
+
+
+def input_events(in_spikes: Tensor, weight: Tensor, name: str) -> ev.SpikeEvents | None:
+    """The event index of a layer's input, or None for the dense path (the float32 kernels reproduce the
+    spikes exactly; other dtypes take the dense path). NaN/inf input → NumericalError naming the layer."""
+    if weight.dtype != torch.float32:
+        return None
+    try:
+        return ev.spike_events(in_spikes)
+    except NumericalError:
+        check_finite(in_spikes, None, name)  # names the layer and the time steps
+        raise
+
+
 class SpikingLinearFunction(torch.autograd.Function):
     """Spiking FC layer: forward = LIF simulation, backward = HM2-BP (spec §3.3, §3.2, §3.4)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        in_spikes: Tensor,
-        weight: Tensor,
-        p: NeuronParams,
-        lateral_weight: Tensor | None,
-        output_spec: tuple[Tensor | None, float, int] | None,
-        effect_ratio: bool,
-        backward_dtype: torch.dtype,
-        name: str = "SpikingLinear",
-    ) -> Tensor:
-        check_finite(in_spikes, weight, name)
-        events = ev.spike_events(in_spikes)
-        drive = ev.drive(in_spikes, weight, events)
-        out = simulate_lif(drive, p, lateral_weight)
-        ctx.name = name
+    def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, spec: LinearSpec, keep: bool = True  # type: ignore[override]
+                ) -> Tensor:
+        """``keep`` = False (no gradient wanted) skips everything the backward pass would need."""
+        check_finite(None, weight, spec.name)
+        events = input_events(in_spikes, weight, spec.name)
+        ctx.spec, ctx.events = spec, events
         if events is not None:
-            # Event path: the backward needs only the spike index, the weights and compact output
-            # spikes; the dense input and the drive are rebuilt from the index where needed.
-            ctx.save_for_backward(weight, out.to(torch.bool))
-        else:
+            # Event path: the drive never exists as a tensor; the backward needs only the spike index,
+            # the weights, the compact output spikes, their counts and σ's numerator (formed from the drive).
+            out, kept = ev.forward(events, weight, spec.p, spec.lateral_weight, keep)
+            if kept is not None:
+                ctx.save_for_backward(weight, *kept)
+            return out
+        check_finite(in_spikes, None, spec.name)
+        drive = linear_drive(in_spikes, weight)
+        out = simulate_lif(drive, spec.p, spec.lateral_weight)
+        if keep:
             ctx.save_for_backward(weight, out, in_spikes, drive)
-        ctx.events = events
-        ctx.p, ctx.output_spec, ctx.effect_ratio, ctx.dtype = p, output_spec, effect_ratio, backward_dtype
-        ctx.has_lateral = lateral_weight is not None
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
-        weight, out, *dense = ctx.saved_tensors
-        in_spikes, drive = dense if dense else (None, None)
-        delta = count_error(grad_out)
-        lam = None
-        used_spikes = out
-        if ctx.output_spec is not None:
-            labels, strength, desired = ctx.output_spec
-            if labels is not None:
-                if ctx.has_lateral:
-                    lam = lateral_factor(out, labels, ctx.p, strength)
-                    warn_unstable_lateral(lam, ctx.name)
-                used_spikes = insert_label_spikes(out, labels, desired)
-        grads = linear_backward(
-            delta, in_spikes, used_spikes, weight, drive, ctx.p,
-            lateral=lam, effect_ratio=ctx.effect_ratio,
-            need_delta_below=ctx.needs_input_grad[0], dtype=ctx.dtype, events=ctx.events,
-        )
+        if ctx.events is not None:
+            weight, out, counts_out, psp_drive = ctx.saved_tensors
+            kept = dict(events=ctx.events, counts_out=counts_out, psp_drive=psp_drive)
+        else:
+            weight, out, in_spikes, drive = ctx.saved_tensors
+            kept = dict(in_spikes=in_spikes, drive=drive)
+        below, grad_w = _linear_step_backward(count_error(grad_out), weight, out, ctx.spec, ctx.needs_input_grad[0], **kept)
+        grad_in = None if below is None else below.unsqueeze(0).expand(out.shape[0], *below.shape)
+        return grad_in, grad_w, None, None
+
+
+class SpikingLinearStackFunction(torch.autograd.Function):
+    """A chain of event-driven FC layers as one autograd node (same spikes and gradients as the layers
+    one by one). Between the layers the spikes exist only as one byte per (sample × step × neuron) and
+    as the next layer's spike index, never as a float tensor: that is most of a training step's memory
+    and allocation time at long windows."""
+
+    @staticmethod
+    def forward(ctx: Any, in_spikes: Tensor, events: ev.SpikeEvents, specs: tuple[LinearSpec, ...],  # type: ignore[override]
+                keep: bool, recorded: list[Tensor] | None, *weights: Tensor) -> Tensor:
+        """``events`` indexes ``in_spikes``; ``recorded`` (a list, or None) receives every layer's spikes
+        as float tensors."""
+        saved: list[Tensor] = []
+        ctx.specs, ctx.events = specs, []
+        out = in_spikes
+        for i, (weight, spec) in enumerate(zip(weights, specs)):
+            check_finite(None, weight, spec.name)
+            last = i == len(weights) - 1
+            ctx.events.append(events)
+            out, kept = ev.forward(events, weight, spec.p, spec.lateral_weight, keep, float_out=last)
+            if kept is not None:
+                saved += kept
+            if recorded is not None:
+                recorded.append(out if last else out.to(weight.dtype))
+            if not last:
+                events = ev.spike_events(out, max_density=1.0)  # uint8 spikes: always indexable
+        ctx.n_layers = len(weights)
+        if keep:
+            ctx.save_for_backward(*weights, *saved)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
+        n = ctx.n_layers
+        weights, kept = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
+        grads: list[Tensor | None] = [None] * n
+        delta: Tensor | None = count_error(grad_out)
+        for i in reversed(range(n)):
+            assert delta is not None
+            out, counts_out, psp_drive = kept[3 * i: 3 * i + 3]
+            need_below = i > 0 or ctx.needs_input_grad[0]
+            delta, grads[i] = _linear_step_backward(delta, weights[i], out, ctx.specs[i], need_below,
+                                                    events=ctx.events[i], counts_out=counts_out, psp_drive=psp_drive)
         grad_in = None
-        if grads.delta_below is not None:
-            grad_in = grads.delta_below.to(weight.dtype).unsqueeze(0).expand(out.shape[0], *grads.delta_below.shape)
-        return grad_in, grads.weight.to(weight.dtype), None, None, None, None, None, None, None
+        if delta is not None and ctx.needs_input_grad[0]:
+            grad_in = delta.unsqueeze(0).expand(grad_out.shape[0], *delta.shape)
+        return (grad_in, None, None, None, None, *grads)
 
 
 class SpikingConv2dFunction(torch.autograd.Function):

@@ -1,10 +1,14 @@
-"""Products with binary spike trains, event-driven where the spikes are sparse (design.md §1, §3).
+"""The event-driven path of a fully connected layer (design.md §1, §3).
 
 A fully connected layer needs three products with its input spikes S ``[T·B, N_in]``: the forward drive
-W·s(t), the weight gradient Σ_t C̃(t)ᵀ s(t) and the error term Σ_t s(t) ⊙ (A(t)·W). Each costs
+W·s(t), the weight gradient Σ_t C̃(t)ᵀ s(t) and the error term Σ_t s(t) ⊙ (C̃(t)·W). Each costs
 (number of spikes) × N_out when only the spikes are visited, against T·B·N_in·N_out for a dense GEMM;
-MNIST inputs fire in 1–3 % of the (step, pixel) slots. On the CPU the compiled kernels visit the
-spikes; elsewhere (GPU, no compiler, dense spikes) the same products are dense matmuls.
+MNIST inputs fire in 1–3 % of the (step, pixel) slots. On the CPU the compiled kernels visit the spikes,
+one sample per thread at a time, and fuse the rest: the drive goes straight into the LIF scan, and C̃ is
+rebuilt per sample from the compact output spikes and contracted on the fly. A training step therefore
+never holds a float ``[T, B, N]`` drive or C̃ tensor; what it keeps for the backward pass is one byte per
+(sample × step × output neuron) plus four bytes per input spike. Elsewhere (GPU, no compiler, dense or
+graded spikes) ``hm2bp.py`` uses dense matmuls instead.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..errors import NumericalError
 from ..kernels import cpu
+from .params import NeuronParams
 
 MAX_EVENT_DENSITY = float(os.environ.get("HM2BP_MAX_EVENT_DENSITY", "0.15"))
 """Above this fraction of 1s the dense GEMM is cheaper than visiting the spikes."""
@@ -25,55 +31,68 @@ class SpikeEvents(NamedTuple):
     """The spikes of a ``[T, B, N]`` train as a CSR index over rows r = t·B + b."""
 
     row_ptr: Tensor
+    """``[T·B + 1]`` int64 offsets into ``cols``."""
     cols: Tensor
+    """``[number of spikes]`` int32 neuron index of every spike, row by row."""
+    steps: int
     batch: int
     counts: Tensor
     """``[B, N]`` spike counts per sample and neuron."""
 
 
-def spike_events(spikes: Tensor) -> SpikeEvents | None:
-    """Index the spikes for the event-driven kernels, or None when the dense path is the better choice."""
-    if spikes.device.type != "cpu" or cpu.library() is None or spikes.dim() != 3:
+def spike_events(spikes: Tensor, max_density: float = MAX_EVENT_DENSITY) -> SpikeEvents | None:
+    """Index the spikes for the event-driven kernels, or None when the dense path is the better choice
+    (not on the CPU, no compiler, more than ``max_density`` ones, or values other than 0 and 1).
+
+    Raises:
+        NumericalError: the spikes contain NaN or inf.
+    """
+    if spikes.device.type != "cpu" or spikes.dim() != 3 or cpu.library() is None:
         return None
     T, B, N = spikes.shape
-    index = cpu.spike_index(spikes.reshape(T * B, N), B, max_density=MAX_EVENT_DENSITY)
-    return None if index is None else SpikeEvents(index[0], index[1], B, index[2])
+    try:
+        index = cpu.spike_index(spikes.reshape(T * B, N), B, max_density=max_density)
+    except cpu.NonFiniteSpikes as exc:
+        raise NumericalError(f"the input spikes contain NaN or inf ({exc})") from None
+    return None if index is None else SpikeEvents(index[0], index[1], T, B, index[2])
 
 
-def drive(spikes: Tensor, weight: Tensor, events: SpikeEvents | None) -> Tensor:
-    """W·s(t) for every step: ``[T, B, N_in]`` × ``[N_out, N_in]`` → ``[T, B, N_out]``."""
-    if events is None:
-        return spikes @ weight.t()
-    T, B = spikes.shape[:2]
-    out = cpu.event_drive(events.row_ptr, events.cols, weight.t(), T * B)
-    return out.reshape(T, B, -1)
+class KeptForward(NamedTuple):
+    """What the event forward keeps of an FC layer for its backward pass."""
+
+    spikes: Tensor
+    """``[T, B, N_out]`` uint8 output spikes (one byte per sample × step × neuron)."""
+    counts: Tensor
+    """``[B, N_out]`` int32 spike counts."""
+    psp_drive: Tensor
+    """``[B, N_out]`` float64 σ numerator Σ_l w_il e_{i|l} = Σ_t C̃_i(t)·(W s(t))_i, from the drive."""
 
 
-def weight_gradient(spikes: Tensor | None, coeffs: Tensor, scale: Tensor, events: SpikeEvents | None) -> Tensor:
-    """Σ_{t,b} (coeffs[t, b] ⊙ scale[b])ᵀ ⊗ s[t, b]: ``[T, B, N_out]``, ``[B, N_out]`` → ``[N_out, N_in]``."""
-    if events is None:
-        assert spikes is not None
-        T, B = spikes.shape[:2]
-        return (coeffs * scale).reshape(T * B, -1).t() @ spikes.to(coeffs.dtype).reshape(T * B, -1)
-    n_in = events.counts.shape[1]
-    flat = coeffs.reshape(-1, coeffs.shape[-1])
-    return cpu.event_outer_scaled(events.row_ptr, events.cols, flat, scale, n_in).t()
+def forward(events: SpikeEvents, weight: Tensor, p: NeuronParams, lateral: Tensor | None, keep: bool,
+            float_out: bool = True) -> tuple[Tensor, KeptForward | None]:
+    """LIF spikes of an FC layer driven by ``events`` (spec §1.1; the same spikes as the LIF scan of the
+    drive summed spike by spike).
+
+    Returns:
+        spikes ``[T, B, N_out]`` (float32, or uint8 without ``float_out``), and with ``keep`` what the
+        backward pass needs (its ``spikes`` is then the returned tensor when that is uint8).
+    """
+    out, kept = cpu.fc_forward(events.row_ptr, events.cols, weight.to(torch.float32), events.steps, events.batch,
+                               float(p.tau_m), float(p.tau_s), int(p.t_ref), p.threshold32, lateral, p.psp_window,
+                               keep, float_out)
+    return out, None if kept is None else KeptForward(*kept)
 
 
-def spike_weighted_error(spikes: Tensor | None, coeffs: Tensor, scale: Tensor, weight: Tensor,
-                         events: SpikeEvents | None) -> Tensor:
-    """Σ_t s[t, b, j] · ((coeffs[t, b] ⊙ scale[b]) · W)_j: ``[T, B, N_out]`` → ``[B, N_in]``."""
-    if events is None:
-        assert spikes is not None
-        return (((coeffs * scale) @ weight.to(coeffs.dtype)) * spikes.to(coeffs.dtype)).sum(0)
-    flat = coeffs.reshape(-1, coeffs.shape[-1])
-    return cpu.event_dot_scaled(events.row_ptr, events.cols, flat, scale, weight.t(), coeffs.shape[0])
+def psp_drive(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, p: NeuronParams) -> Tensor:
+    """Σ_t C̃_i(t)·(W s(t))_i ``[B, N_out]`` in ``weight.dtype``, for post spikes that differ from the
+    forward's (the output layer after spike insertion)."""
+    return cpu.fc_psp_drive(out_spikes, events.row_ptr, events.cols, weight, float(p.tau_m), float(p.tau_s),
+                            int(p.t_ref), p.psp_window)
 
 
-def drive_weighted_sum(coeffs: Tensor, drive: Tensor | None, weight: Tensor, events: SpikeEvents | None) -> Tensor:
-    """Σ_t coeffs[t, b, i] · (W s(t))_{b,i} = Σ_l w_il e_il: from the saved drive, or rebuilt from the spikes."""
-    if events is None:
-        assert drive is not None
-        return (coeffs * drive.to(coeffs.dtype)).sum(0)
-    T, B = coeffs.shape[:2]
-    return cpu.event_sigma(events.row_ptr, events.cols, coeffs.reshape(T * B, -1), weight.t(), T, B)
+def psp_contractions(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, factor: Tensor,
+                     delta_hat: Tensor | None, p: NeuronParams) -> tuple[Tensor, Tensor | None]:
+    """Σ_{b,t} (C̃(t) ⊙ factor)ᵀ ⊗ s(t) ``[N_out, N_in]`` and, with ``delta_hat``,
+    Σ_t s(t) ⊙ ((C̃(t) ⊙ delta_hat)·W) ``[B, N_in]``, both in ``weight.dtype``."""
+    return cpu.fc_psp_grads(out_spikes, events.row_ptr, events.cols, weight, factor, delta_hat,
+                            float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window)

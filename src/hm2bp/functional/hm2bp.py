@@ -120,6 +120,8 @@ def linear_backward(
     need_delta_below: bool = True,
     dtype: torch.dtype = torch.float32,
     events: ev.SpikeEvents | None = None,
+    psp_drive: Tensor | None = None,
+    counts_out: Tensor | None = None,
 ) -> LayerGrads:
     """HM2-BP backward step of a fully connected spiking layer (spec §3.3).
 
@@ -131,31 +133,49 @@ def linear_backward(
         in_spikes: ``[T, B, N_in]`` input spikes (may be None when ``events`` is given).
         out_spikes: ``[T, B, N_out]`` output spikes (for the output layer: after spike insertion).
         weight: ``[N_out, N_in]`` weights before this step's update.
-        drive: ``[T, B, N_out]`` forward drive W·s_in(t) (may be None when ``events`` is given).
+        drive: ``[T, B, N_out]`` forward drive W·s_in(t) (may be None when ``events`` or ``psp_drive``
+            is given).
         lateral: ``[B, N_out]`` factor Λ or None.
         dtype: compute dtype of the S-PSP contractions.
         events: the input spikes indexed by ``events.spike_events``: every product then visits only the
-            spikes, and neither the dense input nor the drive is needed.
+            spikes, C̃ is rebuilt per sample inside the kernels, and neither the dense input nor the
+            drive is needed.
+        psp_drive: ``[B, N_out]`` Σ_l w_il e_{i|l} = Σ_t C̃_i(t)·(W s(t))_i when already known (the
+            event forward computes it for ``out_spikes``).
+        counts_out: ``[B, N_out]`` spike counts of ``out_spikes`` when already known.
 
     Returns:
         LayerGrads(weight ``[N_out, N_in]``, delta_below ``[B, N_in]`` or None).
     """
     w = weight.to(dtype)
-    counts_out = out_spikes.sum(0).to(dtype)
+    counts_out = (out_spikes.sum(0) if counts_out is None else counts_out).to(dtype)
+    delta_hat = delta.to(dtype) / p.v_th
     if events is not None:
         counts_in = events.counts.to(dtype)
+        if psp_drive is None:
+            psp_drive = ev.psp_drive(out_spikes, events, w, p)
     else:
         assert in_spikes is not None
-        counts_in = in_spikes.sum(0).to(dtype)
-    delta_hat = delta.to(dtype) / p.v_th
-    coeffs = psp_coefficients(out_spikes, p, dtype)
-    sigma = _side_effect(ev.drive_weighted_sum(coeffs, drive, w, events), counts_out, w.sum(1), p.v_th)
+        s_in = in_spikes.to(dtype)
+        counts_in = s_in.sum(0)
+        coeffs = psp_coefficients(out_spikes, p, dtype)
+        if psp_drive is None:
+            assert drive is not None
+            psp_drive = (coeffs * drive.to(dtype)).sum(0)
+    sigma = _side_effect(psp_drive.to(dtype), counts_out, w.sum(1), p.v_th)
     factor = delta_hat * (1.0 + sigma)
     if lateral is not None:
         factor = factor * lateral.to(dtype)
+    want_through = need_delta_below and effect_ratio
+
+    if events is not None:
+        grad_w, through_psp = ev.psp_contractions(out_spikes, events, w, factor, delta_hat if want_through else None, p)
+    else:
+        T, B = s_in.shape[:2]
+        grad_w = (coeffs * factor).reshape(T * B, -1).t() @ s_in.reshape(T * B, -1)
+        through_psp = (((coeffs * delta_hat) @ w) * s_in).sum(0) if want_through else None
 
     silent_out = counts_out == 0
-    grad_w = ev.weight_gradient(in_spikes, coeffs, factor, events)
     # e = 0.1 for a silent post neuron and an active pre neuron: only the rows of silent neurons.
     rows = torch.nonzero(silent_out.any(0)).flatten()
     if rows.numel() > 0:
@@ -166,9 +186,9 @@ def linear_backward(
     if need_delta_below:
         if effect_ratio:
             # Σ_{i: o_i>0} δ̂_i w_ij e_ij / o_j  +  Σ_{i: o_i=0} δ̂_i w_ij   (o_j > 0);  Σ_i δ̂_i w_ij (o_j = 0)
-            through_psp = ev.spike_weighted_error(in_spikes, coeffs, delta_hat, w, events) / counts_in.clamp(min=1)
+            assert through_psp is not None
             from_silent = (delta_hat * silent_out) @ w
-            delta_below = torch.where(counts_in > 0, through_psp + from_silent, delta_hat @ w)
+            delta_below = torch.where(counts_in > 0, through_psp / counts_in.clamp(min=1) + from_silent, delta_hat @ w)
         else:
             delta_below = delta_hat @ w
     return LayerGrads(grad_w, delta_below)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("cpu_scan.c")
-_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-std=c11", "-lm"]
+_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-std=c11", "-lm"]
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -56,17 +56,21 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
     lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
+    lib.hm2bp_fc_forward_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _f32, _f32, _i32, _f32, _ptr,
+                                         _ptr, _ptr, _ptr, _ptr, _f64, _f64, _i64, _i32]
+    lib.hm2bp_fc_forward_f32.restype = ctypes.c_int
     for suffix in ("f32", "f64"):
-        getattr(lib, f"hm2bp_event_drive_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i32]
-        getattr(lib, f"hm2bp_event_outer_scaled_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i32]
-        getattr(lib, f"hm2bp_event_dot_scaled_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i32]
         getattr(lib, f"hm2bp_psp_coeffs_{suffix}").argtypes = [_ptr, _ptr, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_psp_coeffs_{suffix}").restype = ctypes.c_int
-        getattr(lib, f"hm2bp_event_sigma_{suffix}").argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i32]
-    lib.hm2bp_spike_index.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr]
-    lib.hm2bp_spike_index.restype = ctypes.c_int64
+        getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").argtypes = [
+            _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
+        getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").restype = ctypes.c_int
+        getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").argtypes = [
+            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
+        getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").restype = ctypes.c_int
+    for suffix in ("f32", "u8"):
+        getattr(lib, f"hm2bp_spike_index_{suffix}").argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _i32]
+        getattr(lib, f"hm2bp_spike_index_{suffix}").restype = ctypes.c_int64
     return lib
 
 
@@ -122,75 +126,123 @@ def _suffix(t: Tensor) -> str:
     raise TypeError(f"hm2bp event kernels take float32 or float64, got {t.dtype}")
 
 
-def event_drive(row_ptr: Tensor, cols: Tensor, weight_t: Tensor, n_rows: int) -> Tensor:
-    """``out[r] = Σ_{j ∈ row r} weight_t[j]`` for a CSR spike matrix; ``weight_t`` is Wᵀ ``[N_in, N_out]``."""
-    lib = library()
-    assert lib is not None
-    wt = weight_t.contiguous()
-    out = torch.zeros(n_rows, wt.shape[1], dtype=wt.dtype)
-    getattr(lib, f"hm2bp_event_drive_{_suffix(wt)}")(row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), out.data_ptr(),
-                                                     n_rows, wt.shape[1], torch.get_num_threads())
-    return out
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise MemoryError(f"hm2bp {what} kernel: out of memory for its per-thread buffers")
 
 
-def event_outer_scaled(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, scale: Tensor, n_in: int) -> Tensor:
-    """``out[j] = Σ_{spikes (r, j)} coeffs[r] ⊙ scale[r mod B]``: ``[R, N_out]``, ``[B, N_out]`` → ``[N_in, N_out]``."""
-    lib = library()
-    assert lib is not None
-    c, sc = coeffs.contiguous(), scale.to(coeffs.dtype).contiguous()
-    out = torch.zeros(n_in, c.shape[1], dtype=c.dtype)
-    getattr(lib, f"hm2bp_event_outer_scaled_{_suffix(c)}")(
-        row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), sc.data_ptr(), out.data_ptr(),
-        c.shape[0], n_in, c.shape[1], sc.shape[0], torch.get_num_threads())
-    return out
+def _as_u8(spikes: Tensor) -> Tensor:
+    """0/1 bytes of a spike tensor, without a copy when it already is uint8 (0/1) or bool."""
+    if spikes.dtype == torch.uint8:
+        return spikes.contiguous()
+    if spikes.dtype == torch.bool:
+        return spikes.contiguous().view(torch.uint8)
+    return (spikes != 0).contiguous().view(torch.uint8)
 
 
-def event_dot_scaled(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, scale: Tensor, weight_t: Tensor, T: int) -> Tensor:
-    """``out[b, j] = Σ_{spikes (r, j), r mod B = b} Σ_i coeffs[r, i]·scale[b, i]·weight_t[j, i]``, ``[B, N_in]``."""
-    lib = library()
-    assert lib is not None
-    c, sc, wt = coeffs.contiguous(), scale.to(coeffs.dtype).contiguous(), weight_t.to(coeffs.dtype).contiguous()
-    out = torch.zeros(sc.shape[0], wt.shape[0], dtype=c.dtype)
-    getattr(lib, f"hm2bp_event_dot_scaled_{_suffix(c)}")(
-        row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), sc.data_ptr(), wt.data_ptr(), out.data_ptr(),
-        T, wt.shape[0], wt.shape[1], sc.shape[0], torch.get_num_threads())
-    return out
+class NonFiniteSpikes(ValueError):
+    """``spike_index`` found NaN or inf in a spike matrix."""
 
 
 def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[Tensor, Tensor, Tensor] | None:
-    """(row_ptr, cols, counts [B, N]): the CSR index of a 0/1 matrix ``[R, N]``, or None when more than
-    ``max_density`` of its entries are 1 (then dense products are cheaper)."""
+    """(row_ptr int64 [R+1], cols int32 [nnz], counts int64 [B, N]): the CSR index of a 0/1 matrix
+    ``[R, N]`` (rows r = t·B + b), or None when more than ``max_density`` of its entries are 1 (dense
+    products are then cheaper) or when it holds values other than 0 and 1 (graded input). Raises
+    ``NonFiniteSpikes`` for NaN/inf. uint8/bool spikes are read as they are (any nonzero byte is a spike)."""
     lib = library()
     assert lib is not None
-    s = spikes.to(torch.float32).contiguous()
+    if spikes.dtype in (torch.uint8, torch.bool):
+        s, kernel = _as_u8(spikes), lib.hm2bp_spike_index_u8
+    else:
+        s, kernel = spikes.to(torch.float32).contiguous(), lib.hm2bp_spike_index_f32
     R, N = s.shape
+    threads = torch.get_num_threads()
     row_ptr = torch.empty(R + 1, dtype=torch.int64)
-    nnz = lib.hm2bp_spike_index(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), None, None)
-    if nnz > max_density * s.numel():
+    nnz = kernel(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), None, None, threads)
+    if nnz == -1:
+        raise NonFiniteSpikes("the spikes contain NaN or inf")
+    if nnz == -2 or nnz > max_density * s.numel():
         return None
-    cols = torch.empty(nnz, dtype=torch.int64)
+    cols = torch.empty(nnz, dtype=torch.int32)
     counts = torch.empty(batch, N, dtype=torch.int64)
-    lib.hm2bp_spike_index(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), cols.data_ptr(), counts.data_ptr())
+    kernel(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), cols.data_ptr(), counts.data_ptr(), threads)
     return row_ptr, cols, counts
 
 
-def event_sigma(row_ptr: Tensor, cols: Tensor, coeffs: Tensor, weight_t: Tensor, T: int, batch: int) -> Tensor:
-    """``out[b, i] = Σ_t coeffs[t·B + b, i] · (W s(t))_i``, the drive rebuilt from the spikes: ``[B, N_out]``."""
+def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int, tau_m: float, tau_s: float,
+               t_ref: int, theta: float, lateral: Tensor | None, window: int, keep: bool, float_out: bool = True
+               ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+    """Event-driven forward of an FC layer (drive fused into the LIF scan): spikes ``[T, B, N]`` (float32,
+    or uint8 without ``float_out``), and with ``keep`` (their uint8 copy, counts ``[B, N]`` int32, σ's
+    numerator Σ_l w_il e_{i|l} ``[B, N]`` float64)."""
+    lib = library()
+    assert lib is not None and weight.dtype == torch.float32
+    wt = weight.t().contiguous()
+    n = wt.shape[1]
+    out = torch.empty(T, batch, n, dtype=torch.float32) if float_out else None
+    out_u8 = torch.empty(T, batch, n, dtype=torch.uint8) if keep or not float_out else None
+    counts = torch.empty(batch, n, dtype=torch.int32) if keep else None
+    psp_drive = torch.empty(batch, n, dtype=torch.float64) if keep else None
+    lat = lateral.to(torch.float32).contiguous() if lateral is not None else None
+
+    def ptr(t: Tensor | None) -> int | None:
+        return None if t is None else t.data_ptr()
+
+    _check(lib.hm2bp_fc_forward_f32(
+        row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), T, batch, n, tau_m, tau_s, t_ref, theta, ptr(lat),
+        ptr(out), ptr(out_u8), ptr(counts), ptr(psp_drive), tau_m, tau_s, window, torch.get_num_threads()),
+        "FC forward")
+    spikes = out if out is not None else out_u8
+    assert spikes is not None
+    if not keep:
+        return spikes, None
+    assert out_u8 is not None and counts is not None and psp_drive is not None
+    return spikes, (out_u8, counts, psp_drive)
+
+
+def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, tau_m: float, tau_s: float,
+                 t_ref: int, window: int) -> Tensor:
+    """``out[b, i] = Σ_t C̃_bi(t)·(W s(t))_{b,i}`` from 0/1 post spikes ``[T, B, N]``, in ``weight.dtype``."""
     lib = library()
     assert lib is not None
-    c, wt = coeffs.contiguous(), weight_t.to(coeffs.dtype).contiguous()
-    out = torch.zeros(batch, c.shape[1], dtype=c.dtype)
-    getattr(lib, f"hm2bp_event_sigma_{_suffix(c)}")(
-        row_ptr.data_ptr(), cols.data_ptr(), c.data_ptr(), wt.data_ptr(), out.data_ptr(), T, batch, c.shape[1],
-        torch.get_num_threads())
+    T, B, n = post.shape
+    u8 = _as_u8(post)
+    wt = weight.t().contiguous()
+    out = torch.empty(B, n, dtype=weight.dtype)
+    _check(getattr(lib, f"hm2bp_fc_psp_drive_{_suffix(wt)}")(
+        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), out.data_ptr(), T, B, n,
+        tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP drive")
     return out
+
+
+def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, factor: Tensor,
+                 delta_hat: Tensor | None, tau_m: float, tau_s: float, t_ref: int, window: int
+                 ) -> tuple[Tensor, Tensor | None]:
+    """The two S-PSP contractions of the FC backward pass, C̃ rebuilt per sample from ``post`` ``[T, B, N]``:
+    ``grad[i, j] = Σ_{b,t} C̃_bi(t)·factor[b, i]·s_bj(t)`` ``[N, N_in]`` and, with ``delta_hat``,
+    ``through[b, j] = Σ_t s_bj(t)·Σ_i C̃_bi(t)·delta_hat[b, i]·w_ij`` ``[B, N_in]``; dtype of ``weight``."""
+    lib = library()
+    assert lib is not None
+    T, B, n = post.shape
+    u8 = _as_u8(post)
+    wt = weight.t().contiguous()
+    n_in = wt.shape[0]
+    fac = factor.to(wt.dtype).contiguous()
+    dh = delta_hat.to(wt.dtype).contiguous() if delta_hat is not None else None
+    grad_t = torch.zeros(n_in, n, dtype=wt.dtype)
+    through = torch.zeros(B, n_in, dtype=wt.dtype) if dh is not None else None
+    _check(getattr(lib, f"hm2bp_fc_psp_grads_{_suffix(wt)}")(
+        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), fac.data_ptr(),
+        None if dh is None else dh.data_ptr(), grad_t.data_ptr(), None if through is None else through.data_ptr(),
+        T, B, n_in, n, tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP gradient")
+    return grad_t.t(), through
 
 
 def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int, window: int, dtype: torch.dtype) -> Tensor:
     """C̃ ``[T, M]`` of ``hm2bp.functional.psp`` from 0/1 post spikes ``[T, M]`` in one compiled pass."""
     lib = library()
     assert lib is not None
-    spikes = (post_spikes != 0).contiguous().view(torch.uint8)
+    spikes = _as_u8(post_spikes)
     out = torch.empty(spikes.shape, dtype=dtype)
     suffix = "f64" if dtype == torch.float64 else "f32"
     status = getattr(lib, f"hm2bp_psp_coeffs_{suffix}")(spikes.data_ptr(), out.data_ptr(), spikes.shape[0], spikes.shape[1],

@@ -1,4 +1,5 @@
-/* Compiled CPU kernels for hm2bp: the LIF scan of spec §1.1 and the backward S-PSP filter.
+/* Compiled CPU kernels for hm2bp: the LIF scan of spec §1.1, the S-PSP coefficients of spec §2 and the
+ * fused event-driven forward and backward passes of a fully connected layer (design.md §1-§3).
  *
  * Built on first use by hm2bp/kernels/cpu.py with -O3 -ffp-contract=off (no FMA contraction, no
  * fast-math), so every float operation is the one written here, in the spec's order. Columns (one per
@@ -13,6 +14,39 @@ static int64_t block_bounds(int64_t n_groups, int64_t n_blocks, int64_t b, int64
     int64_t base = n_groups / n_blocks, extra = n_groups % n_blocks;
     *lo = b * base + (b < extra ? b : extra);
     return base + (b < extra ? 1 : 0);
+}
+
+/* One step t of spec §1.1 for n neurons: state v, x, r; cur = the current I(t−1) (feed-forward plus
+ * lateral); o receives the 0/1 spikes. Written without branches so that the compiler vectorises it; the
+ * float operations are those of the spec, in its order. */
+static void lif_step(float *restrict v, float *restrict x, int32_t *restrict r, const float *restrict cur,
+                     float *restrict o, int64_t n, float tau_m, float tau_s, int32_t t_ref, float theta) {
+    for (int64_t c = 0; c < n; c++) {
+        float vv = v[c], xx = x[c];
+        vv = vv - vv / tau_m;
+        xx = xx - xx / tau_s;
+        xx = xx + cur[c];
+        vv = vv + xx / tau_s;
+        int32_t rc = r[c];
+        int32_t clamped = rc > 0;
+        vv = clamped ? 0.0f : vv;
+        rc = rc - clamped;
+        int32_t fire = vv > theta;
+        o[c] = fire ? 1.0f : 0.0f;
+        r[c] = fire ? t_ref : rc;
+        v[c] = fire ? 0.0f : vv;
+        x[c] = xx;
+    }
+}
+
+/* cur[c] = d[c] + Σ_l lateral[c, l]·prev[l] for the n neurons of one sample. */
+static void add_lateral(const float *d, const float *lateral, const float *prev, float *cur, int64_t n) {
+    for (int64_t c = 0; c < n; c++) {
+        const float *row = lateral + c * n;
+        float lat = 0.0f;
+        for (int64_t l = 0; l < n; l++) lat += row[l] * prev[l];
+        cur[c] = d[c] + lat;
+    }
 }
 
 /* drive, out: [T, M] float32, row-major; M = G * N (G samples of N neurons when lateral != NULL).
@@ -32,55 +66,22 @@ int hm2bp_lif_scan_f32(const float *drive, float *out, int64_t T, int64_t M, flo
         float *v = calloc((size_t)nc, sizeof(float));
         float *x = calloc((size_t)nc, sizeof(float));
         int32_t *r = calloc((size_t)nc, sizeof(int32_t));
-        if (!v || !x || !r) { failed |= 1; free(v); free(x); free(r); continue; }
+        float *cur = lateral ? malloc((size_t)nc * sizeof(float)) : NULL;
+        if (!v || !x || !r || (lateral && !cur)) { failed |= 1; free(v); free(x); free(r); free(cur); continue; }
         for (int64_t t = 1; t < T; t++) {
             const float *d = drive + (t - 1) * M + c0;
-            const float *prev = out + (t - 1) * M + c0;
-            float *o = out + t * M + c0;
-            for (int64_t c = 0; c < nc; c++) {
-                float vv = v[c], xx = x[c];
-                vv = vv - vv / tau_m;
-                xx = xx - xx / tau_s;
-                float current = d[c];
-                if (lateral) {
-                    const float *row = lateral + (c % N) * N;
-                    const float *ps = prev + (c / N) * N;
-                    float lat = 0.0f;
-                    for (int64_t l = 0; l < N; l++) lat += row[l] * ps[l];
-                    current = current + lat;
-                }
-                xx = xx + current;
-                vv = vv + xx / tau_s;
-                if (r[c] > 0) { vv = 0.0f; r[c] -= 1; }
-                if (vv > theta) { o[c] = 1.0f; r[c] = t_ref; vv = 0.0f; }
-                v[c] = vv; x[c] = xx;
+            if (lateral) {
+                const float *prev = out + (t - 1) * M + c0;
+                for (int64_t g = 0; g < ng; g++) add_lateral(d + g * N, lateral, prev + g * N, cur + g * N, N);
+                d = cur;
             }
+            lif_step(v, x, r, d, out + t * M + c0, nc, tau_m, tau_s, t_ref, theta);
         }
-        free(v); free(x); free(r);
+        free(v); free(x); free(r); free(cur);
     }
     return failed ? -1 : 0;
 }
 
-
-/* Event-driven products with a binary spike matrix S [R rows = (t, b), N_in columns], given as CSR
- * (row_ptr, cols). W is passed transposed, wt = Wᵀ [N_in, N_out], so that
- * every spike touches one contiguous row of N_out weights. */
-#define EVENT_KERNELS(SUFFIX, TYPE)                                                                  \
-    /* out[r, :] = Σ_{j ∈ row r} wt[j, :]   (the forward drive W·s) */                               \
-    void hm2bp_event_drive_##SUFFIX(const int64_t *row_ptr, const int64_t *cols, const TYPE *wt,     \
-                                    TYPE *out, int64_t R, int64_t n_out, int32_t n_threads) {        \
-        _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)")       \
-        for (int64_t r = 0; r < R; r++) {                                                            \
-            TYPE *o = out + r * n_out;                                                               \
-            for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                   \
-                const TYPE *w = wt + cols[k] * n_out;                                                \
-                for (int64_t i = 0; i < n_out; i++) o[i] += w[i];                                    \
-            }                                                                                        \
-        }                                                                                            \
-    }
-
-EVENT_KERNELS(f32, float)
-EVENT_KERNELS(f64, double)
 
 /* Dot products with 8 independent partial sums, so that the compiler can vectorise them without
  * -ffast-math (the order of a reduction is otherwise fixed). */
@@ -97,138 +98,67 @@ EVENT_KERNELS(f64, double)
 DOT(f32, float)
 DOT(f64, double)
 
-/* Scaled event-driven products for the HM2-BP backward pass; scale is [B, n_out] (row r belongs to
- * sample r mod B), so that δ̂·(1+σ)·Λ never has to be multiplied into a [T, B, n_out] copy. */
-#define SCALED_EVENT_KERNELS(SUFFIX, TYPE)                                                          \
-    /* gt[j, :] = Σ_{spikes (r, j)} c[r, :] ⊙ scale[r mod B, :] */                                  \
-    void hm2bp_event_outer_scaled_##SUFFIX(const int64_t *row_ptr, const int64_t *cols,            \
-                                           const TYPE *c, const TYPE *scale, TYPE *gt, int64_t R,  \
-                                           int64_t n_in, int64_t n_out, int64_t B,                 \
-                                           int32_t n_threads) {                                    \
-        int64_t nt = n_threads > 0 ? n_threads : 1;                                                \
-        int64_t size = n_in * n_out;                                                               \
-        TYPE *priv = nt > 1 ? calloc((size_t)((nt - 1) * size), sizeof(TYPE)) : NULL;             \
-        if (nt > 1 && !priv) nt = 1;                                                               \
-        _Pragma("omp parallel num_threads(nt)")                                                     \
-        {                                                                                          \
-            TYPE *tmp = malloc((size_t)n_out * sizeof(TYPE));                                      \
-            _Pragma("omp for schedule(static)")                                                     \
-            for (int64_t b = 0; b < nt; b++) {                                                     \
-                int64_t r0;                                                                        \
-                int64_t nr = block_bounds(R, nt, b, &r0);                                          \
-                TYPE *g = b == 0 ? gt : priv + (b - 1) * size;                                     \
-                for (int64_t r = r0; r < r0 + nr && tmp; r++) {                                    \
-                    if (row_ptr[r] == row_ptr[r + 1]) continue;                                    \
-                    const TYPE *cr = c + r * n_out, *sr = scale + (r % B) * n_out;                 \
-                    for (int64_t i = 0; i < n_out; i++) tmp[i] = cr[i] * sr[i];                    \
-                    for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                         \
-                        TYPE *gj = g + cols[k] * n_out;                                            \
-                        for (int64_t i = 0; i < n_out; i++) gj[i] += tmp[i];                       \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-            free(tmp);                                                                             \
-        }                                                                                          \
-        for (int64_t b = 1; b < nt; b++) {                                                         \
-            const TYPE *p = priv + (b - 1) * size;                                                 \
-            for (int64_t i = 0; i < size; i++) gt[i] += p[i];                                      \
-        }                                                                                          \
-        free(priv);                                                                                \
-    }                                                                                              \
-    /* out[b, j] += Σ_i c[r, i]·scale[b, i]·wt[j, i] for every spike (r, j), b = r mod B. Samples   \
-     * are spread over the threads; each row's scaled coefficients are formed once. */              \
-    void hm2bp_event_dot_scaled_##SUFFIX(const int64_t *row_ptr, const int64_t *cols,              \
-                                         const TYPE *c, const TYPE *scale, const TYPE *wt,         \
-                                         TYPE *out, int64_t T, int64_t n_in, int64_t n_out,        \
-                                         int64_t B, int32_t n_threads) {                           \
-        _Pragma("omp parallel num_threads(n_threads > 0 ? n_threads : 1)")                          \
-        {                                                                                          \
-            TYPE *tmp = malloc((size_t)n_out * sizeof(TYPE));                                      \
-            _Pragma("omp for schedule(dynamic, 1)")                                                 \
-            for (int64_t b = 0; b < B; b++) {                                                      \
-                const TYPE *sb = scale + b * n_out;                                                \
-                TYPE *ob = out + b * n_in;                                                         \
-                for (int64_t t = 0; t < T && tmp; t++) {                                           \
-                    int64_t r = t * B + b;                                                         \
-                    if (row_ptr[r] == row_ptr[r + 1]) continue;                                    \
-                    const TYPE *cr = c + r * n_out;                                                \
-                    for (int64_t i = 0; i < n_out; i++) tmp[i] = cr[i] * sb[i];                    \
-                    for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                         \
-                        ob[cols[k]] += dot_##SUFFIX(tmp, wt + cols[k] * n_out, n_out);            \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-            free(tmp);                                                                             \
-        }                                                                                          \
-    }                                                                                              \
-    /* out[b, i] = Σ_t c[t·B + b, i] · Σ_{j ∈ row t·B+b} wt[j, i]  (Σ_l w_il e_il without the drive) */ \
-    void hm2bp_event_sigma_##SUFFIX(const int64_t *row_ptr, const int64_t *cols, const TYPE *c,    \
-                                    const TYPE *wt, TYPE *out, int64_t T, int64_t B, int64_t n_out, \
-                                    int32_t n_threads) {                                           \
-        _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)")     \
-        for (int64_t b = 0; b < B; b++) {                                                          \
-            TYPE *o = out + b * n_out;                                                             \
-            for (int64_t t = 0; t < T; t++) {                                                      \
-                int64_t r = t * B + b;                                                             \
-                const TYPE *cr = c + r * n_out;                                                    \
-                for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                             \
-                    const TYPE *w = wt + cols[k] * n_out;                                          \
-                    for (int64_t i = 0; i < n_out; i++) o[i] += cr[i] * w[i];                      \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
+/* Per-spike S-PSP coefficients (spec §2, design.md §2; derivation in functional/psp.py) of nc columns:
+ * post[t * stride + k] is the 0/1 spike of column k at step t. cm/cs [T, nc] receive the τ_m and τ_s
+ * coefficients (computed in double, stored as TYPE); a backward filter in time turns them into C̃. */
+#define PSP_SCATTER(SUFFIX, TYPE)                                                                   \
+    static void psp_scatter_##SUFFIX(const uint8_t *post, int64_t stride, int64_t T, int64_t nc,     \
+                                     double tau_m, double tau_s, int32_t t_ref, int64_t window,      \
+                                     TYPE *cm, TYPE *cs, int64_t *prev) {                            \
+        double c = 1.0 / (1.0 - tau_s / tau_m);                                                     \
+        memset(cm, 0, (size_t)(T * nc) * sizeof(TYPE));                                             \
+        memset(cs, 0, (size_t)(T * nc) * sizeof(TYPE));                                             \
+        for (int64_t k = 0; k < nc; k++) prev[k] = -1;                                              \
+        for (int64_t t = 0; t < T; t++) {                                                           \
+            const uint8_t *row = post + t * stride;                                                 \
+            for (int64_t k = 0; k < nc; k++) {                                                      \
+                if (!row[k]) continue;                                                              \
+                int64_t a = t - t_ref, lo = t - window < 1 ? 1 : t - window;                        \
+                int64_t p = prev[k];                                                                \
+                int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;                                       \
+                if (a >= a0) { /* case A: pre spikes in [a0, a] */                                  \
+                    double span = (double)(a - a0 + 1);                                             \
+                    cm[a * nc + k] += (TYPE)c;                                                      \
+                    cm[(a0 - 1) * nc + k] += (TYPE)(-c * exp(-span / tau_m));                       \
+                    cs[a * nc + k] += (TYPE)(-c);                                                   \
+                    cs[(a0 - 1) * nc + k] += (TYPE)(c * exp(-span / tau_s));                        \
+                }                                                                                   \
+                if (p >= 0) { /* case B: pre spikes before the previous post spike (reset branch) */ \
+                    int64_t hi = p - 1 < a ? p - 1 : a;                                             \
+                    if (hi >= lo) {                                                                 \
+                        double sk = (double)(t - p - t_ref);                                        \
+                        double eps = c * (exp(-sk / tau_m) - exp(-sk / tau_s));                     \
+                        cs[hi * nc + k] += (TYPE)(eps * exp(-(double)(p - hi) / tau_s));            \
+                        cs[(lo - 1) * nc + k] += (TYPE)(-eps * exp(-(double)(p - lo + 1) / tau_s)); \
+                    }                                                                               \
+                }                                                                                   \
+                prev[k] = t;                                                                        \
+            }                                                                                       \
+        }                                                                                           \
     }
+PSP_SCATTER(f32, float)
+PSP_SCATTER(f64, double)
 
-SCALED_EVENT_KERNELS(f32, float)
-SCALED_EVENT_KERNELS(f64, double)
-
-/* C̃ of spec §2 / design.md §2 straight from the post spikes (uint8 [T, M]), without the [2, T, M]
- * coefficient buffers: blocks of PSP_BLOCK columns scatter their per-spike coefficients into a small
- * local buffer, then filter it backwards in time. Coefficients are computed in double. */
+/* C̃ of spec §2 straight from the post spikes (uint8 [T, M]): blocks of PSP_BLOCK columns scatter their
+ * coefficients into a small local buffer, then filter it backwards in time into out [T, M]. */
 #define PSP_BLOCK 128
 #define PSP_COEFFS(SUFFIX, TYPE)                                                                    \
     int hm2bp_psp_coeffs_##SUFFIX(const uint8_t *post, TYPE *out, int64_t T, int64_t M,            \
                                   double tau_m, double tau_s, int32_t t_ref, int64_t window,       \
                                   int32_t n_threads) {                                             \
         int64_t n_blocks = (M + PSP_BLOCK - 1) / PSP_BLOCK;                                        \
-        double c = 1.0 / (1.0 - tau_s / tau_m);                                                    \
         TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                           \
         int failed = 0;                                                                            \
         _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(dynamic, 4) reduction(| : failed)") \
         for (int64_t blk = 0; blk < n_blocks; blk++) {                                             \
             int64_t c0 = blk * PSP_BLOCK, nc = M - c0 < PSP_BLOCK ? M - c0 : PSP_BLOCK;            \
-            TYPE *cm = calloc((size_t)(T * nc), sizeof(TYPE));                                     \
-            TYPE *cs = calloc((size_t)(T * nc), sizeof(TYPE));                                     \
+            TYPE *cm = malloc((size_t)(T * nc) * sizeof(TYPE));                                    \
+            TYPE *cs = malloc((size_t)(T * nc) * sizeof(TYPE));                                    \
             if (!cm || !cs) { failed |= 1; free(cm); free(cs); continue; }                         \
             int64_t prev[PSP_BLOCK];                                                               \
             TYPE am[PSP_BLOCK], as[PSP_BLOCK];                                                     \
-            for (int64_t k = 0; k < nc; k++) { prev[k] = -1; am[k] = 0; as[k] = 0; }               \
-            for (int64_t t = 0; t < T; t++) {                                                      \
-                const uint8_t *row = post + t * M + c0;                                            \
-                for (int64_t k = 0; k < nc; k++) {                                                 \
-                    if (!row[k]) continue;                                                         \
-                    int64_t a = t - t_ref, lo = t - window < 1 ? 1 : t - window;                   \
-                    int64_t p = prev[k];                                                           \
-                    int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;                                  \
-                    if (a >= a0) {                                                                 \
-                        double span = (double)(a - a0 + 1);                                        \
-                        cm[a * nc + k] += (TYPE)c;                                                 \
-                        cm[(a0 - 1) * nc + k] += (TYPE)(-c * exp(-span / tau_m));                  \
-                        cs[a * nc + k] += (TYPE)(-c);                                              \
-                        cs[(a0 - 1) * nc + k] += (TYPE)(c * exp(-span / tau_s));                   \
-                    }                                                                              \
-                    if (p >= 0) {                                                                  \
-                        int64_t hi = p - 1 < a ? p - 1 : a;                                        \
-                        if (hi >= lo) {                                                            \
-                            double sk = (double)(t - p - t_ref);                                   \
-                            double eps = c * (exp(-sk / tau_m) - exp(-sk / tau_s));                \
-                            cs[hi * nc + k] += (TYPE)(eps * exp(-(double)(p - hi) / tau_s));       \
-                            cs[(lo - 1) * nc + k] += (TYPE)(-eps * exp(-(double)(p - lo + 1) / tau_s)); \
-                        }                                                                          \
-                    }                                                                              \
-                    prev[k] = t;                                                                   \
-                }                                                                                  \
-            }                                                                                      \
+            psp_scatter_##SUFFIX(post + c0, M, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev);   \
+            for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; }                             \
             for (int64_t t = T - 1; t >= 0; t--) {                                                 \
                 TYPE *o = out + t * M + c0;                                                        \
                 for (int64_t k = 0; k < nc; k++) {                                                 \
@@ -241,33 +171,283 @@ SCALED_EVENT_KERNELS(f64, double)
         }                                                                                          \
         return failed ? -1 : 0;                                                                    \
     }
-
 PSP_COEFFS(f32, float)
 PSP_COEFFS(f64, double)
 
-/* CSR index of the 1s of a 0/1 float32 matrix S [R, N] (rows r = t·B + b), plus per-sample counts
- * [B, N]. A first call with cols == NULL fills row_ptr [R+1] and returns nnz; the second fills cols
- * [nnz] and counts. */
-int64_t hm2bp_spike_index(const float *s, int64_t R, int64_t N, int64_t B, int64_t *row_ptr, int64_t *cols,
-                          int64_t *counts) {
-    if (!cols) {
-        row_ptr[0] = 0;
-        for (int64_t r = 0; r < R; r++) {
-            const float *sr = s + r * N;
-            int64_t n = 0;
-            for (int64_t j = 0; j < N; j++) n += sr[j] != 0.0f;
-            row_ptr[r + 1] = row_ptr[r] + n;
-        }
-        return row_ptr[R];
-    }
-    memset(counts, 0, (size_t)(B * N) * sizeof(int64_t));
-    for (int64_t r = 0; r < R; r++) {
-        const float *sr = s + r * N;
-        int64_t k = row_ptr[r];
-        int64_t *cb = counts + (r % B) * N;
-        for (int64_t j = 0; j < N; j++) {
-            if (sr[j] != 0.0f) { cols[k++] = j; cb[j]++; }
-        }
-    }
-    return row_ptr[R];
+/* ----------------------------------------------------------------------------------------------
+ * Event-driven fully connected layer. The input spikes S [R = T·B rows (r = t·B + b), N_in] are a CSR
+ * index (row_ptr, cols); W is passed transposed, wt = Wᵀ [N_in, N], so that every input spike touches
+ * one contiguous row of weights. Without lateral coupling the N neurons are independent, so the work is
+ * split into blocks of at most FC_BLOCK neurons, block-major: the block's slice of Wᵀ (and of the
+ * gradient) stays in the cache while every sample and step goes through it, and every buffer is
+ * [T, block] at most, so no [T, B, N] float tensor (drive, C̃) is ever formed.
+ * ---------------------------------------------------------------------------------------------- */
+#define FC_BLOCK 64
+
+/* Neuron block width: FC_BLOCK, narrower when that leaves fewer than 4 blocks per thread; the whole
+ * layer when lateral weights couple its neurons. */
+static int64_t fc_block(int64_t N, int coupled, int64_t n_threads) {
+    if (coupled) return N > 0 ? N : 1;
+    int64_t want = (N + 4 * n_threads - 1) / (4 * n_threads);
+    want = (want + 7) / 8 * 8;
+    if (want < 16) want = 16;
+    return want < FC_BLOCK ? want : FC_BLOCK;
 }
+
+/* d[0:n] = Σ_{j ∈ row r} wt[j, 0:n] (rows ld apart): the drive W·s of one step, sample and neuron block.
+ * Summed in chunks of 16 neurons held in registers across the row's spikes (each d[i] is still the sum
+ * of its weights in spike order, from 0). */
+static void row_sum_f32(const int64_t *restrict row_ptr, const int32_t *restrict cols, const float *restrict wt,
+                        int64_t ld, int64_t r, int64_t n, float *restrict d) {
+    int64_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
+    int64_t i0 = 0;
+    for (; i0 + 16 <= n; i0 += 16) {
+        float acc[16] = {0};
+        for (int64_t k = k0; k < k1; k++) {
+            const float *w = wt + (int64_t)cols[k] * ld + i0;
+            for (int i = 0; i < 16; i++) acc[i] += w[i];
+        }
+        for (int i = 0; i < 16; i++) d[i0 + i] = acc[i];
+    }
+    for (int64_t i = i0; i < n; i++) {
+        float acc = 0.0f;
+        for (int64_t k = k0; k < k1; k++) acc += wt[(int64_t)cols[k] * ld + i];
+        d[i] = acc;
+    }
+}
+
+/* Forward: the drive of each step is summed from the input spikes and integrated at once by lif_step
+ * (the operations of hm2bp_lif_scan_f32, so the same spikes as a scan of the same drive). The spikes go
+ * to out [T, B, N] (float 0/1) and/or out_u8 (same layout, one byte each), whichever is not NULL. With
+ * counts and psp_drive (which need out_u8), counts [B, N] gets the spike counts and the block's drive is
+ * kept ([T, block]) so that, once
+ * its spikes are known, σ's numerator psp_drive[b, i] = Σ_t C̃_i(t)·drive_i(t) (= Σ_l w_il e_{i|l}) is
+ * formed in double: the backward pass then needs neither the drive nor a second pass over the input
+ * spikes. Returns 0, or -1 without memory. */
+int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const float *wt, int64_t T, int64_t B,
+                         int64_t N, float tau_m, float tau_s, int32_t t_ref, float theta, const float *lateral,
+                         float *out, uint8_t *out_u8, int32_t *counts, double *psp_drive, double psp_tau_m,
+                         double psp_tau_s, int64_t window, int32_t n_threads) {
+    int keep = out_u8 && counts && psp_drive;
+    if (!out && !out_u8) return 0;
+    int64_t nt = n_threads > 0 ? n_threads : 1;
+    int64_t blk = fc_block(N, lateral != NULL, nt);
+    int64_t n_blocks = (N + blk - 1) / blk;
+    int failed = 0;
+    double dm = exp(-1.0 / psp_tau_m), ds = exp(-1.0 / psp_tau_s);
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+    {
+        float *v = malloc((size_t)blk * sizeof(float)), *x = malloc((size_t)blk * sizeof(float));
+        int32_t *r = malloc((size_t)blk * sizeof(int32_t));
+        float *cur = lateral ? malloc((size_t)blk * sizeof(float)) : NULL;
+        float *o = malloc((size_t)blk * sizeof(float));
+        float *drive = malloc((size_t)((keep ? T : 1) * blk) * sizeof(float));
+        double *cm = keep ? malloc((size_t)(T * blk) * sizeof(double)) : NULL;
+        double *cs = keep ? malloc((size_t)(T * blk) * sizeof(double)) : NULL;
+        double *am = malloc((size_t)blk * sizeof(double)), *as = malloc((size_t)blk * sizeof(double));
+        int64_t *prev = malloc((size_t)blk * sizeof(int64_t));
+        int ok = v && x && r && o && drive && am && as && prev && (!lateral || cur) && (!keep || (cm && cs));
+        if (!ok) failed |= 1;
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t cb = 0; cb < n_blocks; cb++) {
+            for (int64_t b = 0; b < B; b++) {
+                if (!ok) continue;
+                int64_t c0 = cb * blk, nc = N - c0 < blk ? N - c0 : blk;
+                int64_t base = b * N + c0, stride = B * N;
+                memset(v, 0, (size_t)nc * sizeof(float));
+                memset(x, 0, (size_t)nc * sizeof(float));
+                memset(r, 0, (size_t)nc * sizeof(int32_t));
+                memset(o, 0, (size_t)nc * sizeof(float));
+                if (T > 0 && out) memset(out + base, 0, (size_t)nc * sizeof(float));
+                if (T > 0 && out_u8) memset(out_u8 + base, 0, (size_t)nc);
+                for (int64_t t = 1; t < T; t++) {
+                    float *d = drive + (keep ? (t - 1) * nc : 0);
+                    row_sum_f32(row_ptr, cols, wt + c0, N, (t - 1) * B + b, nc, d);
+                    const float *c_in = d;
+                    if (lateral) {  /* one block (nc == N); o still holds the spikes of step t − 1 */
+                        add_lateral(d, lateral, o, cur, N);
+                        c_in = cur;
+                    }
+                    lif_step(v, x, r, c_in, o, nc, tau_m, tau_s, t_ref, theta);
+                    if (out) memcpy(out + t * stride + base, o, (size_t)nc * sizeof(float));
+                    if (out_u8) {
+                        uint8_t *u = out_u8 + t * stride + base;
+                        for (int64_t c = 0; c < nc; c++) u[c] = o[c] != 0.0f;
+                    }
+                }
+                if (!keep) continue;
+                int32_t *cnt = counts + base;
+                memset(cnt, 0, (size_t)nc * sizeof(int32_t));
+                for (int64_t t = 0; t < T; t++) {
+                    const uint8_t *u = out_u8 + t * stride + base;
+                    for (int64_t c = 0; c < nc; c++) cnt[c] += u[c];
+                }
+                if (T > 0) row_sum_f32(row_ptr, cols, wt + c0, N, (T - 1) * B + b, nc, drive + (T - 1) * nc);
+                psp_scatter_f64(out_u8 + base, stride, T, nc, psp_tau_m, psp_tau_s, t_ref, window, cm, cs, prev);
+                double *acc = psp_drive + base;
+                for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; acc[k] = 0; }
+                for (int64_t t = T - 1; t >= 0; t--) {
+                    const float *d = drive + t * nc;
+                    for (int64_t k = 0; k < nc; k++) {
+                        am[k] = am[k] * dm + cm[t * nc + k];
+                        as[k] = as[k] * ds + cs[t * nc + k];
+                        acc[k] += (am[k] + as[k]) * (double)d[k];
+                    }
+                }
+            }
+        }
+        free(v); free(x); free(r); free(cur); free(o); free(drive); free(cm); free(cs); free(am); free(as);
+        free(prev);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Backward of the event-driven FC layer, for post spikes post [T, B, N] (uint8; for an output layer after
+ * the spike insertion of spec §3.2). C̃ of each sample is rebuilt from its spikes (a scatter and one
+ * backward filter in time, O(T·N)) and contracted with the input spikes on the fly, step by step. */
+#define FC_BACKWARD(SUFFIX, TYPE)                                                                   \
+    /* out[b, i] = Σ_t C̃_bi(t) · Σ_{j ∈ row t·B+b} wt[j, i]   (σ's numerator, when the forward's is stale) */ \
+    int hm2bp_fc_psp_drive_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,       \
+                                    const TYPE *wt, TYPE *out, int64_t T, int64_t B, int64_t N,             \
+                                    double tau_m, double tau_s, int32_t t_ref, int64_t window,              \
+                                    int32_t n_threads) {                                                    \
+        TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                                    \
+        int failed = 0;                                                                                     \
+        _Pragma("omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)")            \
+        {                                                                                                   \
+            TYPE *cm = malloc((size_t)(T * N) * sizeof(TYPE)), *cs = malloc((size_t)(T * N) * sizeof(TYPE)); \
+            TYPE *am = malloc((size_t)N * sizeof(TYPE)), *as = malloc((size_t)N * sizeof(TYPE));            \
+            TYPE *ct = malloc((size_t)N * sizeof(TYPE));                                                    \
+            int64_t *prev = malloc((size_t)N * sizeof(int64_t));                                            \
+            int ok = cm && cs && am && as && ct && prev;                                                    \
+            if (!ok) failed |= 1;                                                                           \
+            _Pragma("omp for schedule(static)")                                                             \
+            for (int64_t b = 0; b < B; b++) {                                                               \
+                if (!ok) continue;                                                                          \
+                psp_scatter_##SUFFIX(post + b * N, B * N, T, N, tau_m, tau_s, t_ref, window, cm, cs, prev); \
+                TYPE *o = out + b * N;                                                                      \
+                for (int64_t i = 0; i < N; i++) { am[i] = 0; as[i] = 0; o[i] = 0; }                         \
+                for (int64_t t = T - 1; t >= 0; t--) {                                                      \
+                    for (int64_t i = 0; i < N; i++) {                                                       \
+                        am[i] = am[i] * dm + cm[t * N + i];                                                 \
+                        as[i] = as[i] * ds + cs[t * N + i];                                                 \
+                        ct[i] = am[i] + as[i];                                                              \
+                    }                                                                                       \
+                    int64_t r = t * B + b;                                                                  \
+                    for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                 \
+                        const TYPE *w = wt + (int64_t)cols[k] * N;                                          \
+                        for (int64_t i = 0; i < N; i++) o[i] += ct[i] * w[i];                               \
+                    }                                                                                       \
+                }                                                                                           \
+            }                                                                                               \
+            free(cm); free(cs); free(am); free(as); free(ct); free(prev);                                   \
+        }                                                                                                   \
+        return failed ? -1 : 0;                                                                             \
+    }                                                                                                       \
+    /* grad_t[j, i] = Σ_b Σ_t Σ_{spikes (t·B+b, j)} C̃_bi(t)·factor[b, i]   (Wᵀ layout, zeroed by the caller) \
+     * through[b, j] = Σ_t Σ_{spikes (t·B+b, j)} Σ_i C̃_bi(t)·dhat[b, i]·wt[j, i]   (only when dhat != NULL) \
+     * Each thread owns a contiguous block of samples and, but the first, a private gradient buffer that  \
+     * is added in thread order at the end (the result does not depend on scheduling). */                 \
+    int hm2bp_fc_psp_grads_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,       \
+                                    const TYPE *wt, const TYPE *factor, const TYPE *dhat, TYPE *grad_t,     \
+                                    TYPE *through, int64_t T, int64_t B, int64_t n_in, int64_t N,           \
+                                    double tau_m, double tau_s, int32_t t_ref, int64_t window,              \
+                                    int32_t n_threads) {                                                    \
+        TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                                    \
+        int64_t nt = n_threads > 0 ? n_threads : 1;                                                         \
+        if (nt > B) nt = B > 0 ? B : 1;                                                                     \
+        int64_t size = n_in * N;                                                                            \
+        TYPE *priv = nt > 1 ? calloc((size_t)((nt - 1) * size), sizeof(TYPE)) : NULL;                      \
+        if (nt > 1 && !priv) return -1;                                                                     \
+        int failed = 0;                                                                                     \
+        _Pragma("omp parallel for num_threads(nt) schedule(static) reduction(| : failed)")                  \
+        for (int64_t blk = 0; blk < nt; blk++) {                                                            \
+            TYPE *cm = malloc((size_t)(T * N) * sizeof(TYPE)), *cs = malloc((size_t)(T * N) * sizeof(TYPE)); \
+            TYPE *am = malloc((size_t)N * sizeof(TYPE)), *as = malloc((size_t)N * sizeof(TYPE));            \
+            TYPE *tg = malloc((size_t)N * sizeof(TYPE)), *td = malloc((size_t)N * sizeof(TYPE));            \
+            int64_t *prev = malloc((size_t)N * sizeof(int64_t));                                            \
+            if (!(cm && cs && am && as && tg && td && prev)) failed |= 1;                                   \
+            else {                                                                                          \
+                TYPE *g = blk == 0 ? grad_t : priv + (blk - 1) * size;                                      \
+                int64_t b0;                                                                                 \
+                int64_t nb = block_bounds(B, nt, blk, &b0);                                                 \
+                for (int64_t b = b0; b < b0 + nb; b++) {                                                    \
+                    psp_scatter_##SUFFIX(post + b * N, B * N, T, N, tau_m, tau_s, t_ref, window, cm, cs, prev); \
+                    const TYPE *fb = factor + b * N, *db = dhat ? dhat + b * N : NULL;                      \
+                    TYPE *ob = through ? through + b * n_in : NULL;                                         \
+                    for (int64_t i = 0; i < N; i++) { am[i] = 0; as[i] = 0; }                               \
+                    for (int64_t t = T - 1; t >= 0; t--) {                                                  \
+                        for (int64_t i = 0; i < N; i++) {                                                   \
+                            am[i] = am[i] * dm + cm[t * N + i];                                             \
+                            as[i] = as[i] * ds + cs[t * N + i];                                             \
+                        }                                                                                   \
+                        int64_t r = t * B + b;                                                              \
+                        if (row_ptr[r] == row_ptr[r + 1]) continue;                                         \
+                        for (int64_t i = 0; i < N; i++) tg[i] = (am[i] + as[i]) * fb[i];                    \
+                        if (db)                                                                             \
+                            for (int64_t i = 0; i < N; i++) td[i] = (am[i] + as[i]) * db[i];                \
+                        for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                             \
+                            int64_t j = cols[k];                                                            \
+                            TYPE *gj = g + j * N;                                                           \
+                            for (int64_t i = 0; i < N; i++) gj[i] += tg[i];                                 \
+                            if (db) ob[j] += dot_##SUFFIX(td, wt + j * N, N);                               \
+                        }                                                                                   \
+                    }                                                                                       \
+                }                                                                                           \
+            }                                                                                               \
+            free(cm); free(cs); free(am); free(as); free(tg); free(td); free(prev);                         \
+        }                                                                                                   \
+        for (int64_t blk = 1; blk < nt && !failed; blk++) {                                                 \
+            const TYPE *p = priv + (blk - 1) * size;                                                        \
+            for (int64_t i = 0; i < size; i++) grad_t[i] += p[i];                                           \
+        }                                                                                                   \
+        free(priv);                                                                                         \
+        return failed ? -1 : 0;                                                                             \
+    }
+FC_BACKWARD(f32, float)
+FC_BACKWARD(f64, double)
+
+/* CSR index of the nonzero entries of a spike matrix S [R, N] (rows r = t·B + b), plus per-sample
+ * counts [B, N]. A first call with cols == NULL fills row_ptr [R+1] and returns nnz, or (float input)
+ * -1 when S holds NaN/inf, or -2 when it holds values other than 0 and 1 (graded input: the dense path
+ * takes it). The second call fills cols [nnz] and counts. Both passes run in parallel. */
+#define SPIKE_INDEX(SUFFIX, TYPE, CHECK)                                                            \
+    int64_t hm2bp_spike_index_##SUFFIX(const TYPE *s, int64_t R, int64_t N, int64_t B, int64_t *row_ptr, \
+                                       int32_t *cols, int64_t *counts, int32_t n_threads) {        \
+        int nt = n_threads > 0 ? n_threads : 1;                                                    \
+        if (!cols) {                                                                               \
+            int non_finite = 0, graded = 0;                                                        \
+            _Pragma("omp parallel for num_threads(nt) schedule(static) reduction(| : non_finite, graded)") \
+            for (int64_t r = 0; r < R; r++) {                                                      \
+                const TYPE *sr = s + r * N;                                                        \
+                int64_t n = 0;                                                                     \
+                for (int64_t j = 0; j < N; j++) {                                                  \
+                    TYPE v = sr[j];                                                                \
+                    if (v != 0) { n++; CHECK }                                                     \
+                }                                                                                  \
+                row_ptr[r + 1] = n;                                                                \
+            }                                                                                      \
+            if (non_finite) return -1;                                                             \
+            if (graded) return -2;                                                                 \
+            row_ptr[0] = 0;                                                                        \
+            for (int64_t r = 0; r < R; r++) row_ptr[r + 1] += row_ptr[r];                          \
+            return row_ptr[R];                                                                     \
+        }                                                                                          \
+        int64_t T = B > 0 ? R / B : 0;                                                             \
+        _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+        for (int64_t b = 0; b < B; b++) {                                                          \
+            int64_t *cb = counts + b * N;                                                          \
+            memset(cb, 0, (size_t)N * sizeof(int64_t));                                            \
+            for (int64_t t = 0; t < T; t++) {                                                      \
+                int64_t r = t * B + b;                                                             \
+                const TYPE *sr = s + r * N;                                                        \
+                int64_t k = row_ptr[r];                                                            \
+                for (int64_t j = 0; j < N; j++) {                                                  \
+                    if (sr[j] != 0) { cols[k++] = (int32_t)j; cb[j]++; }                           \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return row_ptr[R];                                                                         \
+    }
+SPIKE_INDEX(f32, float, if (v != 1.0f) { if (isfinite(v)) graded = 1; else non_finite = 1; })
+SPIKE_INDEX(u8, uint8_t, (void)v;)

@@ -11,10 +11,13 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..functional.autograd import (
+    LinearSpec,
     SpikingConv2dFunction,
     SpikingLinearFunction,
+    SpikingLinearStackFunction,
     SpikingPool2dFunction,
     conv_drive,
+    input_events,
     linear_drive,
     pool_drive,
 )
@@ -110,17 +113,40 @@ class SpikingLinear(nn.Module):
         x = x.to(self.weight.dtype)
         if self.rule == "bptt":
             return simulate_lif_bptt(linear_drive(x, self.weight), self.params, self.lateral_weight)
+        keep = torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)
+        return SpikingLinearFunction.apply(x, self.weight, self.spec(labels), keep)
+
+    def spec(self, labels: Tensor | None = None) -> LinearSpec:
+        """This layer's settings for its autograd Functions (``labels``: the output layer's targets)."""
         output_spec = None
         if self.output:
             output_spec = (labels, float(self.lateral_strength or 0.0), self.desired)
-        return SpikingLinearFunction.apply(
-            x, self.weight, self.params, self.lateral_weight, output_spec, self.effect_ratio, self.backward_dtype,
-            self.name,
-        )
+        return LinearSpec(self.params, self.lateral_weight, output_spec, self.effect_ratio, self.backward_dtype,
+                          self.name)
 
     def extra_repr(self) -> str:
         extra = f", lateral_inhibition={self.lateral_strength}" if self.lateral_strength is not None else ""
         return f"{self.in_features} -> {self.out_features}, v_th={self.params.v_th}{extra}, output={self.output}"
+
+
+def linear_stack_forward(layers: list[SpikingLinear], x: Tensor, labels: Tensor | None,
+                         recorded: list[Tensor] | None) -> Tensor | None:
+    """Run consecutive HM2-BP ``SpikingLinear`` layers as one autograd node, with compact spikes between
+    them (``SpikingLinearStackFunction``), or return None when their input takes the dense path (not on
+    the CPU with the compiled kernels, not float32, dense or graded spikes): the caller then runs the
+    layers one by one. Same spikes and gradients either way."""
+    first = layers[0]
+    _check_input(x, 3, first.name, (first.in_features,))
+    weights = [layer.weight for layer in layers]
+    if any(w.dtype != torch.float32 or w.device.type != "cpu" for w in weights):
+        return None
+    x = x.to(torch.float32) if x.is_floating_point() else x
+    events = input_events(x, first.weight, first.name)
+    if events is None:
+        return None
+    specs = tuple(layer.spec(labels if i == len(layers) - 1 else None) for i, layer in enumerate(layers))
+    keep = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
+    return SpikingLinearStackFunction.apply(x, events, specs, keep, recorded, *weights)
 
 
 class SpikingConv2d(nn.Module):

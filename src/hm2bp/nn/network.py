@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d
+from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d, linear_stack_forward
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,36 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"SpikingNetwork: expected input [T, B, {', '.join(map(str, self.input_shape))}], "
                              f"got {list(x.shape)}")
         recorded: list[Tensor] = []
-        for layer in self.layers:
-            x = layer(x, labels) if layer is self.layers[-1] else layer(x)
+        layers = list(self.layers)
+        i = 0
+        while i < len(layers):
+            run = self._linear_run(layers, i)
+            if len(run) >= 2:  # consecutive FC layers: one node, compact spikes in between
+                stacked: list[Tensor] | None = [] if record else None
+                is_last = i + len(run) == len(layers)
+                out = linear_stack_forward(run, x, labels if is_last else None, stacked)
+                if out is not None:
+                    x = out
+                    recorded += [t.detach() for t in stacked or []]
+                    i += len(run)
+                    continue
+            layer = layers[i]
+            x = layer(x, labels) if i == len(layers) - 1 else layer(x)
             if record and not isinstance(layer, Flatten):
                 recorded.append(x.detach())
+            i += 1
         self.hidden_spikes = recorded
         return x
+
+    @staticmethod
+    def _linear_run(layers: list[nn.Module], start: int) -> list[SpikingLinear]:
+        """The HM2-BP SpikingLinear layers from ``start`` on, up to the first other layer."""
+        run: list[SpikingLinear] = []
+        for layer in layers[start:]:
+            if not isinstance(layer, SpikingLinear) or layer.rule != "hm2bp":
+                break
+            run.append(layer)
+        return run
 
 
 def build_network(
