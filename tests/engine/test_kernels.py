@@ -72,7 +72,8 @@ def test_event_forward_equals_lif_scan_and_dense_sigma(lateral: bool) -> None:
     assert idx is not None
     out, kept = ev.forward(idx, w, p, w_lat, keep=True)
     assert kept is not None
-    out_u8, counts, psp_drive = kept
+    out_u8, counts, psp_drive, weight_t = kept
+    assert torch.equal(weight_t, w.t())
     drive = _sequential_drive(spikes, w)
     expected = _simulate_lif_torch(drive, p, w_lat)
     assert torch.equal(out, expected)  # bit-identical spikes
@@ -107,9 +108,9 @@ def test_event_backward_contractions_equal_dense(dtype: torch.dtype, threads: in
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        drive_sum = ev.psp_drive(post, idx, w, p)
-        grad, through = ev.psp_contractions(post.to(torch.uint8), idx, w, factor, delta_hat, p)
-        grad_only, none = ev.psp_contractions(post.bool(), idx, w, factor, None, p)
+        drive_sum = ev.psp_drive(post, idx, w.t(), p)
+        grad, through = ev.psp_contractions(post.to(torch.uint8), idx, w.t(), factor, delta_hat, p)
+        grad_only, none = ev.psp_contractions(post.bool(), idx, w.t(), factor, None, p)
     finally:
         torch.set_num_threads(previous)
     torch.testing.assert_close(drive_sum.double(), (coeffs * (s @ wd.t())).sum(0), **tol)

@@ -34,25 +34,50 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("HM2BP_CACHE", Path.home() / ".cache" / "hm2bp"))
 
 
-def _build() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc/gcc) found")
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, *_FLAGS]).encode()).hexdigest()[:16]
+def _isa_flags() -> list[str]:
+    """``-mavx2`` when this x86-64 CPU has AVX2 (twice the vector width; without FMA contraction the
+    results are bit for bit those of the generic build), else nothing. The cache key holds the flags."""
+    if os.environ.get("HM2BP_GENERIC_KERNELS"):
+        return []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return ["-mavx2"] if "avx2" in line.split() else []
+    except OSError:
+        pass
+    return []
+
+
+def _compile(compiler: str, flags: list[str]) -> Path:
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"hm2bp_cpu_{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
+            subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
             os.replace(tmp, target)  # atomic: a concurrent or interrupted build never leaves a half library
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc.stderr.strip()[:500]}") from exc
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    return target
+
+
+def _build() -> ctypes.CDLL:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (cc/gcc) found")
+    isa = _isa_flags()
+    try:
+        target = _compile(compiler, [*_FLAGS, *isa])
+    except RuntimeError:
+        if not isa:
+            raise
+        target = _compile(compiler, _FLAGS)  # a compiler without the ISA option: the generic build
     lib = ctypes.CDLL(str(target))
     lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
     lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
@@ -169,15 +194,15 @@ def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[T
     return row_ptr, cols, counts
 
 
-def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int, tau_m: float, tau_s: float,
+def fc_forward(row_ptr: Tensor, cols: Tensor, weight_t: Tensor, T: int, batch: int, tau_m: float, tau_s: float,
                t_ref: int, theta: float, lateral: Tensor | None, window: int, keep: bool, float_out: bool = True
                ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
     """Event-driven forward of an FC layer (drive fused into the LIF scan): spikes ``[T, B, N]`` (float32,
     or uint8 without ``float_out``), and with ``keep`` (their uint8 copy, counts ``[B, N]`` int32, σ's
     numerator Σ_l w_il e_{i|l} ``[B, N]`` float64)."""
     lib = library()
-    assert lib is not None and weight.dtype == torch.float32
-    wt = weight.t().contiguous()
+    assert lib is not None and weight_t.dtype == torch.float32
+    wt = weight_t.contiguous()
     n = wt.shape[1]
     out = torch.empty(T, batch, n, dtype=torch.float32) if float_out else None
     out_u8 = torch.empty(T, batch, n, dtype=torch.uint8) if keep or not float_out else None
@@ -200,32 +225,33 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int
     return spikes, (out_u8, counts, psp_drive)
 
 
-def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, tau_m: float, tau_s: float,
+def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight_t: Tensor, tau_m: float, tau_s: float,
                  t_ref: int, window: int) -> Tensor:
-    """``out[b, i] = Σ_t C̃_bi(t)·(W s(t))_{b,i}`` from 0/1 post spikes ``[T, B, N]``, in ``weight.dtype``."""
+    """``out[b, i] = Σ_t C̃_bi(t)·(W s(t))_{b,i}`` from 0/1 post spikes ``[T, B, N]``, in the dtype of
+    ``weight_t`` = Wᵀ ``[N_in, N]``."""
     lib = library()
     assert lib is not None
     T, B, n = post.shape
     u8 = _as_u8(post)
-    wt = weight.t().contiguous()
-    out = torch.empty(B, n, dtype=weight.dtype)
+    wt = weight_t.contiguous()
+    out = torch.empty(B, n, dtype=wt.dtype)
     _check(getattr(lib, f"hm2bp_fc_psp_drive_{_suffix(wt)}")(
         u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), out.data_ptr(), T, B, n,
         tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP drive")
     return out
 
 
-def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, factor: Tensor,
+def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight_t: Tensor, factor: Tensor,
                  delta_hat: Tensor | None, tau_m: float, tau_s: float, t_ref: int, window: int
                  ) -> tuple[Tensor, Tensor | None]:
     """The two S-PSP contractions of the FC backward pass, C̃ rebuilt per sample from ``post`` ``[T, B, N]``:
-    ``grad[i, j] = Σ_{b,t} C̃_bi(t)·factor[b, i]·s_bj(t)`` ``[N, N_in]`` and, with ``delta_hat``,
-    ``through[b, j] = Σ_t s_bj(t)·Σ_i C̃_bi(t)·delta_hat[b, i]·w_ij`` ``[B, N_in]``; dtype of ``weight``."""
+    ``grad_t[j, i] = Σ_{b,t} C̃_bi(t)·factor[b, i]·s_bj(t)`` ``[N_in, N]`` (Wᵀ layout) and, with ``delta_hat``,
+    ``through[b, j] = Σ_t s_bj(t)·Σ_i C̃_bi(t)·delta_hat[b, i]·w_ij`` ``[B, N_in]``; dtype of ``weight_t`` = Wᵀ."""
     lib = library()
     assert lib is not None
     T, B, n = post.shape
     u8 = _as_u8(post)
-    wt = weight.t().contiguous()
+    wt = weight_t.contiguous()
     n_in = wt.shape[0]
     fac = factor.to(wt.dtype).contiguous()
     dh = delta_hat.to(wt.dtype).contiguous() if delta_hat is not None else None
@@ -235,7 +261,7 @@ def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, fa
         u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), fac.data_ptr(),
         None if dh is None else dh.data_ptr(), grad_t.data_ptr(), None if through is None else through.data_ptr(),
         T, B, n_in, n, tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP gradient")
-    return grad_t.t(), through
+    return grad_t, through
 
 
 def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int, window: int, dtype: torch.dtype) -> Tensor:
