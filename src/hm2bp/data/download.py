@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataFormatError, HM2BPError
+from ..io.files import fsync_dir
 
-__all__ = ["DownloadError", "RemoteFile", "RemoteDataset", "DATASETS", "download", "fetch_dataset", "sha256_file"]
+__all__ = ["DATASETS", "DownloadError", "RemoteDataset", "RemoteFile", "download", "fetch_dataset", "sha256_file"]
 
 _CHUNK = 1 << 16
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -86,19 +87,6 @@ def _matches(path: Path, sha256: str, size: int | None, *, gunzip: bool = False)
         return sha256_file(path, gunzip=gunzip) == sha256
     except (OSError, EOFError, zlib.error):
         return False
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: Path) -> None:
@@ -272,7 +260,7 @@ def download(
         if problem is None:
             final = unpacked if gunzip else raw_part
             os.replace(final, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             if gunzip:
                 _unlink(raw_part)
             return dest

@@ -16,7 +16,13 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import LateralGainWarning, NumericalError
 from . import events as ev
-from .hm2bp import conv_backward, insert_label_spikes, lateral_factor, linear_backward, pool_backward
+from .hm2bp import (
+    conv_backward,
+    insert_label_spikes,
+    lateral_factor,
+    linear_backward,
+    pool_backward,
+)
 from .neuron import simulate_lif
 from .params import NeuronParams
 

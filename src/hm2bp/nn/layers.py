@@ -65,9 +65,15 @@ class SpikingLinear(nn.Module):
         backward_dtype: dtype of the S-PSP contractions in the backward pass.
         rule: "hm2bp" (this backward pass) or "bptt" (surrogate-gradient BPTT on the same neuron).
 
-    Forward: drive I(t) = W·s(t) (one GEMM), plus −w0·Σ_{l≠i} s_l(t) with lateral inhibition, integrated
-    one step later by the LIF neurons of spec §1.1. Backward (spec §3.3): g_ij = δ̂_i·e_{i|j}·(1 + σ_i)·Λ_i
-    with δ̂ = δ/ν, and δ_j below = Σ_i δ̂_i·w_ij·r_ij (r_ij = 1 without ``effect_ratio``).
+    Forward: drive I(t) = W·s(t), plus −w0·Σ_{l≠i} s_l(t) with lateral inhibition, integrated one step
+    later by the LIF neurons of spec §1.1. Backward (spec §3.3): g_ij = δ̂_i·e_{i|j}·(1 + σ_i)·Λ_i with
+    δ̂ = δ/ν, and δ_j below = Σ_i δ̂_i·w_ij·r_ij (r_ij = 1 without ``effect_ratio``).
+
+    On the CPU with float32 weights and sparse 0/1 input (the compiled kernels, ``functional/events.py``)
+    the drive is summed from the input spikes inside the LIF scan, and the backward pass keeps one byte
+    per (sample × step × output neuron); otherwise (GPU, other dtypes, dense or graded input) the drive is
+    one GEMM. ``SpikingNetwork`` runs consecutive such layers as one autograd node with no float spike
+    tensor between them; the spikes and gradients are the same either way.
 
     Shapes: input ``[T, B, in_features]`` → output spikes ``[T, B, out_features]`` (0/1, float);
     ``weight`` is ``[out_features, in_features]``.

@@ -17,7 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d, linear_stack_forward
+from .layers import (
+    Flatten,
+    SpikingConv2d,
+    SpikingLinear,
+    SpikingPool2d,
+    linear_stack_forward,
+)
 
 
 @dataclass(frozen=True)

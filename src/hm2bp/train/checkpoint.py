@@ -47,9 +47,19 @@ from typing import Any
 import torch
 
 from ..errors import HM2BPError
+from ..io.files import fsync_dir
 
-__all__ = ["CheckpointError", "atomic_write_bytes", "save_checkpoint", "save_run_checkpoints", "load_checkpoint",
-           "remove_stale_temp_files", "content_digest", "FORMAT", "VERSION"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "atomic_write_bytes",
+    "content_digest",
+    "load_checkpoint",
+    "remove_stale_temp_files",
+    "save_checkpoint",
+    "save_run_checkpoints",
+]
 
 FORMAT = "hm2bp-checkpoint"
 VERSION = 1
@@ -62,19 +72,6 @@ class CheckpointError(HM2BPError, ValueError):
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _host_tag() -> str:
@@ -148,7 +145,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------------------------------
