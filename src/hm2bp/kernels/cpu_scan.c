@@ -182,7 +182,9 @@ PSP_COEFFS(f64, double)
  * gradient) stays in the cache while every sample and step goes through it, and every buffer is
  * [T, block] at most, so no [T, B, N] float tensor (drive, C̃) is ever formed.
  * ---------------------------------------------------------------------------------------------- */
+#ifndef FC_BLOCK
 #define FC_BLOCK 64
+#endif
 
 /* Neuron block width: FC_BLOCK, narrower when that leaves fewer than 4 blocks per thread; the whole
  * layer when lateral weights couple its neurons. */

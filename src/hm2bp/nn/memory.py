@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import math
 
-
 import torch
 
 from ..errors import ConfigError
+from ..functional.events import MAX_EVENT_DENSITY
+from ..kernels import cpu
 from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d
 from .network import SpikingNetwork
 
 _FORWARD_SAVED = 3  # input spikes, drive, output spikes kept for the backward pass (per layer)
 _BACKWARD_TEMPS = 7  # coefficients (2), C̃, scaled copies and products alive in one layer's backward
+_EVENT_BYTES_PER_NEURON = 2  # event path: the uint8 spikes kept, and as much again for transients
 
 
 def _layer_sizes(net: SpikingNetwork) -> list[tuple[int, int]]:
@@ -39,13 +41,33 @@ def _layer_sizes(net: SpikingNetwork) -> list[tuple[int, int]]:
     return sizes
 
 
-def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value: int = 4) -> int:
-    """Estimated peak bytes of one training step: every layer's saved forward tensors plus the largest
-    layer's backward temporaries (which include an input-sized error tensor for conv layers)."""
+def _event_path(net: SpikingNetwork, device: torch.device | str) -> bool:
+    """Whether a training step of ``net`` runs on the event-driven FC kernels (fully connected HM2-BP
+    layers with float32 weights, on the CPU with the compiled kernels; sparse input assumed)."""
+    spiking = [layer for layer in net.layers if not isinstance(layer, Flatten)]
+    return (torch.device(device).type == "cpu" and cpu.library() is not None and bool(spiking)
+            and all(isinstance(layer, SpikingLinear) and layer.rule == "hm2bp"
+                    and layer.weight.dtype == torch.float32 for layer in spiking))
+
+
+def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value: int = 4,
+                        device: torch.device | str = "cpu") -> int:
+    """Estimated peak bytes of one training step, input spikes included.
+
+    Dense path (conv layers, GPU, ...): every layer's saved forward tensors plus the largest layer's
+    backward temporaries (which include an input-sized error tensor for conv layers). Event path (FC
+    layers on the CPU, ``functional/events.py``): the float input, per layer its compact output spikes and
+    the spike index of its input (at the densest input the event path takes), the float output.
+    """
     sizes = _layer_sizes(net)
+    weights = sum(p.numel() for p in net.parameters()) * 4 * 4  # weights, grads, two Adam moments
+    if _event_path(net, device):
+        per_step = sizes[0][0] * bytes_per_value + sizes[-1][1] * bytes_per_value
+        per_step += sum(_EVENT_BYTES_PER_NEURON * n_out + math.ceil(MAX_EVENT_DENSITY * n_in * 4) + 8
+                        for n_in, n_out in sizes)
+        return per_step * T * batch + weights
     per_step = sum(n_in + _FORWARD_SAVED * n_out for n_in, n_out in sizes)
     per_step += max(_BACKWARD_TEMPS * n_out + 2 * n_in for n_in, n_out in sizes)
-    weights = sum(p.numel() for p in net.parameters()) * 4 * 4  # weights, grads, two Adam moments
     return per_step * T * batch * bytes_per_value + weights
 
 
@@ -72,11 +94,12 @@ def check_training_fits(net: SpikingNetwork, T: int, batch: int, device: torch.d
     Args:
         available: bytes free (default: measured); headroom: fraction of it a step may use.
     """
-    need = training_step_bytes(net, T, batch)
+    need = training_step_bytes(net, T, batch, device=device)
     free = available if available is not None else available_memory_bytes(device)
     if free is not None and need > headroom * free:
-        per_sample = max(1, (need - training_step_bytes(net, T, 0)) // max(batch, 1))
-        max_batch = max(0, int((headroom * free - training_step_bytes(net, T, 0)) // per_sample))
+        fixed = training_step_bytes(net, T, 0, device=device)
+        per_sample = max(1, (need - fixed) // max(batch, 1))
+        max_batch = max(0, int((headroom * free - fixed) // per_sample))
         gib = 1024**3
         raise ConfigError(
             f"a training step of {net.arch or 'this network'} with T={T} and batch={batch} needs about "
