@@ -49,10 +49,13 @@ def simulate_lif_bptt(drive: Tensor, p: NeuronParams, lateral: Tensor | None = N
     x = torch.zeros_like(drive[0])
     refractory = torch.zeros(drive.shape[1:], dtype=torch.int32, device=drive.device)
     spikes = [torch.zeros_like(drive[0])]
+    # unbind, not drive[t - 1]: the backward of per-step indexing would build a [T, B, ...] zero
+    # gradient for every step (O(T²) memory traffic); unbind's backward is one stack.
+    currents = drive.unbind(0)
     for t in range(1, T):
         v = v - v / p.tau_m
         x = x - x / p.tau_s
-        current = drive[t - 1]
+        current = currents[t - 1]
         if lateral is not None:
             prev = spikes[-1].reshape(drive.shape[1], -1)
             current = current + (prev @ lateral.t().to(drive.dtype)).reshape(current.shape)
