@@ -113,9 +113,17 @@ def test_eval_refuses_a_malicious_checkpoint(tmp_path: Path, capsys: pytest.Capt
     assert not marker.exists()
 
 
-def test_resume_without_checkpoint_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "digits", "--resume", "--out", str(tmp_path), "--quiet"]) == 1
-    assert "last.pt" in capsys.readouterr().err
+def test_resume_without_checkpoint_starts_fresh(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                have_sklearn: None) -> None:
+    """A job script that always passes --resume works on its first start (nothing to resume yet)."""
+    run = tmp_path / "run"
+    assert main(["train", "digits", "--epochs", "1", "--out", str(run), "--resume", "--no-plots", *TINY]) == 0
+    assert _last_line(capsys.readouterr().out).startswith("test accuracy: ")
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0]
+    assert any(run.rglob("last.pt"))
+    # ... and a second --resume continues from that checkpoint
+    assert main(["train", "digits", "--epochs", "2", "--out", str(run), "--resume", "--no-plots", *TINY]) == 0
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
 
 def test_python_dash_m_runs_the_same_main() -> None:

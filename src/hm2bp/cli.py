@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (train.device)")
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (train.threads)")
-    p.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt (a fresh start when there is none yet)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no per-epoch lines")
     p.add_argument("--no-plots", action="store_true", help="do not write plots at the end (train.plots=false)")
     p.set_defaults(func=_cmd_train)

@@ -340,7 +340,8 @@ def train(
 
     Args:
         cfg: the run configuration.
-        resume: continue from ``<checkpoint_dir>/last.pt``; the result equals an uninterrupted run.
+        resume: continue from ``<checkpoint_dir>/last.pt``; the result equals an uninterrupted run. Without
+            a ``last.pt`` yet, the run starts fresh (and says so).
         quiet: no progress bar and no per-epoch lines.
         echo: where per-epoch summary lines go (None = nowhere).
 
@@ -372,6 +373,9 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
 
     ck: dict[str, Any] | None = None
+    if resume and not last_path.exists():  # e.g. a job script that always passes --resume, killed early
+        say(f"--resume: no {last_path} yet; starting a fresh run")
+        resume = False
     if resume:  # check the checkpoint before the (possibly slow) data loading
         ck = load_checkpoint(last_path)
         diff = [k for k in _config_diff(ck["config"], config_to_dict(cfg)) if k not in _RESUMABLE]
