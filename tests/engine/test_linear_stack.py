@@ -59,6 +59,8 @@ def test_stack_without_gradients_and_with_bad_input() -> None:
     with torch.no_grad():
         out = net(x)
     assert torch.equal(out, _layer_by_layer(net, x, labels).detach())
+    with pytest.raises(ValueError, match=r"layers\.0.*no time steps"):
+        net(x[:0], labels)
     x[7, 1, 3] = float("nan")
     with pytest.raises(NumericalError, match=r"layers\.0.*time steps \[7\]"):
         net(x, labels)

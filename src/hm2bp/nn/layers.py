@@ -46,6 +46,8 @@ def _check_input(x: Tensor, ndim: int, name: str, last: tuple[int, ...]) -> None
     if x.dim() != ndim or tuple(x.shape[2:]) != last:
         expected = "[T, B, " + ", ".join(str(s) for s in last) + "]"
         raise ValueError(f"{name}: expected input spikes of shape {expected}, got {list(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError(f"{name}: the input spike train has no time steps (T = 0)")
 
 
 class SpikingLinear(nn.Module):
