@@ -271,9 +271,7 @@ def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int
     assert lib is not None
     spikes = _as_u8(post_spikes)
     out = torch.empty(spikes.shape, dtype=dtype)
-    suffix = "f64" if dtype == torch.float64 else "f32"
-    status = getattr(lib, f"hm2bp_psp_coeffs_{suffix}")(spikes.data_ptr(), out.data_ptr(), spikes.shape[0], spikes.shape[1],
-                                                       tau_m, tau_s, t_ref, window, torch.get_num_threads())
-    if status != 0:
-        raise MemoryError("hm2bp S-PSP kernel: out of memory")
+    _check(getattr(lib, f"hm2bp_psp_coeffs_{_suffix(out)}")(
+        spikes.data_ptr(), out.data_ptr(), spikes.shape[0], spikes.shape[1], tau_m, tau_s, t_ref, window,
+        torch.get_num_threads()), "S-PSP coefficient")
     return out
