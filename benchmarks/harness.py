@@ -108,7 +108,7 @@ def _hm2bp_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     x, labels = make_inputs(a.T, a.batch)
     arch = f"784-{a.n_hidden}-10"
     net = build_network(arch, [20.0, 8.0], generator=torch.Generator().manual_seed(WEIGHT_SEED))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=True)
     exact = a.rule == "hm2bp-exact"
 
     def train_step():  # type: ignore[no-untyped-def]
@@ -192,7 +192,7 @@ def _peer_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     x, labels = make_inputs(a.T, a.batch)
     net = build_peer(a.library, a.neuron)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=True)
     return (x, lambda: peer_train_step(net, opt, x, labels), lambda: peer_infer(net, x),
             library_version(a.library), neuron_description(a.library, a.neuron))
 

@@ -87,11 +87,12 @@ def test_event_forward_equals_lif_scan_and_dense_sigma(lateral: bool) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("threads", [1, 3])
-def test_event_backward_contractions_equal_dense(dtype: torch.dtype, threads: int) -> None:
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n_out", [2, 9, 150])  # fewer neurons than threads; one block each; uneven blocks
+def test_event_backward_contractions_equal_dense(dtype: torch.dtype, threads: int, n_out: int) -> None:
     from hm2bp.functional import events as ev
 
-    spikes, w = _event_case(31, dtype, B=5)
+    spikes, w = _event_case(31, dtype, B=5, n_out=n_out)
     gen = torch.Generator().manual_seed(32)
     post = (torch.rand(spikes.shape[0], spikes.shape[1], w.shape[0], generator=gen) < 0.06).to(dtype)
     post[:, 0, 0] = 0  # a silent post neuron
@@ -114,10 +115,35 @@ def test_event_backward_contractions_equal_dense(dtype: torch.dtype, threads: in
     finally:
         torch.set_num_threads(previous)
     torch.testing.assert_close(drive_sum.double(), (coeffs * (s @ wd.t())).sum(0), **tol)
-    torch.testing.assert_close(grad.double(), (coeffs * factor.double()).reshape(-1, w.shape[0]).t() @ s.reshape(-1, w.shape[1]), **tol)
+    silent = (post.sum(0) == 0).double() * factor.double()  # e = 0.1 for a silent post and an active pre
+    expected = (coeffs * factor.double()).reshape(-1, w.shape[0]).t() @ s.reshape(-1, w.shape[1])
+    expected += 0.1 * silent.t() @ (s.sum(0) > 0).double()
+    assert bool((post.sum(0) == 0).any())
+    torch.testing.assert_close(grad.double(), expected, **tol)
     torch.testing.assert_close(through.double(), (((coeffs * delta_hat.double()) @ wd) * s).sum(0), **tol)
     assert none is None and torch.equal(grad_only, grad)
     assert grad.dtype == dtype and grad.abs().sum() > 0
+
+
+def test_results_survive_releasing_the_kernel_scratch_memory() -> None:
+    from hm2bp.functional import events as ev
+
+    spikes, w = _event_case(41, n_out=70)
+    idx = ev.spike_events(spikes)
+    assert idx is not None
+    first = ev.forward(idx, w, NeuronParams(2.0), None, keep=True)
+    cpu.release_scratch()
+    again = ev.forward(idx, w, NeuronParams(2.0), None, keep=True)
+    assert torch.equal(first[0], again[0]) and first[0].sum() > 0
+    assert all(torch.equal(a, b) for a, b in zip(first[1], again[1]))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(800, 784), (10, 800), (37, 53), (8, 8), (1, 5), (0, 3)])
+def test_transpose_kernel_equals_torch(shape: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(shape[0])
+    w = torch.randn(*shape, generator=gen)
+    assert torch.equal(cpu.transpose(w), w.t())
+    assert torch.equal(cpu.transpose(w[:, ::2]), w[:, ::2].t())  # a strided view
 
 
 def test_spike_index_refuses_non_finite_and_leaves_graded_or_dense_input_to_the_dense_path() -> None:

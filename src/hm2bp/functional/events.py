@@ -22,6 +22,7 @@ from torch import Tensor
 from ..errors import NumericalError
 from ..kernels import cpu
 from .params import NeuronParams
+from .psp import SILENT_POST_PSP
 
 MAX_EVENT_DENSITY = float(os.environ.get("HM2BP_MAX_EVENT_DENSITY", "0.15"))
 """Above this fraction of 1s the dense GEMM is cheaper than visiting the spikes."""
@@ -79,7 +80,7 @@ def forward(events: SpikeEvents, weight: Tensor, p: NeuronParams, lateral: Tenso
         spikes ``[T, B, N_out]`` (float32, or uint8 without ``float_out``), and with ``keep`` what the
         backward pass needs (its ``spikes`` is then the returned tensor when that is uint8).
     """
-    weight_t = weight.to(torch.float32).t().contiguous()
+    weight_t = cpu.transpose(weight.to(torch.float32))
     out, kept = cpu.fc_forward(events.row_ptr, events.cols, weight_t, events.steps, events.batch,
                                float(p.tau_m), float(p.tau_s), int(p.t_ref), p.threshold32, lateral, p.psp_window,
                                keep, float_out)
@@ -95,8 +96,9 @@ def psp_drive(out_spikes: Tensor, events: SpikeEvents, weight_t: Tensor, p: Neur
 
 def psp_contractions(out_spikes: Tensor, events: SpikeEvents, weight_t: Tensor, factor: Tensor,
                      delta_hat: Tensor | None, p: NeuronParams) -> tuple[Tensor, Tensor | None]:
-    """Σ_{b,t} (C̃(t) ⊙ factor)ᵀ ⊗ s(t) ``[N_out, N_in]`` (contiguous) and, with ``delta_hat``,
-    Σ_t s(t) ⊙ ((C̃(t) ⊙ delta_hat)·W) ``[B, N_in]``, both in the dtype of ``weight_t`` = Wᵀ."""
-    grad_t, through = cpu.fc_psp_grads(out_spikes, events.row_ptr, events.cols, weight_t, factor, delta_hat,
-                                       float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window)
-    return grad_t.t().contiguous(), through
+    """Σ_b factor[b, i]·e_{i|j} ``[N_out, N_in]`` (contiguous; e with spec §2's silent-post case: 0.1 for a
+    pre neuron that fired) and, with ``delta_hat``, Σ_t s(t) ⊙ ((C̃(t) ⊙ delta_hat)·W) ``[B, N_in]`` (no
+    silent-post term), both in the dtype of ``weight_t`` = Wᵀ."""
+    return cpu.fc_psp_grads(out_spikes, events.row_ptr, events.cols, weight_t, factor, delta_hat,
+                            float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window,
+                            counts_in=events.counts, silent_psp=SILENT_POST_PSP)

@@ -171,19 +171,18 @@ def linear_backward(
         factor = factor * lateral.to(dtype)
     want_through = need_delta_below and effect_ratio
 
-    if events is not None:
+    silent_out = counts_out == 0
+    if events is not None:  # the kernel adds the silent-post term e = 0.1 itself
         grad_w, through_psp = ev.psp_contractions(out_spikes, events, w_t, factor, delta_hat if want_through else None, p)
     else:
         T, B = s_in.shape[:2]
         grad_w = (coeffs * factor).reshape(T * B, -1).t() @ s_in.reshape(T * B, -1)
         through_psp = (((coeffs * delta_hat) @ w) * s_in).sum(0) if want_through else None
-
-    silent_out = counts_out == 0
-    # e = 0.1 for a silent post neuron and an active pre neuron: only the rows of silent neurons.
-    rows = torch.nonzero(silent_out.any(0)).flatten()
-    if rows.numel() > 0:
-        silent_factor = (factor * silent_out)[:, rows]
-        grad_w.index_add_(0, rows, SILENT_POST_PSP * silent_factor.t() @ (counts_in > 0).to(dtype))
+        # e = 0.1 for a silent post neuron and an active pre neuron: only the rows of silent neurons.
+        rows = torch.nonzero(silent_out.any(0)).flatten()
+        if rows.numel() > 0:
+            silent_factor = (factor * silent_out)[:, rows]
+            grad_w.index_add_(0, rows, SILENT_POST_PSP * silent_factor.t() @ (counts_in > 0).to(dtype))
 
     delta_below = None
     if need_delta_below:

@@ -92,8 +92,13 @@ def _build() -> ctypes.CDLL:
             _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").restype = ctypes.c_int
         getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
+            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
+            _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").restype = ctypes.c_int
+    lib.hm2bp_release_scratch.argtypes = [_i32]
+    lib.hm2bp_release_scratch.restype = None
+    lib.hm2bp_transpose_f32.argtypes = [_ptr, _ptr, _i64, _i64, _i32]
+    lib.hm2bp_transpose_f32.restype = None
     for suffix in ("f32", "u8"):
         getattr(lib, f"hm2bp_spike_index_{suffix}").argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _i32]
         getattr(lib, f"hm2bp_spike_index_{suffix}").restype = ctypes.c_int64
@@ -116,6 +121,14 @@ def library() -> ctypes.CDLL | None:
                 warnings.warn(f"hm2bp: compiled CPU kernels unavailable ({exc}); using the slower torch loops",
                               RuntimeWarning, stacklevel=3)
     return _lib
+
+
+def release_scratch() -> None:
+    """Free the kernels' per-thread scratch memory. Each thread keeps the largest region any call needed
+    (a few MB at long windows), so that the next call does not fault its pages in again; call this after
+    a large run when the memory is wanted back."""
+    if _lib is not None:
+        _lib.hm2bp_release_scratch(max(torch.get_num_threads(), os.cpu_count() or 1))
 
 
 def usable(*tensors: Tensor) -> bool:
@@ -243,10 +256,12 @@ def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight_t: Tensor, 
 
 
 def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight_t: Tensor, factor: Tensor,
-                 delta_hat: Tensor | None, tau_m: float, tau_s: float, t_ref: int, window: int
-                 ) -> tuple[Tensor, Tensor | None]:
+                 delta_hat: Tensor | None, tau_m: float, tau_s: float, t_ref: int, window: int,
+                 counts_in: Tensor | None = None, silent_psp: float = 0.0) -> tuple[Tensor, Tensor | None]:
     """The two S-PSP contractions of the FC backward pass, C̃ rebuilt per sample from ``post`` ``[T, B, N]``:
-    ``grad_t[j, i] = Σ_{b,t} C̃_bi(t)·factor[b, i]·s_bj(t)`` ``[N_in, N]`` (Wᵀ layout) and, with ``delta_hat``,
+    ``grad[i, j] = Σ_b factor[b, i]·e_bij`` ``[N, N_in]`` (W's layout) with e_bij = Σ_t C̃_bi(t)·s_bj(t), or
+    ``silent_psp`` where post neuron i is silent in sample b and ``counts_in[b, j]`` > 0 (given counts_in
+    ``[B, N_in]`` int64), and, with ``delta_hat``,
     ``through[b, j] = Σ_t s_bj(t)·Σ_i C̃_bi(t)·delta_hat[b, i]·w_ij`` ``[B, N_in]``; dtype of ``weight_t`` = Wᵀ."""
     lib = library()
     assert lib is not None
@@ -256,13 +271,24 @@ def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight_t: Tensor, 
     n_in = wt.shape[0]
     fac = factor.to(wt.dtype).contiguous()
     dh = delta_hat.to(wt.dtype).contiguous() if delta_hat is not None else None
-    grad_t = torch.zeros(n_in, n, dtype=wt.dtype)
-    through = torch.zeros(B, n_in, dtype=wt.dtype) if dh is not None else None
+    grad = torch.empty(n, n_in, dtype=wt.dtype)  # both written whole by the kernel
+    through = torch.empty(B, n_in, dtype=wt.dtype) if dh is not None else None
+    cin = counts_in.to(torch.int64).contiguous() if counts_in is not None else None
     _check(getattr(lib, f"hm2bp_fc_psp_grads_{_suffix(wt)}")(
         u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), fac.data_ptr(),
-        None if dh is None else dh.data_ptr(), grad_t.data_ptr(), None if through is None else through.data_ptr(),
+        None if dh is None else dh.data_ptr(), None if cin is None else cin.data_ptr(), silent_psp, grad.data_ptr(), None if through is None else through.data_ptr(),
         T, B, n_in, n, tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP gradient")
-    return grad_t, through
+    return grad, through
+
+
+def transpose(matrix: Tensor) -> Tensor:
+    """``matrix.t().contiguous()`` of a float32 matrix, tiled and threaded (several times faster)."""
+    lib = library()
+    assert lib is not None and matrix.dtype == torch.float32 and matrix.dim() == 2
+    src = matrix.contiguous()
+    out = torch.empty(src.shape[1], src.shape[0], dtype=torch.float32)
+    lib.hm2bp_transpose_f32(src.data_ptr(), out.data_ptr(), src.shape[0], src.shape[1], torch.get_num_threads())
+    return out
 
 
 def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int, window: int, dtype: torch.dtype) -> Tensor:

@@ -16,6 +16,44 @@ static int64_t block_bounds(int64_t n_groups, int64_t n_blocks, int64_t b, int64
     return base + (b < extra ? 1 : 0);
 }
 
+/* Per-thread scratch memory, kept from call to call. The per-thread buffers of one call reach a few MB
+ * at long windows; freed after every call, glibc hands them back to the OS and the next call pays a page
+ * fault per 4 KB it touches, which at batch 1 costs more than the work itself. Each thread (the OpenMP
+ * pool's threads live as long as the process) keeps one region, grown when a call needs more and
+ * carved into 64-byte aligned pieces; hm2bp_release_scratch frees them. */
+typedef struct { char *base; size_t cap, used; } scratch_t;
+static _Thread_local scratch_t tls_scratch;
+#define SCRATCH(n) (((size_t)(n) + 63) / 64 * 64)
+
+/* Room for `bytes` (the SCRATCH-rounded sizes of the pieces to take) in this thread's region; 0 without
+ * memory. Invalidates the pieces taken before. */
+static int scratch_begin(size_t bytes) {
+    scratch_t *s = &tls_scratch;
+    s->used = 0;
+    if (bytes <= s->cap) return 1;
+    free(s->base);
+    s->base = aligned_alloc(64, SCRATCH(bytes));
+    s->cap = s->base ? SCRATCH(bytes) : 0;
+    return s->base != NULL;
+}
+
+static void *scratch_take(size_t bytes) {
+    scratch_t *s = &tls_scratch;
+    void *piece = s->base + s->used;
+    s->used += SCRATCH(bytes);
+    return piece;
+}
+
+/* Frees the scratch regions of up to n_threads threads (those of the pool that run this region). */
+void hm2bp_release_scratch(int32_t n_threads) {
+#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)
+    {
+        free(tls_scratch.base);
+        tls_scratch.base = NULL;
+        tls_scratch.cap = tls_scratch.used = 0;
+    }
+}
+
 /* One step t of spec §1.1 for n neurons: state v, x, r; cur = the current I(t−1) (feed-forward plus
  * lateral); o receives the 0/1 spikes. Written without branches so that the compiler vectorises it; the
  * float operations are those of the spec, in its order. */
@@ -63,11 +101,13 @@ int hm2bp_lif_scan_f32(const float *drive, float *out, int64_t T, int64_t M, flo
         int64_t g0;
         int64_t ng = block_bounds(n_groups, n_blocks, b, &g0);
         int64_t c0 = g0 * group, nc = ng * group;
-        float *v = calloc((size_t)nc, sizeof(float));
-        float *x = calloc((size_t)nc, sizeof(float));
-        int32_t *r = calloc((size_t)nc, sizeof(int32_t));
-        float *cur = lateral ? malloc((size_t)nc * sizeof(float)) : NULL;
-        if (!v || !x || !r || (lateral && !cur)) { failed |= 1; free(v); free(x); free(r); free(cur); continue; }
+        if (!scratch_begin(4 * SCRATCH(nc * sizeof(float)))) { failed |= 1; continue; }
+        float *v = scratch_take(nc * sizeof(float)), *x = scratch_take(nc * sizeof(float));
+        int32_t *r = scratch_take(nc * sizeof(int32_t));
+        float *cur = lateral ? scratch_take(nc * sizeof(float)) : NULL;
+        memset(v, 0, (size_t)nc * sizeof(float));
+        memset(x, 0, (size_t)nc * sizeof(float));
+        memset(r, 0, (size_t)nc * sizeof(int32_t));
         for (int64_t t = 1; t < T; t++) {
             const float *d = drive + (t - 1) * M + c0;
             if (lateral) {
@@ -77,7 +117,6 @@ int hm2bp_lif_scan_f32(const float *drive, float *out, int64_t T, int64_t M, flo
             }
             lif_step(v, x, r, d, out + t * M + c0, nc, tau_m, tau_s, t_ref, theta);
         }
-        free(v); free(x); free(r); free(cur);
     }
     return failed ? -1 : 0;
 }
@@ -97,6 +136,19 @@ int hm2bp_lif_scan_f32(const float *drive, float *out, int64_t T, int64_t M, flo
     }
 DOT(f32, float)
 DOT(f64, double)
+
+/* One step of the backward filter in time that turns the scattered coefficients (cm, cs at step t) into
+ * C̃(t) = am + as (spec §2): am = am·dm + cm, as = as·ds + cs over n columns. */
+#define FILTER_STEP(SUFFIX, TYPE)                                                                   \
+    static inline void filter_step_##SUFFIX(TYPE *restrict am, TYPE *restrict as, const TYPE *restrict cm, \
+                                            const TYPE *restrict cs, int64_t n, TYPE dm, TYPE ds) { \
+        for (int64_t k = 0; k < n; k++) {                                                          \
+            am[k] = am[k] * dm + cm[k];                                                            \
+            as[k] = as[k] * ds + cs[k];                                                            \
+        }                                                                                          \
+    }
+FILTER_STEP(f32, float)
+FILTER_STEP(f64, double)
 
 /* Per-spike S-PSP coefficients (spec §2, design.md §2; derivation in functional/psp.py) of nc columns:
  * post[t * stride + k] is the 0/1 spike of column k at step t. cm/cs [T, nc] receive the τ_m and τ_s
@@ -157,22 +209,17 @@ PSP_SCATTER(f64, double)
         _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(dynamic, 4) reduction(| : failed)") \
         for (int64_t blk = 0; blk < n_blocks; blk++) {                                             \
             int64_t c0 = blk * PSP_BLOCK, nc = M - c0 < PSP_BLOCK ? M - c0 : PSP_BLOCK;            \
-            TYPE *cm = malloc((size_t)(T * nc) * sizeof(TYPE));                                    \
-            TYPE *cs = malloc((size_t)(T * nc) * sizeof(TYPE));                                    \
-            if (!cm || !cs) { failed |= 1; free(cm); free(cs); continue; }                         \
+            if (!scratch_begin(2 * SCRATCH(T * nc * sizeof(TYPE)))) { failed |= 1; continue; }    \
+            TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE)); \
             int64_t prev[PSP_BLOCK];                                                               \
             TYPE am[PSP_BLOCK], as[PSP_BLOCK];                                                     \
             psp_scatter_##SUFFIX(post + c0, M, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev);   \
             for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; }                             \
             for (int64_t t = T - 1; t >= 0; t--) {                                                 \
                 TYPE *o = out + t * M + c0;                                                        \
-                for (int64_t k = 0; k < nc; k++) {                                                 \
-                    am[k] = am[k] * dm + cm[t * nc + k];                                           \
-                    as[k] = as[k] * ds + cs[t * nc + k];                                           \
-                    o[k] = am[k] + as[k];                                                          \
-                }                                                                                  \
+                filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                \
+                for (int64_t k = 0; k < nc; k++) o[k] = am[k] + as[k];                             \
             }                                                                                      \
-            free(cm); free(cs);                                                                    \
         }                                                                                          \
         return failed ? -1 : 0;                                                                    \
     }
@@ -189,6 +236,9 @@ PSP_COEFFS(f64, double)
  * ---------------------------------------------------------------------------------------------- */
 #ifndef FC_BLOCK
 #define FC_BLOCK 64
+#endif
+#ifndef GRAD_MIN_WIDTH
+#define GRAD_MIN_WIDTH 64
 #endif
 
 /* Neuron block width: FC_BLOCK, narrower when that leaves fewer than 4 blocks per thread; the whole
@@ -244,17 +294,18 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
     double dm = exp(-1.0 / psp_tau_m), ds = exp(-1.0 / psp_tau_s);
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
-        float *v = malloc((size_t)blk * sizeof(float)), *x = malloc((size_t)blk * sizeof(float));
-        int32_t *r = malloc((size_t)blk * sizeof(int32_t));
-        float *cur = lateral ? malloc((size_t)blk * sizeof(float)) : NULL;
-        float *o = malloc((size_t)blk * sizeof(float));
-        float *drive = malloc((size_t)((keep ? T : 1) * blk) * sizeof(float));
-        double *cm = keep ? malloc((size_t)(T * blk) * sizeof(double)) : NULL;
-        double *cs = keep ? malloc((size_t)(T * blk) * sizeof(double)) : NULL;
-        double *am = malloc((size_t)blk * sizeof(double)), *as = malloc((size_t)blk * sizeof(double));
-        int64_t *prev = malloc((size_t)blk * sizeof(int64_t));
-        int ok = v && x && r && o && drive && am && as && prev && (!lateral || cur) && (!keep || (cm && cs));
+        size_t vec = SCRATCH(blk * sizeof(double)), steps = SCRATCH((keep ? T : 1) * blk * sizeof(double));
+        int ok = scratch_begin(8 * vec + 3 * steps);
         if (!ok) failed |= 1;
+        float *v = ok ? scratch_take(blk * sizeof(float)) : NULL, *x = ok ? scratch_take(blk * sizeof(float)) : NULL;
+        int32_t *r = ok ? scratch_take(blk * sizeof(int32_t)) : NULL;
+        float *cur = ok && lateral ? scratch_take(blk * sizeof(float)) : NULL;
+        float *o = ok ? scratch_take(blk * sizeof(float)) : NULL;
+        float *drive = ok ? scratch_take((keep ? T : 1) * blk * sizeof(float)) : NULL;
+        double *cm = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
+        double *cs = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
+        double *am = ok ? scratch_take(blk * sizeof(double)) : NULL, *as = ok ? scratch_take(blk * sizeof(double)) : NULL;
+        int64_t *prev = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;
 #pragma omp for collapse(2) schedule(static)
         for (int64_t cb = 0; cb < n_blocks; cb++) {
             for (int64_t b = 0; b < B; b++) {
@@ -295,19 +346,65 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
                 for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; acc[k] = 0; }
                 for (int64_t t = T - 1; t >= 0; t--) {
                     const float *d = drive + t * nc;
-                    for (int64_t k = 0; k < nc; k++) {
-                        am[k] = am[k] * dm + cm[t * nc + k];
-                        as[k] = as[k] * ds + cs[t * nc + k];
-                        acc[k] += (am[k] + as[k]) * (double)d[k];
-                    }
+                    filter_step_f64(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);
+                    for (int64_t k = 0; k < nc; k++) acc[k] += (am[k] + as[k]) * (double)d[k];
                 }
             }
         }
-        free(v); free(x); free(r); free(cur); free(o); free(drive); free(cm); free(cs); free(am); free(as);
-        free(prev);
     }
     return failed ? -1 : 0;
 }
+
+/* dst[c * ld_dst + r] = src[r * C + c] for src [R, C]: a transpose in 32 × 32 tiles, so that reads and
+ * writes both stay within a few cache lines at a time. A plain copy: no arithmetic, exact. */
+#define TRANSPOSE(SUFFIX, TYPE, TILE8)                                                              \
+    static void transpose_##SUFFIX(const TYPE *restrict src, int64_t R, int64_t C, TYPE *restrict dst, \
+                                   int64_t ld_dst) {                                                \
+        for (int64_t r0 = 0; r0 < R; r0 += 32)                                                      \
+            for (int64_t c0 = 0; c0 < C; c0 += 32) {                                                \
+                int64_t r1 = r0 + 32 < R ? r0 + 32 : R, c1 = c0 + 32 < C ? c0 + 32 : C, r = r0;    \
+                for (; TILE8 && r + 8 <= r1; r += 8) {                                              \
+                    int64_t c = c0;                                                                 \
+                    for (; c + 8 <= c1; c += 8) transpose8_f32((const float *)src + r * C + c, C,   \
+                                                               (float *)dst + c * ld_dst + r, ld_dst); \
+                    for (; c < c1; c++)                                                             \
+                        for (int64_t k = r; k < r + 8; k++) dst[c * ld_dst + k] = src[k * C + c];   \
+                }                                                                                   \
+                for (int64_t c = c0; c < c1; c++)                                                   \
+                    for (int64_t k = r; k < r1; k++) dst[c * ld_dst + k] = src[k * C + c];          \
+            }                                                                                       \
+    }
+#ifdef __AVX__
+#include <immintrin.h>
+/* One 8 × 8 float tile through AVX registers: scalar code writes a transpose ~6× slower. */
+static inline void transpose8_f32(const float *s, int64_t ls, float *d, int64_t ld) {
+    __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ls), r2 = _mm256_loadu_ps(s + 2 * ls),
+           r3 = _mm256_loadu_ps(s + 3 * ls), r4 = _mm256_loadu_ps(s + 4 * ls), r5 = _mm256_loadu_ps(s + 5 * ls),
+           r6 = _mm256_loadu_ps(s + 6 * ls), r7 = _mm256_loadu_ps(s + 7 * ls);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(d + ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+TRANSPOSE(f32, float, 1)
+#else
+static inline void transpose8_f32(const float *s, int64_t ls, float *d, int64_t ld) {
+    (void)s; (void)ls; (void)d; (void)ld;  /* not called: TILE8 is 0 */
+}
+TRANSPOSE(f32, float, 0)
+#endif
+TRANSPOSE(f64, double, 0)
 
 /* Backward of the event-driven FC layer, for post spikes post [T, B, N] (uint8; for an output layer after
  * the spike insertion of spec §3.2). C̃ of each sample is rebuilt from its spikes (a scatter and one
@@ -322,12 +419,13 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         int failed = 0;                                                                                     \
         _Pragma("omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)")            \
         {                                                                                                   \
-            TYPE *cm = malloc((size_t)(T * N) * sizeof(TYPE)), *cs = malloc((size_t)(T * N) * sizeof(TYPE)); \
-            TYPE *am = malloc((size_t)N * sizeof(TYPE)), *as = malloc((size_t)N * sizeof(TYPE));            \
-            TYPE *ct = malloc((size_t)N * sizeof(TYPE));                                                    \
-            int64_t *prev = malloc((size_t)N * sizeof(int64_t));                                            \
-            int ok = cm && cs && am && as && ct && prev;                                                    \
+            size_t steps = SCRATCH(T * N * sizeof(TYPE)), vec = SCRATCH(N * sizeof(int64_t));               \
+            int ok = scratch_begin(2 * steps + 4 * vec);                                                    \
             if (!ok) failed |= 1;                                                                           \
+            TYPE *cm = ok ? scratch_take(T * N * sizeof(TYPE)) : NULL, *cs = ok ? scratch_take(T * N * sizeof(TYPE)) : NULL; \
+            TYPE *am = ok ? scratch_take(N * sizeof(TYPE)) : NULL, *as = ok ? scratch_take(N * sizeof(TYPE)) : NULL; \
+            TYPE *ct = ok ? scratch_take(N * sizeof(TYPE)) : NULL;                                          \
+            int64_t *prev = ok ? scratch_take(N * sizeof(int64_t)) : NULL;                                  \
             _Pragma("omp for schedule(static)")                                                             \
             for (int64_t b = 0; b < B; b++) {                                                               \
                 if (!ok) continue;                                                                          \
@@ -335,11 +433,8 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
                 TYPE *o = out + b * N;                                                                      \
                 for (int64_t i = 0; i < N; i++) { am[i] = 0; as[i] = 0; o[i] = 0; }                         \
                 for (int64_t t = T - 1; t >= 0; t--) {                                                      \
-                    for (int64_t i = 0; i < N; i++) {                                                       \
-                        am[i] = am[i] * dm + cm[t * N + i];                                                 \
-                        as[i] = as[i] * ds + cs[t * N + i];                                                 \
-                        ct[i] = am[i] + as[i];                                                              \
-                    }                                                                                       \
+                    filter_step_##SUFFIX(am, as, cm + t * N, cs + t * N, N, dm, ds);                        \
+                    for (int64_t i = 0; i < N; i++) ct[i] = am[i] + as[i];                                  \
                     int64_t r = t * B + b;                                                                  \
                     for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                 \
                         const TYPE *w = wt + (int64_t)cols[k] * N;                                          \
@@ -347,68 +442,92 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
                     }                                                                                       \
                 }                                                                                           \
             }                                                                                               \
-            free(cm); free(cs); free(am); free(as); free(ct); free(prev);                                   \
         }                                                                                                   \
         return failed ? -1 : 0;                                                                             \
     }                                                                                                       \
-    /* grad_t[j, i] = Σ_b Σ_t Σ_{spikes (t·B+b, j)} C̃_bi(t)·factor[b, i]   (Wᵀ layout, zeroed by the caller) \
+    /* grad[i, j] = Σ_b factor[b, i]·e_bij (W layout [N, n_in], all written), where e_bij = Σ_t C̃_bi(t)·s_bj(t) \
+     *   = Σ_{spikes (t·B+b, j)} C̃_bi(t), or silent_psp when post neuron i is silent in sample b and    \
+     *   counts_in[b, j] > 0 (spec §2's special case; skipped when counts_in is NULL)                    \
      * through[b, j] = Σ_t Σ_{spikes (t·B+b, j)} Σ_i C̃_bi(t)·dhat[b, i]·wt[j, i]   (only when dhat != NULL) \
-     * Each thread owns a contiguous block of samples and, but the first, a private gradient buffer that  \
-     * is added in thread order at the end (the result does not depend on scheduling). */                 \
+     * Work items are (neuron block × sample group), one per thread: neuron blocks first (no two threads  \
+     * then share a gradient entry), at least GRAD_MIN_WIDTH neurons wide, since every input spike costs  \
+     * a pass over the block; the threads left over split the samples. An item sums its gradient slice   \
+     * in a private [n_in, block] buffer and writes it transposed into grad (sample groups after the     \
+     * first into partial copies, added in group order). `through` is summed per block (the first block  \
+     * in `through` itself) and the blocks added in block order. */                                         \
     int hm2bp_fc_psp_grads_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,       \
-                                    const TYPE *wt, const TYPE *factor, const TYPE *dhat, TYPE *grad_t,     \
+                                    const TYPE *wt, const TYPE *factor, const TYPE *dhat,                   \
+                                    const int64_t *counts_in, TYPE silent_psp, TYPE *grad,                  \
                                     TYPE *through, int64_t T, int64_t B, int64_t n_in, int64_t N,           \
                                     double tau_m, double tau_s, int32_t t_ref, int64_t window,              \
                                     int32_t n_threads) {                                                    \
         TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                                    \
         int64_t nt = n_threads > 0 ? n_threads : 1;                                                         \
-        if (nt > B) nt = B > 0 ? B : 1;                                                                     \
-        int64_t size = n_in * N;                                                                            \
-        TYPE *priv = nt > 1 ? calloc((size_t)((nt - 1) * size), sizeof(TYPE)) : NULL;                      \
-        if (nt > 1 && !priv) return -1;                                                                     \
+        int64_t n_blocks = N / GRAD_MIN_WIDTH < nt ? N / GRAD_MIN_WIDTH : nt;                               \
+        if (B == 1) n_blocks = N < nt ? N : nt; /* one sample: no samples to split, narrower blocks */    \
+        if (n_blocks < 1) n_blocks = 1;                                                                     \
+        int64_t n_groups = nt / n_blocks < B ? nt / n_blocks : B;                                           \
+        if (n_groups < 1) n_groups = 1;                                                                     \
+        int64_t size = N * n_in, n_items = n_blocks * n_groups;                                             \
+        TYPE *part = n_groups > 1 ? malloc((size_t)((n_groups - 1) * size) * sizeof(TYPE)) : NULL;          \
+        TYPE *priv = through && n_blocks > 1 ? calloc((size_t)((n_blocks - 1) * B * n_in), sizeof(TYPE)) : NULL; \
+        if ((n_groups > 1 && !part) || (through && n_blocks > 1 && !priv)) { free(part); free(priv); return -1; } \
+        if (through) memset(through, 0, (size_t)(B * n_in) * sizeof(TYPE));                                \
         int failed = 0;                                                                                     \
-        _Pragma("omp parallel for num_threads(nt) schedule(static) reduction(| : failed)")                  \
-        for (int64_t blk = 0; blk < nt; blk++) {                                                            \
-            TYPE *cm = malloc((size_t)(T * N) * sizeof(TYPE)), *cs = malloc((size_t)(T * N) * sizeof(TYPE)); \
-            TYPE *am = malloc((size_t)N * sizeof(TYPE)), *as = malloc((size_t)N * sizeof(TYPE));            \
-            TYPE *tg = malloc((size_t)N * sizeof(TYPE)), *td = malloc((size_t)N * sizeof(TYPE));            \
-            int64_t *prev = malloc((size_t)N * sizeof(int64_t));                                            \
-            if (!(cm && cs && am && as && tg && td && prev)) failed |= 1;                                   \
-            else {                                                                                          \
-                TYPE *g = blk == 0 ? grad_t : priv + (blk - 1) * size;                                      \
-                int64_t b0;                                                                                 \
-                int64_t nb = block_bounds(B, nt, blk, &b0);                                                 \
-                for (int64_t b = b0; b < b0 + nb; b++) {                                                    \
-                    psp_scatter_##SUFFIX(post + b * N, B * N, T, N, tau_m, tau_s, t_ref, window, cm, cs, prev); \
-                    const TYPE *fb = factor + b * N, *db = dhat ? dhat + b * N : NULL;                      \
-                    TYPE *ob = through ? through + b * n_in : NULL;                                         \
-                    for (int64_t i = 0; i < N; i++) { am[i] = 0; as[i] = 0; }                               \
-                    for (int64_t t = T - 1; t >= 0; t--) {                                                  \
-                        for (int64_t i = 0; i < N; i++) {                                                   \
-                            am[i] = am[i] * dm + cm[t * N + i];                                             \
-                            as[i] = as[i] * ds + cs[t * N + i];                                             \
-                        }                                                                                   \
-                        int64_t r = t * B + b;                                                              \
-                        if (row_ptr[r] == row_ptr[r + 1]) continue;                                         \
-                        for (int64_t i = 0; i < N; i++) tg[i] = (am[i] + as[i]) * fb[i];                    \
-                        if (db)                                                                             \
-                            for (int64_t i = 0; i < N; i++) td[i] = (am[i] + as[i]) * db[i];                \
-                        for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                             \
-                            int64_t j = cols[k];                                                            \
-                            TYPE *gj = g + j * N;                                                           \
-                            for (int64_t i = 0; i < N; i++) gj[i] += tg[i];                                 \
-                            if (db) ob[j] += dot_##SUFFIX(td, wt + j * N, N);                               \
-                        }                                                                                   \
+        _Pragma("omp parallel for num_threads(n_items) schedule(static) reduction(| : failed)")             \
+        for (int64_t item = 0; item < n_items; item++) {                                                    \
+            int64_t blk = item / n_groups, grp = item % n_groups, c0, b0;                                   \
+            int64_t nc = block_bounds(N, n_blocks, blk, &c0), nb = block_bounds(B, n_groups, grp, &b0);     \
+            size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));             \
+            if (!scratch_begin(2 * steps + SCRATCH(n_in * nc * sizeof(TYPE)) + 5 * vec)) { failed |= 1; continue; } \
+            TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));      \
+            TYPE *acc = scratch_take(n_in * nc * sizeof(TYPE));                                             \
+            TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));              \
+            TYPE *tg = scratch_take(nc * sizeof(TYPE)), *td = scratch_take(nc * sizeof(TYPE));              \
+            int64_t *prev = scratch_take(nc * sizeof(int64_t));                                             \
+            TYPE *thr = !through ? NULL : blk == 0 ? through : priv + (blk - 1) * B * n_in;                 \
+            memset(acc, 0, (size_t)(n_in * nc) * sizeof(TYPE));                                             \
+            for (int64_t b = b0; b < b0 + nb && !failed; b++) {                                             \
+                psp_scatter_##SUFFIX(post + b * N + c0, B * N, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev); \
+                const TYPE *fb = factor + b * N + c0, *db = dhat ? dhat + b * N + c0 : NULL;                \
+                TYPE *ob = thr ? thr + b * n_in : NULL;                                                     \
+                for (int64_t i = 0; i < nc; i++) { am[i] = 0; as[i] = 0; }                                  \
+                for (int64_t t = T - 1; t >= 0; t--) {                                                      \
+                    filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                     \
+                    int64_t r = t * B + b;                                                                  \
+                    if (row_ptr[r] == row_ptr[r + 1]) continue;                                             \
+                    for (int64_t i = 0; i < nc; i++) tg[i] = (am[i] + as[i]) * fb[i];                       \
+                    if (db)                                                                                 \
+                        for (int64_t i = 0; i < nc; i++) td[i] = (am[i] + as[i]) * db[i];                   \
+                    for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                 \
+                        int64_t j = cols[k];                                                                \
+                        TYPE *aj = acc + j * nc;                                                            \
+                        for (int64_t i = 0; i < nc; i++) aj[i] += tg[i];                                    \
+                        if (db) ob[j] += dot_##SUFFIX(td, wt + j * N + c0, nc);                             \
                     }                                                                                       \
                 }                                                                                           \
+                int silent = 0; /* prev[i] = −1: neuron i never fired in sample b */                      \
+                for (int64_t i = 0; i < nc; i++) {                                                          \
+                    tg[i] = prev[i] < 0 ? silent_psp * fb[i] : 0;                                           \
+                    silent |= prev[i] < 0;                                                                  \
+                }                                                                                           \
+                if (counts_in && silent)                                                                    \
+                    for (int64_t j = 0; j < n_in; j++)                                                      \
+                        if (counts_in[b * n_in + j] > 0)                                                    \
+                            for (int64_t i = 0; i < nc; i++) acc[j * nc + i] += tg[i];                      \
             }                                                                                               \
-            free(cm); free(cs); free(am); free(as); free(tg); free(td); free(prev);                         \
+            if (!failed) /* the block's rows of grad (or of its group's partial copy) */                   \
+                transpose_##SUFFIX(acc, n_in, nc, (grp == 0 ? grad : part + (grp - 1) * size) + c0 * n_in, n_in); \
         }                                                                                                   \
-        for (int64_t blk = 1; blk < nt && !failed; blk++) {                                                 \
-            const TYPE *p = priv + (blk - 1) * size;                                                        \
-            for (int64_t i = 0; i < size; i++) grad_t[i] += p[i];                                           \
+        for (int64_t g = 1; g < n_groups && !failed; g++) {                                                 \
+            const TYPE *p = part + (g - 1) * size;                                                          \
+            for (int64_t i = 0; i < size; i++) grad[i] += p[i];                                             \
         }                                                                                                   \
-        free(priv);                                                                                         \
+        for (int64_t blk = 1; blk < n_blocks && through && !failed; blk++) {                                \
+            const TYPE *p = priv + (blk - 1) * B * n_in;                                                    \
+            for (int64_t i = 0; i < B * n_in; i++) through[i] += p[i];                                      \
+        }                                                                                                   \
+        free(part); free(priv);                                                                             \
         return failed ? -1 : 0;                                                                             \
     }
 FC_BACKWARD(f32, float)
@@ -471,3 +590,14 @@ FC_BACKWARD(f64, double)
     }
 SPIKE_INDEX(f32, float, 1)
 SPIKE_INDEX(u8, uint8_t, 0)
+
+/* dst [C, R] = srcᵀ for src [R, C] (float32), bands of 32 rows spread over the threads: Wᵀ for the
+ * event kernels (torch's strided copy touches a new cache line for every element it writes). */
+void hm2bp_transpose_f32(const float *src, float *dst, int64_t R, int64_t C, int32_t n_threads) {
+    int64_t bands = (R + 31) / 32;
+#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
+    for (int64_t band = 0; band < bands; band++) {
+        int64_t r0 = band * 32, rows = R - r0 < 32 ? R - r0 : 32;
+        transpose_f32(src + r0 * C, rows, C, dst + r0, R);
+    }
+}
