@@ -89,16 +89,17 @@ def test_event_forward_equals_lif_scan_and_dense_sigma(lateral: bool) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("n_out", [2, 9, 150])  # fewer neurons than threads; one block each; uneven blocks
-def test_event_backward_contractions_equal_dense(dtype: torch.dtype, threads: int, n_out: int) -> None:
+@pytest.mark.parametrize("B", [1, 5])
+def test_event_backward_contractions_equal_dense(dtype: torch.dtype, threads: int, n_out: int, B: int) -> None:
     from hm2bp.functional import events as ev
 
-    spikes, w = _event_case(31, dtype, B=5, n_out=n_out)
+    spikes, w = _event_case(31, dtype, B=B, n_out=n_out)
     gen = torch.Generator().manual_seed(32)
     post = (torch.rand(spikes.shape[0], spikes.shape[1], w.shape[0], generator=gen) < 0.06).to(dtype)
     post[:, 0, 0] = 0  # a silent post neuron
-    post[[0, 1, 119], 1, 1] = 1  # spikes at the window edges
-    factor = torch.randn(5, w.shape[0], generator=gen, dtype=dtype)
-    delta_hat = torch.randn(5, w.shape[0], generator=gen, dtype=dtype)
+    post[[0, 1, 119], B - 1, 1] = 1  # spikes at the window edges
+    factor = torch.randn(B, w.shape[0], generator=gen, dtype=dtype)
+    delta_hat = torch.randn(B, w.shape[0], generator=gen, dtype=dtype)
     p = NeuronParams(3.0)
     idx = ev.spike_events(spikes)
     assert idx is not None and int(idx.row_ptr[-1]) == int(spikes.sum()) and idx.cols.dtype == torch.int32

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import events as ev
 from .params import NeuronParams
-from .psp import SILENT_POST_PSP, psp_coefficients, psp_matrix
+from .psp import SILENT_POST_PSP, psp_coefficients
 
 SILENT_POST_RHO = 0.5
 """ρ_il = ∂e_{i|l}/∂o_i stand-in for a silent post neuron (spec §2, derived quantities)."""
@@ -77,19 +77,21 @@ def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: fl
         ``[B, N]`` float64 factors. Non-finite values and loop gains ≥ 1 are returned as they are
         (the authors do not guard them); callers that want a check use ``check_lateral_gain``.
     """
-    counts = spikes.sum(0).to(torch.float64)  # f_j
-    e = psp_matrix(spikes, spikes, p, torch.float64)  # e[b, post l, pre j] = e_{l|j}
+    s = spikes.to(torch.float64)
+    counts = s.sum(0)  # f_j
+    # e[b, j, l] = e_{l|j}: only pairs of active neurons are used, so spec §2's silent-post case is not needed.
+    e = torch.einsum("tbj,tbl->bjl", s, psp_coefficients(spikes, p, torch.float64))
     active = counts > 0
     # R[b, j, l] = e_{l|j} / f_j  (j's effect on l relative to j's count), 1 where a count is 0.
-    ratio = e.transpose(1, 2) / counts.clamp(min=1).unsqueeze(2)
     both = active.unsqueeze(2) & active.unsqueeze(1)
-    ratio = torch.where(both, ratio, torch.ones_like(ratio))
-    onehot = F.one_hot(labels, spikes.shape[2]).bool()
-    d = (active | onehot).to(torch.float64) / p.v_th
+    ratio = torch.where(both, e / counts.clamp(min=1).unsqueeze(2), 1.0)
+    d = active.to(torch.float64)
+    d[torch.arange(len(labels), device=d.device), labels] = 1.0
+    d = d / p.v_th
     # loop[b, j] = Σ_{l≠j} R_jl d_l R_lj d_j
     terms = ratio * ratio.transpose(1, 2) * d.unsqueeze(1) * d.unsqueeze(2)
-    terms = terms - torch.diag_embed(torch.diagonal(terms, dim1=1, dim2=2))
-    return 1.0 / (1.0 - strength**2 * terms.sum(2))
+    loop = terms.sum(2) - torch.diagonal(terms, dim1=1, dim2=2)
+    return 1.0 / (1.0 - strength**2 * loop)
 
 
 # --------------------------------------------------------------------------------------------------
