@@ -12,6 +12,7 @@ Spike trains are time-major: ``[T, B, N]`` for :func:`poisson_encode`, ``[T, cha
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ __all__ = ["poisson_encode", "augment", "bsa_encode", "bsa_kernel"]
 def poisson_encode(
     images: torch.Tensor | np.ndarray,
     T: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     max_rate_div: float = 5.5,
 ) -> torch.Tensor:
     """Bernoulli ("Poisson") rate code of pixel intensities (spec §1.5).
@@ -36,12 +37,14 @@ def poisson_encode(
             :func:`augment`). A numpy array is accepted.
         T: number of time steps (END_TIME).
         generator: source of randomness; its device must be the images' device. ``None`` uses torch's
-            global generator.
+            global generator. A sequence of B generators gives each image its own (its raster is then
+            the one it gets when encoded alone, whatever batch it is in).
         max_rate_div: p = q / (max_rate_div · 255); the reference uses 5.5, so p ≤ 0.1818 per step.
 
     Returns:
         ``torch.bool`` tensor ``[T, B, N]`` with s(t) = [U(0,1) < p] for t = 1…T−1 and no spike at t = 0.
-        Pixels with q = 0 never fire.
+        Pixels with q = 0 never fire, so uniforms are drawn only for the others (about a fifth of an
+        MNIST image): ``[T−1, number of lit pixels]``, the lit pixels in row-major (b, n) order.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -69,9 +72,19 @@ def poisson_encode(
     p = p / (max_rate_div * 255.0)
     B, N = p.shape
     out = torch.zeros((T, B, N), dtype=torch.bool, device=p.device)
-    if T > 1:
-        u = torch.rand((T - 1, B, N), generator=generator, device=p.device, dtype=torch.float32)
-        out[1:] = u < p
+    if T < 2:
+        return out
+    if generator is None or isinstance(generator, torch.Generator):
+        lit = p > 0
+        u = torch.rand((T - 1, int(lit.sum())), generator=generator, device=p.device, dtype=torch.float32)
+        out[1:, lit] = u < p[lit]
+        return out
+    if len(generator) != B:
+        raise ValueError(f"got {len(generator)} generators for {B} images")
+    for b, gen in enumerate(generator):
+        cols = torch.nonzero(p[b]).flatten()
+        u = torch.rand((T - 1, cols.numel()), generator=gen, device=p.device, dtype=torch.float32)
+        out[1:, b, cols] = u < p[b, cols]
     return out
 
 

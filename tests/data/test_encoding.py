@@ -53,6 +53,18 @@ def test_poisson_seeded_reproducible_and_2d():
     assert poisson_encode(img, 1).shape == (1, 2, 784) and not poisson_encode(img, 1).any()
 
 
+def test_poisson_one_generator_per_image_gives_each_image_its_own_raster():
+    img = torch.randint(0, 256, (3, 784), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    img[1, :300] = 0
+    both = poisson_encode(img, 30, [torch.Generator().manual_seed(s) for s in (11, 12, 13)])
+    for b, seed in enumerate((11, 12, 13)):
+        alone = poisson_encode(img[b : b + 1], 30, torch.Generator().manual_seed(seed))
+        assert torch.equal(both[:, b : b + 1], alone)
+    assert both[:, 1, :300].sum() == 0 and both[:, 1].sum() > 0
+    with pytest.raises(ValueError, match="2 generators for 3 images"):
+        poisson_encode(img, 30, [torch.Generator(), torch.Generator()])
+
+
 def test_poisson_rejects_bad_input():
     with pytest.raises(ValueError):
         poisson_encode(torch.zeros(2, 3, 4, 5), 10)

@@ -121,12 +121,8 @@ class ImageSpikes(SpikeDataset):
         else:
             imgs_in = imgs
         tag: int | str = epoch if self.fresh else "fixed"
-        return torch.cat(
-            [poisson_encode(imgs_in[k : k + 1], self.T, sample_generator(self.seed, self.split, tag, int(n)),
-                            max_rate_div=self.max_rate_div)
-             for k, n in enumerate(idx.tolist())],
-            dim=1,
-        )
+        generators = [sample_generator(self.seed, self.split, tag, int(n)) for n in idx.tolist()]
+        return poisson_encode(imgs_in, self.T, generators, max_rate_div=self.max_rate_div)
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64)

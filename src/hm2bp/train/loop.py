@@ -175,7 +175,7 @@ def _eval_counts(model: SpikingNetwork, dataset: SpikeDataset, start: int, stop:
     with torch.no_grad():
         for i in range(start, stop, batch_size):
             idx = torch.arange(i, min(i + batch_size, stop))
-            x = dataset.get(idx, epoch).to(device, torch.float32)
+            x = dataset.get(idx, epoch).to(device)  # bool: each layer converts what it needs
             counts_all.append(model(x).sum(0).cpu())
     model.train(was_training)
     return torch.cat(counts_all) if counts_all else torch.zeros(0, dataset.n_classes)
@@ -433,7 +433,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 b = int(idx.numel())
                 opt.zero_grad(set_to_none=True)
                 if b:
-                    x = train_set.get(idx, epoch).to(device, torch.float32)
+                    x = train_set.get(idx, epoch).to(device)  # bool: each layer converts what it needs
                     labels = train_set.labels[idx].to(device)
                     weights = st.boost[idx].to(device, torch.float32) if t.boosting else None
                     counts = model(x, labels).sum(0)
