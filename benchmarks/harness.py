@@ -76,8 +76,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+MIN_TIMED_S = 3.0
+"""Short steps are repeated beyond ``--repeats`` until this many seconds are timed: the median of three
+millisecond-long steps on a shared machine is mostly noise."""
+
+
 def _timed_loop(step, repeats: int, budget_s: float) -> tuple[list[float], list[tuple[float, float]], list[float]]:  # type: ignore[no-untyped-def]
-    """One warm-up call, then up to ``repeats`` timed calls while the budget lasts (at least one).
+    """One warm-up call, then timed calls until there are ``repeats`` of them and MIN_TIMED_S seconds of
+    timed steps (at most 1000 calls), while the budget lasts (at least one).
 
     Returns the wall seconds, the (forward, backward) parts and the process CPU seconds (all threads) of
     each timed call.
@@ -85,7 +91,7 @@ def _timed_loop(step, repeats: int, budget_s: float) -> tuple[list[float], list[
     start = time.perf_counter()
     step()  # warm-up: one-time set-up (kernel build/loading, allocator, Adam state)
     totals, parts, cpu = [], [], []
-    while len(totals) < repeats:
+    while (len(totals) < repeats or sum(totals) < MIN_TIMED_S) and len(totals) < 1000:
         c0, t0 = time.process_time(), time.perf_counter()
         part = step()
         totals.append(time.perf_counter() - t0)
