@@ -125,6 +125,17 @@ def test_fixed_rasters_repeat_and_fresh_rasters_change() -> None:
     assert torch.equal(fresh_test.get([2], 1), fresh_test.get([2], 2))  # test rasters stay fixed
 
 
+def test_fixed_rasters_are_the_same_from_the_packed_cache_or_encoded_again() -> None:
+    # budget 0: never cached; 0.001 MiB: a few samples (each raster packs into 24·64/8 = 192 bytes); default: all
+    loaded = [load_datasets(load_config("digits", TINY + [f"data.cache_mb={mb}"]))[0] for mb in (0, 0.001, 1024)]
+    batches = [[3, 1, 4], [1, 5, 9, 2, 6], [3, 5, 8, 9, 7, 9]]  # repeats, within and across batches
+    for ds in loaded:
+        for idx in batches:
+            assert torch.equal(ds.get(idx, 0), loaded[0].get(idx, 0))
+    assert len(loaded[0]._cache.store) == 0
+    assert 0 < len(loaded[1]._cache.store) < len(loaded[2]._cache.store) == 9
+
+
 def test_augmented_rasters_change_per_epoch() -> None:
     train_set, _ = load_datasets(load_config("digits", TINY + ["data.augment=true"]))
     a, b = train_set.get([0, 1], 0), train_set.get([0, 1], 1)

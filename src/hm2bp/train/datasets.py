@@ -101,9 +101,8 @@ class ImageSpikes(SpikeDataset):
         self.fresh = split == "train" and (encoding == "fresh" or self.augment)
         self.shared_field = shared_field
         self.max_rate_div = max_rate_div
-        self._cache: torch.Tensor | None = None
-        # fixed rasters that fit the budget are encoded once, on first use
-        self._use_cache = not self.fresh and len(self) * T * self.n_inputs <= cache_mb * 2**20
+        # fixed rasters are encoded once, on first use, and kept bit-packed while the budget lasts
+        self._cache = _PackedCache(cache_mb)
 
     def _encode(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         from ..encoding import augment as warp
@@ -126,11 +125,22 @@ class ImageSpikes(SpikeDataset):
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        if self._use_cache:
-            if self._cache is None:
-                self._cache = self._encode(torch.arange(len(self)), epoch=0)
-            return self._cache[:, idx]
-        return self._encode(idx, epoch)
+        if self.fresh:
+            return self._encode(idx, epoch)
+        out = torch.empty((self.T, len(idx), self.n_inputs), dtype=torch.bool)
+        missing = []
+        for k, i in enumerate(idx.tolist()):
+            raster = self._cache.get(i, (self.T, self.n_inputs))
+            if raster is None:
+                missing.append(k)
+            else:
+                out[:, k] = torch.from_numpy(raster)
+        if missing:
+            encoded = self._encode(idx[missing], epoch)
+            out[:, missing] = encoded
+            for j, k in enumerate(missing):
+                self._cache.put(int(idx[k]), encoded[:, j].numpy())
+        return out
 
 
 class FileSpikes(SpikeDataset):
