@@ -156,7 +156,7 @@ class DataConfig:
         emnist_subset: EMNIST subset ("balanced" = 47 classes).
         digits_n_test: size of the held-out test split of scikit-learn's digits.
         split_seed: seed of the digits train/test split and of data-order shuffles done once at load.
-        cache_mb: keep encoded rasters in memory when they fit in this many MiB.
+        cache_mb: keep deterministic rasters in memory, bit-packed, up to this many MiB per split.
     """
 
     dataset: str = "mnist"
