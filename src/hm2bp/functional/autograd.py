@@ -102,7 +102,7 @@ class LinearSpec(NamedTuple):
 def _linear_step_backward(
     delta: Tensor, weight: Tensor, out: Tensor, spec: LinearSpec, need_below: bool, *,
     events: ev.SpikeEvents | None = None, counts_out: Tensor | None = None, psp_drive: Tensor | None = None,
-    weight_t: Tensor | None = None, in_spikes: Tensor | None = None, drive: Tensor | None = None,
+    in_spikes: Tensor | None = None, drive: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor]:
     """(δ below in ``weight.dtype`` or None, weight gradient) of one FC layer from what its forward kept;
     the output layer's spike insertion (§3.2) and lateral factor (§3.4) are applied here."""
@@ -120,7 +120,7 @@ def _linear_step_backward(
     grads = linear_backward(
         delta, in_spikes, used_spikes, weight, drive, spec.p, lateral=lam, effect_ratio=spec.effect_ratio,
         need_delta_below=need_below, dtype=spec.backward_dtype, events=events, psp_drive=psp_drive,
-        counts_out=counts_out, weight_t=weight_t,
+        counts_out=counts_out,
     )
     below = grads.delta_below.to(weight.dtype) if grads.delta_below is not None else None
     return below, grads.weight.to(weight.dtype)
@@ -166,8 +166,8 @@ class SpikingLinearFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
         if ctx.events is not None:
-            weight, out, counts_out, psp_drive, weight_t = ctx.saved_tensors
-            kept = dict(events=ctx.events, counts_out=counts_out, psp_drive=psp_drive, weight_t=weight_t)
+            weight, out, counts_out, psp_drive = ctx.saved_tensors
+            kept = dict(events=ctx.events, counts_out=counts_out, psp_drive=psp_drive)
         else:
             weight, out, in_spikes, drive = ctx.saved_tensors
             kept = dict(in_spikes=in_spikes, drive=drive)
@@ -215,10 +215,10 @@ class SpikingLinearStackFunction(torch.autograd.Function):
         delta: Tensor | None = count_error(grad_out)
         for i in reversed(range(n)):
             assert delta is not None
-            out, counts_out, psp_drive, weight_t = kept[4 * i: 4 * i + 4]
+            out, counts_out, psp_drive = kept[3 * i: 3 * i + 3]
             need_below = i > 0 or ctx.needs_input_grad[0]
             delta, grads[i] = _linear_step_backward(delta, weights[i], out, ctx.specs[i], need_below, events=ctx.events[i],
-                                                    counts_out=counts_out, psp_drive=psp_drive, weight_t=weight_t)
+                                                    counts_out=counts_out, psp_drive=psp_drive)
         grad_in = None
         if delta is not None and ctx.needs_input_grad[0]:
             grad_in = delta.unsqueeze(0).expand(grad_out.shape[0], *delta.shape)

@@ -67,8 +67,6 @@ class KeptForward(NamedTuple):
     """``[B, N_out]`` int32 spike counts."""
     psp_drive: Tensor
     """``[B, N_out]`` float64 σ numerator Σ_l w_il e_{i|l} = Σ_t C̃_i(t)·(W s(t))_i, from the drive."""
-    weight_t: Tensor
-    """``[N_in, N_out]`` Wᵀ, contiguous: the layout the event kernels read (formed once per step)."""
 
 
 def forward(events: SpikeEvents, weight: Tensor, p: NeuronParams, lateral: Tensor | None, keep: bool,
@@ -80,25 +78,24 @@ def forward(events: SpikeEvents, weight: Tensor, p: NeuronParams, lateral: Tenso
         spikes ``[T, B, N_out]`` (float32, or uint8 without ``float_out``), and with ``keep`` what the
         backward pass needs (its ``spikes`` is then the returned tensor when that is uint8).
     """
-    weight_t = cpu.transpose(weight.to(torch.float32))
-    out, kept = cpu.fc_forward(events.row_ptr, events.cols, weight_t, events.steps, events.batch,
+    out, kept = cpu.fc_forward(events.row_ptr, events.cols, weight.to(torch.float32), events.steps, events.batch,
                                float(p.tau_m), float(p.tau_s), int(p.t_ref), p.threshold32, lateral, p.psp_window,
                                keep, float_out)
-    return out, None if kept is None else KeptForward(*kept, weight_t)
+    return out, None if kept is None else KeptForward(*kept)
 
 
-def psp_drive(out_spikes: Tensor, events: SpikeEvents, weight_t: Tensor, p: NeuronParams) -> Tensor:
-    """Σ_t C̃_i(t)·(W s(t))_i ``[B, N_out]`` in the dtype of ``weight_t`` = Wᵀ, for post spikes that differ
+def psp_drive(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, p: NeuronParams) -> Tensor:
+    """Σ_t C̃_i(t)·(W s(t))_i ``[B, N_out]`` in the dtype of ``weight`` = W, for post spikes that differ
     from the forward's (the output layer after spike insertion)."""
-    return cpu.fc_psp_drive(out_spikes, events.row_ptr, events.cols, weight_t, float(p.tau_m), float(p.tau_s),
+    return cpu.fc_psp_drive(out_spikes, events.row_ptr, events.cols, weight, float(p.tau_m), float(p.tau_s),
                             int(p.t_ref), p.psp_window)
 
 
-def psp_contractions(out_spikes: Tensor, events: SpikeEvents, weight_t: Tensor, factor: Tensor,
+def psp_contractions(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, factor: Tensor,
                      delta_hat: Tensor | None, p: NeuronParams) -> tuple[Tensor, Tensor | None]:
     """Σ_b factor[b, i]·e_{i|j} ``[N_out, N_in]`` (contiguous; e with spec §2's silent-post case: 0.1 for a
     pre neuron that fired) and, with ``delta_hat``, Σ_t s(t) ⊙ ((C̃(t) ⊙ delta_hat)·W) ``[B, N_in]`` (no
-    silent-post term), both in the dtype of ``weight_t`` = Wᵀ."""
-    return cpu.fc_psp_grads(out_spikes, events.row_ptr, events.cols, weight_t, factor, delta_hat,
+    silent-post term), both in the dtype of ``weight`` = W ``[N_out, N_in]``."""
+    return cpu.fc_psp_grads(out_spikes, events.row_ptr, events.cols, weight, factor, delta_hat,
                             float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window,
                             counts_in=events.counts, silent_psp=SILENT_POST_PSP)

@@ -124,7 +124,6 @@ def linear_backward(
     events: ev.SpikeEvents | None = None,
     psp_drive: Tensor | None = None,
     counts_out: Tensor | None = None,
-    weight_t: Tensor | None = None,
 ) -> LayerGrads:
     """HM2-BP backward step of a fully connected spiking layer (spec §3.3).
 
@@ -146,7 +145,6 @@ def linear_backward(
         psp_drive: ``[B, N_out]`` Σ_l w_il e_{i|l} = Σ_t C̃_i(t)·(W s(t))_i when already known (the
             event forward computes it for ``out_spikes``).
         counts_out: ``[B, N_out]`` spike counts of ``out_spikes`` when already known.
-        weight_t: Wᵀ ``[N_in, N_out]`` when already at hand (the event kernels read that layout).
 
     Returns:
         LayerGrads(weight ``[N_out, N_in]``, delta_below ``[B, N_in]`` or None).
@@ -156,9 +154,8 @@ def linear_backward(
     delta_hat = delta.to(dtype) / p.v_th
     if events is not None:
         counts_in = events.counts.to(dtype)
-        w_t = (weight.t() if weight_t is None else weight_t).to(dtype).contiguous()
         if psp_drive is None:
-            psp_drive = ev.psp_drive(out_spikes, events, w_t, p)
+            psp_drive = ev.psp_drive(out_spikes, events, w, p)
     else:
         assert in_spikes is not None
         s_in = in_spikes.to(dtype)
@@ -175,7 +172,7 @@ def linear_backward(
 
     silent_out = counts_out == 0
     if events is not None:  # the kernel adds the silent-post term e = 0.1 itself
-        grad_w, through_psp = ev.psp_contractions(out_spikes, events, w_t, factor, delta_hat if want_through else None, p)
+        grad_w, through_psp = ev.psp_contractions(out_spikes, events, w, factor, delta_hat if want_through else None, p)
     else:
         T, B = s_in.shape[:2]
         grad_w = (coeffs * factor).reshape(T * B, -1).t() @ s_in.reshape(T * B, -1)

@@ -82,14 +82,14 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
     lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
-    lib.hm2bp_fc_forward_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _f32, _f32, _i32, _f32, _ptr,
+    lib.hm2bp_fc_forward_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _f32, _i32, _f32, _ptr,
                                          _ptr, _ptr, _ptr, _ptr, _f64, _f64, _i64, _i32]
     lib.hm2bp_fc_forward_f32.restype = ctypes.c_int
     for suffix in ("f32", "f64"):
         getattr(lib, f"hm2bp_psp_coeffs_{suffix}").argtypes = [_ptr, _ptr, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_psp_coeffs_{suffix}").restype = ctypes.c_int
         getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
+            _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").restype = ctypes.c_int
         getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").argtypes = [
             _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
@@ -97,8 +97,6 @@ def _build() -> ctypes.CDLL:
         getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").restype = ctypes.c_int
     lib.hm2bp_release_scratch.argtypes = [_i32]
     lib.hm2bp_release_scratch.restype = None
-    lib.hm2bp_transpose_f32.argtypes = [_ptr, _ptr, _i64, _i64, _i32]
-    lib.hm2bp_transpose_f32.restype = None
     for suffix in ("f32", "u8"):
         getattr(lib, f"hm2bp_spike_index_{suffix}").argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _i32]
         getattr(lib, f"hm2bp_spike_index_{suffix}").restype = ctypes.c_int64
@@ -208,16 +206,16 @@ def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[T
     return row_ptr, cols, counts
 
 
-def fc_forward(row_ptr: Tensor, cols: Tensor, weight_t: Tensor, T: int, batch: int, tau_m: float, tau_s: float,
+def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int, tau_m: float, tau_s: float,
                t_ref: int, theta: float, lateral: Tensor | None, window: int, keep: bool, float_out: bool = True
                ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
     """Event-driven forward of an FC layer (drive fused into the LIF scan): spikes ``[T, B, N]`` (float32,
     or uint8 without ``float_out``), and with ``keep`` (their uint8 copy, counts ``[B, N]`` int32, σ's
     numerator Σ_l w_il e_{i|l} ``[B, N]`` float64)."""
     lib = library()
-    assert lib is not None and weight_t.dtype == torch.float32
-    wt = weight_t.contiguous()
-    n = wt.shape[1]
+    assert lib is not None and weight.dtype == torch.float32
+    w = weight.contiguous()
+    n, n_in = w.shape
     out = torch.empty(T, batch, n, dtype=torch.float32) if float_out else None
     out_u8 = torch.empty(T, batch, n, dtype=torch.uint8) if keep or not float_out else None
     counts = torch.empty(batch, n, dtype=torch.int32) if keep else None
@@ -228,7 +226,7 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight_t: Tensor, T: int, batch: i
         return None if t is None else t.data_ptr()
 
     _check(lib.hm2bp_fc_forward_f32(
-        row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), T, batch, n, tau_m, tau_s, t_ref, theta, ptr(lat),
+        row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), T, batch, n, n_in, tau_m, tau_s, t_ref, theta, ptr(lat),
         ptr(out), ptr(out_u8), ptr(counts), ptr(psp_drive), tau_m, tau_s, window, torch.get_num_threads()),
         "FC forward")
     spikes = out if out is not None else out_u8
@@ -239,56 +237,48 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight_t: Tensor, T: int, batch: i
     return spikes, (out_u8, counts, psp_drive)
 
 
-def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight_t: Tensor, tau_m: float, tau_s: float,
+def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, tau_m: float, tau_s: float,
                  t_ref: int, window: int) -> Tensor:
     """``out[b, i] = Σ_t C̃_bi(t)·(W s(t))_{b,i}`` from 0/1 post spikes ``[T, B, N]``, in the dtype of
-    ``weight_t`` = Wᵀ ``[N_in, N]``."""
+    ``weight`` = W ``[N, N_in]``."""
     lib = library()
     assert lib is not None
     T, B, n = post.shape
     u8 = _as_u8(post)
-    wt = weight_t.contiguous()
-    out = torch.empty(B, n, dtype=wt.dtype)
-    _check(getattr(lib, f"hm2bp_fc_psp_drive_{_suffix(wt)}")(
-        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), out.data_ptr(), T, B, n,
+    w = weight.contiguous()
+    out = torch.empty(B, n, dtype=w.dtype)
+    _check(getattr(lib, f"hm2bp_fc_psp_drive_{_suffix(w)}")(
+        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), out.data_ptr(), T, B, n, w.shape[1],
         tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP drive")
     return out
 
 
-def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight_t: Tensor, factor: Tensor,
+def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, factor: Tensor,
                  delta_hat: Tensor | None, tau_m: float, tau_s: float, t_ref: int, window: int,
                  counts_in: Tensor | None = None, silent_psp: float = 0.0) -> tuple[Tensor, Tensor | None]:
     """The two S-PSP contractions of the FC backward pass, C̃ rebuilt per sample from ``post`` ``[T, B, N]``:
     ``grad[i, j] = Σ_b factor[b, i]·e_bij`` ``[N, N_in]`` (W's layout) with e_bij = Σ_t C̃_bi(t)·s_bj(t), or
     ``silent_psp`` where post neuron i is silent in sample b and ``counts_in[b, j]`` > 0 (given counts_in
     ``[B, N_in]`` int64), and, with ``delta_hat``,
-    ``through[b, j] = Σ_t s_bj(t)·Σ_i C̃_bi(t)·delta_hat[b, i]·w_ij`` ``[B, N_in]``; dtype of ``weight_t`` = Wᵀ."""
+    ``through[b, j] = Σ_t s_bj(t)·Σ_i C̃_bi(t)·delta_hat[b, i]·w_ij`` ``[B, N_in]``; dtype of ``weight`` = W
+    ``[N, N_in]``."""
     lib = library()
     assert lib is not None
     T, B, n = post.shape
     u8 = _as_u8(post)
-    wt = weight_t.contiguous()
-    n_in = wt.shape[0]
-    fac = factor.to(wt.dtype).contiguous()
-    dh = delta_hat.to(wt.dtype).contiguous() if delta_hat is not None else None
-    grad = torch.empty(n, n_in, dtype=wt.dtype)  # both written whole by the kernel
-    through = torch.empty(B, n_in, dtype=wt.dtype) if dh is not None else None
+    w = weight.contiguous()
+    n_in = w.shape[1]
+    fac = factor.to(w.dtype).contiguous()
+    dh = delta_hat.to(w.dtype).contiguous() if delta_hat is not None else None
+    grad = torch.empty(n, n_in, dtype=w.dtype)  # both written whole by the kernel
+    through = torch.empty(B, n_in, dtype=w.dtype) if dh is not None else None
     cin = counts_in.to(torch.int64).contiguous() if counts_in is not None else None
-    _check(getattr(lib, f"hm2bp_fc_psp_grads_{_suffix(wt)}")(
-        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(), fac.data_ptr(),
-        None if dh is None else dh.data_ptr(), None if cin is None else cin.data_ptr(), silent_psp, grad.data_ptr(), None if through is None else through.data_ptr(),
+    _check(getattr(lib, f"hm2bp_fc_psp_grads_{_suffix(w)}")(
+        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), fac.data_ptr(),
+        None if dh is None else dh.data_ptr(), None if cin is None else cin.data_ptr(), silent_psp,
+        grad.data_ptr(), None if through is None else through.data_ptr(),
         T, B, n_in, n, tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP gradient")
     return grad, through
-
-
-def transpose(matrix: Tensor) -> Tensor:
-    """``matrix.t().contiguous()`` of a float32 matrix, tiled and threaded (several times faster)."""
-    lib = library()
-    assert lib is not None and matrix.dtype == torch.float32 and matrix.dim() == 2
-    src = matrix.contiguous()
-    out = torch.empty(src.shape[1], src.shape[0], dtype=torch.float32)
-    lib.hm2bp_transpose_f32(src.data_ptr(), out.data_ptr(), src.shape[0], src.shape[1], torch.get_num_threads())
-    return out
 
 
 def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int, window: int, dtype: torch.dtype) -> Tensor:

@@ -226,135 +226,6 @@ PSP_SCATTER(f64, double)
 PSP_COEFFS(f32, float)
 PSP_COEFFS(f64, double)
 
-/* ----------------------------------------------------------------------------------------------
- * Event-driven fully connected layer. The input spikes S [R = T·B rows (r = t·B + b), N_in] are a CSR
- * index (row_ptr, cols); W is passed transposed, wt = Wᵀ [N_in, N], so that every input spike touches
- * one contiguous row of weights. Without lateral coupling the N neurons are independent, so the work is
- * split into blocks of at most FC_BLOCK neurons, block-major: the block's slice of Wᵀ (and of the
- * gradient) stays in the cache while every sample and step goes through it, and every buffer is
- * [T, block] at most, so no [T, B, N] float tensor (drive, C̃) is ever formed.
- * ---------------------------------------------------------------------------------------------- */
-#ifndef FC_BLOCK
-#define FC_BLOCK 64
-#endif
-#ifndef GRAD_MIN_WIDTH
-#define GRAD_MIN_WIDTH 64
-#endif
-
-/* Neuron block width: FC_BLOCK, narrower when that leaves fewer than 4 blocks per thread; the whole
- * layer when lateral weights couple its neurons. */
-static int64_t fc_block(int64_t N, int coupled, int64_t n_threads) {
-    if (coupled) return N > 0 ? N : 1;
-    int64_t want = (N + 4 * n_threads - 1) / (4 * n_threads);
-    want = (want + 7) / 8 * 8;
-    if (want < 16) want = 16;
-    return want < FC_BLOCK ? want : FC_BLOCK;
-}
-
-/* d[0:n] = Σ_{j ∈ row r} wt[j, 0:n] (rows ld apart): the drive W·s of one step, sample and neuron block.
- * Summed in chunks of 16 neurons held in registers across the row's spikes (each d[i] is still the sum
- * of its weights in spike order, from 0). */
-static void row_sum_f32(const int64_t *restrict row_ptr, const int32_t *restrict cols, const float *restrict wt,
-                        int64_t ld, int64_t r, int64_t n, float *restrict d) {
-    int64_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
-    int64_t i0 = 0;
-    for (; i0 + 16 <= n; i0 += 16) {
-        float acc[16] = {0};
-        for (int64_t k = k0; k < k1; k++) {
-            const float *w = wt + (int64_t)cols[k] * ld + i0;
-            for (int i = 0; i < 16; i++) acc[i] += w[i];
-        }
-        for (int i = 0; i < 16; i++) d[i0 + i] = acc[i];
-    }
-    for (int64_t i = i0; i < n; i++) {
-        float acc = 0.0f;
-        for (int64_t k = k0; k < k1; k++) acc += wt[(int64_t)cols[k] * ld + i];
-        d[i] = acc;
-    }
-}
-
-/* Forward: the drive of each step is summed from the input spikes and integrated at once by lif_step
- * (the operations of hm2bp_lif_scan_f32, so the same spikes as a scan of the same drive). The spikes go
- * to out [T, B, N] (float 0/1) and/or out_u8 (same layout, one byte each), whichever is not NULL. With
- * counts and psp_drive (which need out_u8), counts [B, N] gets the spike counts and the block's drive is
- * kept ([T, block]) so that, once
- * its spikes are known, σ's numerator psp_drive[b, i] = Σ_t C̃_i(t)·drive_i(t) (= Σ_l w_il e_{i|l}) is
- * formed in double: the backward pass then needs neither the drive nor a second pass over the input
- * spikes. Returns 0, or -1 without memory. */
-int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const float *wt, int64_t T, int64_t B,
-                         int64_t N, float tau_m, float tau_s, int32_t t_ref, float theta, const float *lateral,
-                         float *out, uint8_t *out_u8, int32_t *counts, double *psp_drive, double psp_tau_m,
-                         double psp_tau_s, int64_t window, int32_t n_threads) {
-    int keep = out_u8 && counts && psp_drive;
-    if (!out && !out_u8) return 0;
-    int64_t nt = n_threads > 0 ? n_threads : 1;
-    int64_t blk = fc_block(N, lateral != NULL, nt);
-    int64_t n_blocks = (N + blk - 1) / blk;
-    int failed = 0;
-    double dm = exp(-1.0 / psp_tau_m), ds = exp(-1.0 / psp_tau_s);
-#pragma omp parallel num_threads(nt) reduction(| : failed)
-    {
-        size_t vec = SCRATCH(blk * sizeof(double)), steps = SCRATCH((keep ? T : 1) * blk * sizeof(double));
-        int ok = scratch_begin(8 * vec + 3 * steps);
-        if (!ok) failed |= 1;
-        float *v = ok ? scratch_take(blk * sizeof(float)) : NULL, *x = ok ? scratch_take(blk * sizeof(float)) : NULL;
-        int32_t *r = ok ? scratch_take(blk * sizeof(int32_t)) : NULL;
-        float *cur = ok && lateral ? scratch_take(blk * sizeof(float)) : NULL;
-        float *o = ok ? scratch_take(blk * sizeof(float)) : NULL;
-        float *drive = ok ? scratch_take((keep ? T : 1) * blk * sizeof(float)) : NULL;
-        double *cm = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
-        double *cs = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
-        double *am = ok ? scratch_take(blk * sizeof(double)) : NULL, *as = ok ? scratch_take(blk * sizeof(double)) : NULL;
-        int64_t *prev = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;
-#pragma omp for collapse(2) schedule(static)
-        for (int64_t cb = 0; cb < n_blocks; cb++) {
-            for (int64_t b = 0; b < B; b++) {
-                if (!ok) continue;
-                int64_t c0 = cb * blk, nc = N - c0 < blk ? N - c0 : blk;
-                int64_t base = b * N + c0, stride = B * N;
-                memset(v, 0, (size_t)nc * sizeof(float));
-                memset(x, 0, (size_t)nc * sizeof(float));
-                memset(r, 0, (size_t)nc * sizeof(int32_t));
-                memset(o, 0, (size_t)nc * sizeof(float));
-                if (T > 0 && out) memset(out + base, 0, (size_t)nc * sizeof(float));
-                if (T > 0 && out_u8) memset(out_u8 + base, 0, (size_t)nc);
-                for (int64_t t = 1; t < T; t++) {
-                    float *d = drive + (keep ? (t - 1) * nc : 0);
-                    row_sum_f32(row_ptr, cols, wt + c0, N, (t - 1) * B + b, nc, d);
-                    const float *c_in = d;
-                    if (lateral) {  /* one block (nc == N); o still holds the spikes of step t − 1 */
-                        add_lateral(d, lateral, o, cur, N);
-                        c_in = cur;
-                    }
-                    lif_step(v, x, r, c_in, o, nc, tau_m, tau_s, t_ref, theta);
-                    if (out) memcpy(out + t * stride + base, o, (size_t)nc * sizeof(float));
-                    if (out_u8) {
-                        uint8_t *u = out_u8 + t * stride + base;
-                        for (int64_t c = 0; c < nc; c++) u[c] = o[c] != 0.0f;
-                    }
-                }
-                if (!keep) continue;
-                int32_t *cnt = counts + base;
-                memset(cnt, 0, (size_t)nc * sizeof(int32_t));
-                for (int64_t t = 0; t < T; t++) {
-                    const uint8_t *u = out_u8 + t * stride + base;
-                    for (int64_t c = 0; c < nc; c++) cnt[c] += u[c];
-                }
-                if (T > 0) row_sum_f32(row_ptr, cols, wt + c0, N, (T - 1) * B + b, nc, drive + (T - 1) * nc);
-                psp_scatter_f64(out_u8 + base, stride, T, nc, psp_tau_m, psp_tau_s, t_ref, window, cm, cs, prev);
-                double *acc = psp_drive + base;
-                for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; acc[k] = 0; }
-                for (int64_t t = T - 1; t >= 0; t--) {
-                    const float *d = drive + t * nc;
-                    filter_step_f64(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);
-                    for (int64_t k = 0; k < nc; k++) acc[k] += (am[k] + as[k]) * (double)d[k];
-                }
-            }
-        }
-    }
-    return failed ? -1 : 0;
-}
-
 /* dst[c * ld_dst + r] = src[r * C + c] for src [R, C]: a transpose in 32 × 32 tiles, so that reads and
  * writes both stay within a few cache lines at a time. A plain copy: no arithmetic, exact. */
 #define TRANSPOSE(SUFFIX, TYPE, TILE8)                                                              \
@@ -406,13 +277,150 @@ TRANSPOSE(f32, float, 0)
 #endif
 TRANSPOSE(f64, double, 0)
 
+/* ----------------------------------------------------------------------------------------------
+ * Event-driven fully connected layer. The input spikes S [R = T·B rows (r = t·B + b), N_in] are a CSR
+ * index (row_ptr, cols); W [N, N_in] is row-major, as torch keeps it. Without lateral coupling the N
+ * neurons are independent, so the work is split into blocks of at most FC_BLOCK neurons, block-major:
+ * each thread transposes its block's rows of W into scratch memory once, so that every input spike
+ * touches one contiguous row of that slice of Wᵀ, and the slice (and the block's gradient) stays in the
+ * cache while every sample and step goes through it. Every buffer is [T, block] at most, so no
+ * [T, B, N] float tensor (drive, C̃) is ever formed, and no Wᵀ either.
+ * ---------------------------------------------------------------------------------------------- */
+#ifndef FC_BLOCK
+#define FC_BLOCK 64
+#endif
+#ifndef GRAD_MIN_WIDTH
+#define GRAD_MIN_WIDTH 64
+#endif
+
+/* Neuron block width: FC_BLOCK, narrower when that leaves fewer than 4 blocks per thread; the whole
+ * layer when lateral weights couple its neurons. */
+static int64_t fc_block(int64_t N, int coupled, int64_t n_threads) {
+    if (coupled) return N > 0 ? N : 1;
+    int64_t want = (N + 4 * n_threads - 1) / (4 * n_threads);
+    want = (want + 7) / 8 * 8;
+    if (want < 16) want = 16;
+    return want < FC_BLOCK ? want : FC_BLOCK;
+}
+
+/* d[0:n] = Σ_{j ∈ row r} wt[j, 0:n] (rows ld apart): the drive W·s of one step, sample and neuron block.
+ * Summed in chunks of 16 neurons held in registers across the row's spikes (each d[i] is still the sum
+ * of its weights in spike order, from 0). */
+static void row_sum_f32(const int64_t *restrict row_ptr, const int32_t *restrict cols, const float *restrict wt,
+                        int64_t ld, int64_t r, int64_t n, float *restrict d) {
+    int64_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
+    int64_t i0 = 0;
+    for (; i0 + 16 <= n; i0 += 16) {
+        float acc[16] = {0};
+        for (int64_t k = k0; k < k1; k++) {
+            const float *w = wt + (int64_t)cols[k] * ld + i0;
+            for (int i = 0; i < 16; i++) acc[i] += w[i];
+        }
+        for (int i = 0; i < 16; i++) d[i0 + i] = acc[i];
+    }
+    for (int64_t i = i0; i < n; i++) {
+        float acc = 0.0f;
+        for (int64_t k = k0; k < k1; k++) acc += wt[(int64_t)cols[k] * ld + i];
+        d[i] = acc;
+    }
+}
+
+/* Forward: the drive of each step is summed from the input spikes and integrated at once by lif_step
+ * (the operations of hm2bp_lif_scan_f32, so the same spikes as a scan of the same drive). The spikes go
+ * to out [T, B, N] (float 0/1) and/or out_u8 (same layout, one byte each), whichever is not NULL. With
+ * counts and psp_drive (which need out_u8), counts [B, N] gets the spike counts and the block's drive is
+ * kept ([T, block]) so that, once
+ * its spikes are known, σ's numerator psp_drive[b, i] = Σ_t C̃_i(t)·drive_i(t) (= Σ_l w_il e_{i|l}) is
+ * formed in double: the backward pass then needs neither the drive nor a second pass over the input
+ * spikes. Returns 0, or -1 without memory. */
+int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const float *w, int64_t T, int64_t B,
+                         int64_t N, int64_t n_in, float tau_m, float tau_s, int32_t t_ref, float theta, const float *lateral,
+                         float *out, uint8_t *out_u8, int32_t *counts, double *psp_drive, double psp_tau_m,
+                         double psp_tau_s, int64_t window, int32_t n_threads) {
+    int keep = out_u8 && counts && psp_drive;
+    if (!out && !out_u8) return 0;
+    int64_t nt = n_threads > 0 ? n_threads : 1;
+    int64_t blk = fc_block(N, lateral != NULL, nt);
+    int64_t n_blocks = (N + blk - 1) / blk;
+    int failed = 0;
+    double dm = exp(-1.0 / psp_tau_m), ds = exp(-1.0 / psp_tau_s);
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+    {
+        size_t vec = SCRATCH(blk * sizeof(double)), steps = SCRATCH((keep ? T : 1) * blk * sizeof(double));
+        int ok = scratch_begin(8 * vec + 3 * steps + SCRATCH(n_in * blk * sizeof(float)));
+        if (!ok) failed |= 1;
+        float *wt = ok ? scratch_take(n_in * blk * sizeof(float)) : NULL; /* the current block's Wᵀ [n_in, nc] */
+        int64_t wt_block = -1;
+        float *v = ok ? scratch_take(blk * sizeof(float)) : NULL, *x = ok ? scratch_take(blk * sizeof(float)) : NULL;
+        int32_t *r = ok ? scratch_take(blk * sizeof(int32_t)) : NULL;
+        float *cur = ok && lateral ? scratch_take(blk * sizeof(float)) : NULL;
+        float *o = ok ? scratch_take(blk * sizeof(float)) : NULL;
+        float *drive = ok ? scratch_take((keep ? T : 1) * blk * sizeof(float)) : NULL;
+        double *cm = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
+        double *cs = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
+        double *am = ok ? scratch_take(blk * sizeof(double)) : NULL, *as = ok ? scratch_take(blk * sizeof(double)) : NULL;
+        int64_t *prev = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t cb = 0; cb < n_blocks; cb++) {
+            for (int64_t b = 0; b < B; b++) {
+                if (!ok) continue;
+                int64_t c0 = cb * blk, nc = N - c0 < blk ? N - c0 : blk;
+                int64_t base = b * N + c0, stride = B * N;
+                if (wt_block != cb) {
+                    transpose_f32(w + c0 * n_in, nc, n_in, wt, nc);
+                    wt_block = cb;
+                }
+                memset(v, 0, (size_t)nc * sizeof(float));
+                memset(x, 0, (size_t)nc * sizeof(float));
+                memset(r, 0, (size_t)nc * sizeof(int32_t));
+                memset(o, 0, (size_t)nc * sizeof(float));
+                if (T > 0 && out) memset(out + base, 0, (size_t)nc * sizeof(float));
+                if (T > 0 && out_u8) memset(out_u8 + base, 0, (size_t)nc);
+                for (int64_t t = 1; t < T; t++) {
+                    float *d = drive + (keep ? (t - 1) * nc : 0);
+                    row_sum_f32(row_ptr, cols, wt, nc, (t - 1) * B + b, nc, d);
+                    const float *c_in = d;
+                    if (lateral) {  /* one block (nc == N); o still holds the spikes of step t − 1 */
+                        add_lateral(d, lateral, o, cur, N);
+                        c_in = cur;
+                    }
+                    lif_step(v, x, r, c_in, o, nc, tau_m, tau_s, t_ref, theta);
+                    if (out) memcpy(out + t * stride + base, o, (size_t)nc * sizeof(float));
+                    if (out_u8) {
+                        uint8_t *u = out_u8 + t * stride + base;
+                        for (int64_t c = 0; c < nc; c++) u[c] = o[c] != 0.0f;
+                    }
+                }
+                if (!keep) continue;
+                int32_t *cnt = counts + base;
+                memset(cnt, 0, (size_t)nc * sizeof(int32_t));
+                for (int64_t t = 0; t < T; t++) {
+                    const uint8_t *u = out_u8 + t * stride + base;
+                    for (int64_t c = 0; c < nc; c++) cnt[c] += u[c];
+                }
+                if (T > 0) row_sum_f32(row_ptr, cols, wt, nc, (T - 1) * B + b, nc, drive + (T - 1) * nc);
+                psp_scatter_f64(out_u8 + base, stride, T, nc, psp_tau_m, psp_tau_s, t_ref, window, cm, cs, prev);
+                double *acc = psp_drive + base;
+                for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; acc[k] = 0; }
+                for (int64_t t = T - 1; t >= 0; t--) {
+                    const float *d = drive + t * nc;
+                    filter_step_f64(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);
+                    for (int64_t k = 0; k < nc; k++) acc[k] += (am[k] + as[k]) * (double)d[k];
+                }
+            }
+        }
+    }
+    return failed ? -1 : 0;
+}
+
+
 /* Backward of the event-driven FC layer, for post spikes post [T, B, N] (uint8; for an output layer after
  * the spike insertion of spec §3.2). C̃ of each sample is rebuilt from its spikes (a scatter and one
  * backward filter in time, O(T·N)) and contracted with the input spikes on the fly, step by step. */
 #define FC_BACKWARD(SUFFIX, TYPE)                                                                   \
-    /* out[b, i] = Σ_t C̃_bi(t) · Σ_{j ∈ row t·B+b} wt[j, i]   (σ's numerator, when the forward's is stale) */ \
+    /* out[b, i] = Σ_t C̃_bi(t) · Σ_{j ∈ row t·B+b} w[i, j]   (σ's numerator, when the forward's is stale) */ \
     int hm2bp_fc_psp_drive_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,       \
-                                    const TYPE *wt, TYPE *out, int64_t T, int64_t B, int64_t N,             \
+                                    const TYPE *w, TYPE *out, int64_t T, int64_t B, int64_t N, int64_t n_in, \
                                     double tau_m, double tau_s, int32_t t_ref, int64_t window,              \
                                     int32_t n_threads) {                                                    \
         TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                                    \
@@ -420,8 +428,10 @@ TRANSPOSE(f64, double, 0)
         _Pragma("omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)")            \
         {                                                                                                   \
             size_t steps = SCRATCH(T * N * sizeof(TYPE)), vec = SCRATCH(N * sizeof(int64_t));               \
-            int ok = scratch_begin(2 * steps + 4 * vec);                                                    \
+            int ok = scratch_begin(2 * steps + 4 * vec + SCRATCH(n_in * N * sizeof(TYPE)));                 \
             if (!ok) failed |= 1;                                                                           \
+            TYPE *wt = ok ? scratch_take(n_in * N * sizeof(TYPE)) : NULL;                                   \
+            if (ok) transpose_##SUFFIX(w, N, n_in, wt, N);                                                  \
             TYPE *cm = ok ? scratch_take(T * N * sizeof(TYPE)) : NULL, *cs = ok ? scratch_take(T * N * sizeof(TYPE)) : NULL; \
             TYPE *am = ok ? scratch_take(N * sizeof(TYPE)) : NULL, *as = ok ? scratch_take(N * sizeof(TYPE)) : NULL; \
             TYPE *ct = ok ? scratch_take(N * sizeof(TYPE)) : NULL;                                          \
@@ -448,7 +458,7 @@ TRANSPOSE(f64, double, 0)
     /* grad[i, j] = Σ_b factor[b, i]·e_bij (W layout [N, n_in], all written), where e_bij = Σ_t C̃_bi(t)·s_bj(t) \
      *   = Σ_{spikes (t·B+b, j)} C̃_bi(t), or silent_psp when post neuron i is silent in sample b and    \
      *   counts_in[b, j] > 0 (spec §2's special case; skipped when counts_in is NULL)                    \
-     * through[b, j] = Σ_t Σ_{spikes (t·B+b, j)} Σ_i C̃_bi(t)·dhat[b, i]·wt[j, i]   (only when dhat != NULL) \
+     * through[b, j] = Σ_t Σ_{spikes (t·B+b, j)} Σ_i C̃_bi(t)·dhat[b, i]·w[i, j]   (only when dhat != NULL)  \
      * Work items are (neuron block × sample group), one per thread: neuron blocks first (no two threads  \
      * then share a gradient entry), at least GRAD_MIN_WIDTH neurons wide, since every input spike costs  \
      * a pass over the block; the threads left over split the samples. An item sums its gradient slice   \
@@ -456,7 +466,7 @@ TRANSPOSE(f64, double, 0)
      * first into partial copies, added in group order). `through` is summed per block (the first block  \
      * in `through` itself) and the blocks added in block order. */                                         \
     int hm2bp_fc_psp_grads_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,       \
-                                    const TYPE *wt, const TYPE *factor, const TYPE *dhat,                   \
+                                    const TYPE *w, const TYPE *factor, const TYPE *dhat,                    \
                                     const int64_t *counts_in, TYPE silent_psp, TYPE *grad,                  \
                                     TYPE *through, int64_t T, int64_t B, int64_t n_in, int64_t N,           \
                                     double tau_m, double tau_s, int32_t t_ref, int64_t window,              \
@@ -479,13 +489,16 @@ TRANSPOSE(f64, double, 0)
             int64_t blk = item / n_groups, grp = item % n_groups, c0, b0;                                   \
             int64_t nc = block_bounds(N, n_blocks, blk, &c0), nb = block_bounds(B, n_groups, grp, &b0);     \
             size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));             \
-            if (!scratch_begin(2 * steps + SCRATCH(n_in * nc * sizeof(TYPE)) + 5 * vec)) { failed |= 1; continue; } \
+            size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                               \
+            if (!scratch_begin(2 * steps + (dhat ? 2 : 1) * slice + 5 * vec)) { failed |= 1; continue; }    \
             TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));      \
             TYPE *acc = scratch_take(n_in * nc * sizeof(TYPE));                                             \
             TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));              \
             TYPE *tg = scratch_take(nc * sizeof(TYPE)), *td = scratch_take(nc * sizeof(TYPE));              \
             int64_t *prev = scratch_take(nc * sizeof(int64_t));                                             \
             TYPE *thr = !through ? NULL : blk == 0 ? through : priv + (blk - 1) * B * n_in;                 \
+            TYPE *wt = dhat ? scratch_take(n_in * nc * sizeof(TYPE)) : NULL; /* the block's Wᵀ [n_in, nc] */ \
+            if (wt) transpose_##SUFFIX(w + c0 * n_in, nc, n_in, wt, nc);                                    \
             memset(acc, 0, (size_t)(n_in * nc) * sizeof(TYPE));                                             \
             for (int64_t b = b0; b < b0 + nb && !failed; b++) {                                             \
                 psp_scatter_##SUFFIX(post + b * N + c0, B * N, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev); \
@@ -503,7 +516,7 @@ TRANSPOSE(f64, double, 0)
                         int64_t j = cols[k];                                                                \
                         TYPE *aj = acc + j * nc;                                                            \
                         for (int64_t i = 0; i < nc; i++) aj[i] += tg[i];                                    \
-                        if (db) ob[j] += dot_##SUFFIX(td, wt + j * N + c0, nc);                             \
+                        if (db) ob[j] += dot_##SUFFIX(td, wt + j * nc, nc);                                 \
                     }                                                                                       \
                 }                                                                                           \
                 int silent = 0; /* prev[i] = −1: neuron i never fired in sample b */                      \
@@ -590,14 +603,3 @@ FC_BACKWARD(f64, double)
     }
 SPIKE_INDEX(f32, float, 1)
 SPIKE_INDEX(u8, uint8_t, 0)
-
-/* dst [C, R] = srcᵀ for src [R, C] (float32), bands of 32 rows spread over the threads: Wᵀ for the
- * event kernels (torch's strided copy touches a new cache line for every element it writes). */
-void hm2bp_transpose_f32(const float *src, float *dst, int64_t R, int64_t C, int32_t n_threads) {
-    int64_t bands = (R + 31) / 32;
-#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
-    for (int64_t band = 0; band < bands; band++) {
-        int64_t r0 = band * 32, rows = R - r0 < 32 ? R - r0 : 32;
-        transpose_f32(src + r0 * C, rows, C, dst + r0, R);
-    }
-}
