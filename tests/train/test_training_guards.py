@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("sklearn")
 
@@ -29,3 +30,15 @@ def test_train_refuses_a_configuration_that_cannot_fit(tmp_path: Path, monkeypat
     with pytest.raises(ConfigError, match=r"needs about .* reduce the batch size"):
         train(load_config("digits", TINY + [f"train.out_dir={tmp_path}"]), quiet=True)
     assert not (tmp_path / "last.pt").exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None])
+def test_non_finite_gradient_check(bad: float | None) -> None:
+    from hm2bp.train.loop import _grads_finite
+
+    w = torch.nn.Parameter(torch.zeros(40, 30))
+    opt = torch.optim.SGD([w, torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    w.grad = torch.full((40, 30), 3e38)  # finite, but its sum overflows to inf: must still pass
+    if bad is not None:
+        w.grad[17, 4] = bad
+    assert _grads_finite(opt) is (bad is None)

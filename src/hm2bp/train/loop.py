@@ -138,7 +138,9 @@ def num_threads(n: int) -> Iterator[None]:
 def _grads_finite(opt: torch.optim.Optimizer) -> bool:
     for group in opt.param_groups:
         for p in group["params"]:
-            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            # One reduction first: NaN/inf propagate into the sum (an overflowing sum of finite values
+            # falls through to the elementwise test).
+            if p.grad is not None and not bool(torch.isfinite(p.grad.sum())) and not bool(torch.isfinite(p.grad).all()):
                 return False
     return True
 
