@@ -4,8 +4,9 @@ A fully connected layer needs three products with its input spikes S ``[T·B, N_
 W·s(t), the weight gradient Σ_t C̃(t)ᵀ s(t) and the error term Σ_t s(t) ⊙ (C̃(t)·W). Each costs
 (number of spikes) × N_out when only the spikes are visited, against T·B·N_in·N_out for a dense GEMM;
 MNIST inputs fire in 1–3 % of the (step, pixel) slots. On the CPU the compiled kernels visit the spikes,
-one sample per thread at a time, and fuse the rest: the drive goes straight into the LIF scan, and C̃ is
-rebuilt per sample from the compact output spikes and contracted on the fly. A training step therefore
+one block of output neurons per thread at a time (its slice of Wᵀ and of the gradient stay in the cache),
+and fuse the rest: the drive goes straight into the LIF scan, and C̃ is rebuilt per sample and block from
+the compact output spikes and contracted on the fly. A training step therefore
 never holds a float ``[T, B, N]`` drive or C̃ tensor; what it keeps for the backward pass is one byte per
 (sample × step × output neuron) plus four bytes per input spike. Elsewhere (GPU, no compiler, dense or
 graded spikes) ``hm2bp.py`` uses dense matmuls instead.
