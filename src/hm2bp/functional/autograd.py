@@ -63,11 +63,17 @@ def pool_drive(in_spikes: Tensor, pool: int) -> Tensor:
     return padded.reshape(*padded.shape[:-2], Hp, pool, Wp, pool).sum((-3, -1))
 
 
+def all_finite(t: Tensor) -> bool:
+    """No NaN or inf in ``t``. One reduction first (NaN/inf propagate into the sum); only a sum that is
+    not finite, which may also be an overflow of finite values, pays for the elementwise test."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def check_finite(in_spikes: Tensor | None, weight: Tensor | None, name: str) -> None:
     """Refuse NaN/inf inputs or weights up front: a NaN potential never crosses the threshold, so the
     fault would otherwise vanish silently into a silent neuron."""
-    # One reduction each: NaN/inf propagate into the sum (0/1 spikes cannot overflow it).
-    if weight is not None and not bool(torch.isfinite(weight.sum())) and not bool(torch.isfinite(weight).all()):
+    # 0/1 spikes cannot overflow their sum, so for them the sum alone decides.
+    if weight is not None and not all_finite(weight):
         raise NumericalError(f"{name}: the weights contain NaN or inf")
     if in_spikes is not None and not bool(torch.isfinite(in_spikes.sum())):
         bad = ~torch.isfinite(in_spikes.reshape(in_spikes.shape[0], -1))

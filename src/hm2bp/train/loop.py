@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..config import RunConfig, config_from_dict, config_to_dict, write_config_json
 from ..errors import ConfigError
+from ..functional.autograd import all_finite
 from ..loss import rate_loss, softmax_loss, weight_regularizer
 from ..nn.network import SpikingNetwork, build_network
 from . import distributed as D
@@ -138,9 +139,7 @@ def num_threads(n: int) -> Iterator[None]:
 def _grads_finite(opt: torch.optim.Optimizer) -> bool:
     for group in opt.param_groups:
         for p in group["params"]:
-            # One reduction first: NaN/inf propagate into the sum (an overflowing sum of finite values
-            # falls through to the elementwise test).
-            if p.grad is not None and not bool(torch.isfinite(p.grad.sum())) and not bool(torch.isfinite(p.grad).all()):
+            if p.grad is not None and not all_finite(p.grad):
                 return False
     return True
 
