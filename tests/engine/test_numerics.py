@@ -34,6 +34,23 @@ def test_nan_weight_names_layer() -> None:
         net(x)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(("layer", "row", "col"), [(0, 149, 42), (0, 70, 0), (1, 2, 149), (2, 1, 100)])
+@pytest.mark.parametrize("batch", [1, 3, 0])
+def test_non_finite_weight_found_in_any_block(value: float, layer: int, row: int, col: int, batch: int) -> None:
+    """The event kernels check W block by block as they read it: a bad entry in any block, of any layer,
+    at any batch size (also an empty one) is reported with the layer, in training and in inference."""
+    net = build_network("43-150-150-3", [2.0, 2.0, 2.0], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.layers[layer].weight[row, col] = value
+    x = (torch.rand(30, batch, 43, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), pytest.raises(NumericalError, match=rf"layers\.{layer} .*weights contain NaN or inf"):
+            net(x)
+    with pytest.raises(NumericalError, match=rf"layers\.{layer} .*weights contain NaN or inf"):
+        net.layers[layer](x if layer == 0 else torch.zeros(30, batch, 150))  # the single-layer Function
+
+
 def test_lateral_loop_gain_at_least_one_is_reported() -> None:
     """Strong activity under a low output threshold drives Σ R d R d above 1 (spec §3.4, §7.15)."""
     net = build_network("30-3", [0.5], generator=torch.Generator().manual_seed(0))

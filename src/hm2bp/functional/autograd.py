@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import LateralGainWarning, NumericalError
+from ..kernels import cpu
 from . import events as ev
 from .hm2bp import (
     conv_backward,
@@ -132,6 +133,16 @@ def _linear_step_backward(
     return below, grads.weight.to(weight.dtype)
 
 
+def _event_forward(events: ev.SpikeEvents, weight: Tensor, spec: LinearSpec, keep: bool, float_out: bool = True
+                   ) -> tuple[Tensor, ev.KeptForward | None]:
+    """``events.forward`` with NaN/inf weights reported as a NumericalError naming the layer (the kernel
+    checks W as it reads it: no extra pass over the weights)."""
+    try:
+        return ev.forward(events, weight, spec.p, spec.lateral_weight, keep, float_out)
+    except cpu.NonFiniteWeights:
+        raise NumericalError(f"{spec.name}: the weights contain NaN or inf") from None
+
+
 def input_events(in_spikes: Tensor, weight: Tensor, name: str) -> ev.SpikeEvents | None:
     """The event index of a layer's input, or None for the dense path (the float32 kernels reproduce the
     spikes exactly; other dtypes take the dense path). NaN/inf input → NumericalError naming the layer."""
@@ -151,17 +162,16 @@ class SpikingLinearFunction(torch.autograd.Function):
     def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, spec: LinearSpec, keep: bool = True  # type: ignore[override]
                 ) -> Tensor:
         """``keep`` = False (no gradient wanted) skips everything the backward pass would need."""
-        check_finite(None, weight, spec.name)
         events = input_events(in_spikes, weight, spec.name)
         ctx.spec, ctx.events = spec, events
         if events is not None:
             # Event path: the drive never exists as a tensor; the backward needs only the spike index,
             # the weights, the compact output spikes, their counts and σ's numerator (formed from the drive).
-            out, kept = ev.forward(events, weight, spec.p, spec.lateral_weight, keep)
+            out, kept = _event_forward(events, weight, spec, keep)
             if kept is not None:
                 ctx.save_for_backward(weight, *kept)
             return out
-        check_finite(in_spikes, None, spec.name)
+        check_finite(in_spikes, weight, spec.name)
         drive = linear_drive(in_spikes, weight)
         out = simulate_lif(drive, spec.p, spec.lateral_weight)
         if keep:
@@ -197,10 +207,9 @@ class SpikingLinearStackFunction(torch.autograd.Function):
         ctx.specs, ctx.events = specs, []
         out = in_spikes
         for i, (weight, spec) in enumerate(zip(weights, specs)):
-            check_finite(None, weight, spec.name)
             last = i == len(weights) - 1
             ctx.events.append(events)
-            out, kept = ev.forward(events, weight, spec.p, spec.lateral_weight, keep, float_out=last)
+            out, kept = _event_forward(events, weight, spec, keep, float_out=last)
             if kept is not None:
                 saved += kept
             if recorded is not None:

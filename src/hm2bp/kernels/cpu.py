@@ -181,6 +181,10 @@ class NonFiniteSpikes(ValueError):
     """``spike_index`` found NaN or inf in a spike matrix."""
 
 
+class NonFiniteWeights(ValueError):
+    """``fc_forward`` found NaN or inf in the weights."""
+
+
 def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[Tensor, Tensor, Tensor] | None:
     """(row_ptr int64 [R+1], cols int32 [nnz], counts int64 [B, N]): the CSR index of a 0/1 matrix
     ``[R, N]`` (rows r = t·B + b), or None when more than ``max_density`` of its entries are 1 (dense
@@ -211,7 +215,7 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int
                ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
     """Event-driven forward of an FC layer (drive fused into the LIF scan): spikes ``[T, B, N]`` (float32,
     or uint8 without ``float_out``), and with ``keep`` (their uint8 copy, counts ``[B, N]`` int32, σ's
-    numerator Σ_l w_il e_{i|l} ``[B, N]`` float64)."""
+    numerator Σ_l w_il e_{i|l} ``[B, N]`` float64). Raises ``NonFiniteWeights`` for NaN/inf weights."""
     lib = library()
     assert lib is not None and weight.dtype == torch.float32
     w = weight.contiguous()
@@ -225,10 +229,13 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int
     def ptr(t: Tensor | None) -> int | None:
         return None if t is None else t.data_ptr()
 
-    _check(lib.hm2bp_fc_forward_f32(
+    status = lib.hm2bp_fc_forward_f32(
         row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), T, batch, n, n_in, tau_m, tau_s, t_ref, theta, ptr(lat),
-        ptr(out), ptr(out_u8), ptr(counts), ptr(psp_drive), tau_m, tau_s, window, torch.get_num_threads()),
-        "FC forward")
+        ptr(out), ptr(out_u8), ptr(counts), ptr(psp_drive), tau_m, tau_s, window, torch.get_num_threads())
+    # The kernel checks W block by block as it reads it; an empty batch reads nothing.
+    if status == -2 or (batch == 0 and not bool(torch.isfinite(w).all())):
+        raise NonFiniteWeights("the weights contain NaN or inf")
+    _check(status, "FC forward")
     spikes = out if out is not None else out_u8
     assert spikes is not None
     if not keep:

@@ -303,6 +303,13 @@ static int64_t fc_block(int64_t N, int coupled, int64_t n_threads) {
     return want < FC_BLOCK ? want : FC_BLOCK;
 }
 
+/* 1 when a[0:n] holds no NaN and no inf (x − x is 0 exactly for finite x); vectorised, no branches. */
+static int all_finite_f32(const float *a, int64_t n) {
+    int ok = 1;
+    for (int64_t i = 0; i < n; i++) ok &= (a[i] - a[i]) == 0.0f;
+    return ok;
+}
+
 /* d[0:n] = Σ_{j ∈ row r} wt[j, 0:n] (rows ld apart): the drive W·s of one step, sample and neuron block.
  * Summed in chunks of 16 neurons held in registers across the row's spikes (each d[i] is still the sum
  * of its weights in spike order, from 0). */
@@ -332,7 +339,9 @@ static void row_sum_f32(const int64_t *restrict row_ptr, const int32_t *restrict
  * kept ([T, block]) so that, once
  * its spikes are known, σ's numerator psp_drive[b, i] = Σ_t C̃_i(t)·drive_i(t) (= Σ_l w_il e_{i|l}) is
  * formed in double: the backward pass then needs neither the drive nor a second pass over the input
- * spikes. Returns 0, or -1 without memory. */
+ * spikes. Every block of W is checked for NaN/inf as it is transposed (the forward reads all of W
+ * anyway, so the check costs no pass over memory). Returns 0, -1 without memory, or -2 when W holds
+ * NaN or inf (the outputs are then garbage). */
 int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const float *w, int64_t T, int64_t B,
                          int64_t N, int64_t n_in, float tau_m, float tau_s, int32_t t_ref, float theta, const float *lateral,
                          float *out, uint8_t *out_u8, int32_t *counts, double *psp_drive, double psp_tau_m,
@@ -342,9 +351,9 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
     int64_t nt = n_threads > 0 ? n_threads : 1;
     int64_t blk = fc_block(N, lateral != NULL, nt);
     int64_t n_blocks = (N + blk - 1) / blk;
-    int failed = 0;
+    int failed = 0, bad_weights = 0;
     double dm = exp(-1.0 / psp_tau_m), ds = exp(-1.0 / psp_tau_s);
-#pragma omp parallel num_threads(nt) reduction(| : failed)
+#pragma omp parallel num_threads(nt) reduction(| : failed, bad_weights)
     {
         size_t vec = SCRATCH(blk * sizeof(double)), steps = SCRATCH((keep ? T : 1) * blk * sizeof(double));
         int ok = scratch_begin(8 * vec + 3 * steps + SCRATCH(n_in * blk * sizeof(float)));
@@ -369,6 +378,7 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
                 if (wt_block != cb) {
                     transpose_f32(w + c0 * n_in, nc, n_in, wt, nc);
                     wt_block = cb;
+                    bad_weights |= !all_finite_f32(wt, nc * n_in);
                 }
                 memset(v, 0, (size_t)nc * sizeof(float));
                 memset(x, 0, (size_t)nc * sizeof(float));
@@ -410,7 +420,7 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
             }
         }
     }
-    return failed ? -1 : 0;
+    return failed ? -1 : bad_weights ? -2 : 0;
 }
 
 
