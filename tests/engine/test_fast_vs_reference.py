@@ -12,7 +12,14 @@ import torch
 
 from hm2bp.functional.autograd import conv_drive, linear_drive
 from hm2bp.functional.events import spike_events
-from hm2bp.functional.hm2bp import conv_backward, insert_label_spikes, lateral_factor, linear_backward, pool_backward
+from hm2bp.functional.hm2bp import (
+    conv_backward,
+    insert_label_spikes,
+    lateral_factor,
+    linear_backward,
+    output_rules,
+    pool_backward,
+)
 from hm2bp.functional.params import NeuronParams
 from hm2bp.functional.psp import psp_matrix
 from hm2bp.loss import rate_loss, softmax_loss, weight_regularizer
@@ -182,11 +189,16 @@ def test_lateral_factor_and_insertion_equal_reference(seed: int) -> None:
     s = torch.from_numpy(spikes).double()
     lam = lateral_factor(s, labels, NeuronParams(8.0))
     inserted = insert_label_spikes(s, labels, 35)
+    rules = output_rules(s.to(torch.uint8), labels, NeuronParams(8.0), 1.0, 35)  # the compiled pass on the CPU
+    assert rules.lateral is not None and rules.spikes.dtype == torch.uint8
     for b in range(B):
-        np.testing.assert_allclose(
-            lam[b].numpy(), ref.lateral_factor_ref(spikes[:, b], int(labels[b]), 8.0), rtol=1e-10
-        )
-        np.testing.assert_array_equal(inserted[:, b].numpy().astype(bool), ref.insert_spikes_ref(spikes[:, b], int(labels[b])))
+        lam_ref = ref.lateral_factor_ref(spikes[:, b], int(labels[b]), 8.0)
+        inserted_ref = ref.insert_spikes_ref(spikes[:, b], int(labels[b]))
+        np.testing.assert_allclose(lam[b].numpy(), lam_ref, rtol=1e-10)
+        np.testing.assert_allclose(rules.lateral[b].numpy(), lam_ref, rtol=1e-10)
+        np.testing.assert_array_equal(inserted[:, b].numpy().astype(bool), inserted_ref)
+        np.testing.assert_array_equal(rules.spikes[:, b].numpy().astype(bool), inserted_ref)
+    assert rules.inserted == bool((rules.spikes != s.to(torch.uint8)).any())
 
 
 @pytest.mark.parametrize("loss", ["rate", "softmax"])

@@ -154,3 +154,47 @@ def test_spike_index_refuses_non_finite_and_leaves_graded_or_dense_input_to_the_
     graded[4, 0, 1] = 0.5
     assert ev.spike_events(graded) is None
     assert ev.spike_events(torch.ones(10, 2, 8)) is None
+
+
+@pytest.mark.parametrize(("T", "B", "n", "rate", "strength"), [
+    (300, 6, 10, 0.04, 1.0),   # the paper's output layer
+    (300, 3, 4, 0.3, 1.0),     # strong activity: loop gains ≥ 1 (Λ ≤ 0 or inf)
+    (120, 5, 7, 0.05, 2.5),    # another w0
+    (20, 4, 3, 0.1, 1.0),      # T < DESIRED_LEVEL: no insertion
+    (50, 2, 1, 0.0, 1.0),      # one silent neuron
+    (300, 4, 10, 0.02, None),  # no lateral inhibition
+    (40, 0, 10, 0.1, 1.0),     # empty batch
+])
+def test_output_rules_kernel_equals_torch_functions(monkeypatch: pytest.MonkeyPatch, T: int, B: int, n: int,
+                                                     rate: float, strength: float | None) -> None:
+    from hm2bp.functional.hm2bp import output_rules
+
+    gen = torch.Generator().manual_seed(T + B + n)
+    spikes = (torch.rand(T, B, n, generator=gen) < rate).float()
+    labels = torch.randint(0, n, (B,), generator=gen)
+    if B >= 2:
+        spikes[:, 0, labels[0]] = 0  # a silent label neuron: spikes are inserted
+    p = NeuronParams(1.0 if rate == 0.3 else 8.0)
+    fast = output_rules(spikes, labels, p, strength, 35)
+    monkeypatch.setattr(cpu, "usable", lambda *t: False)
+    slow = output_rules(spikes, labels, p, strength, 35)
+    assert fast.spikes.dtype == spikes.dtype and torch.equal(fast.spikes, slow.spikes)
+    assert (fast.inserted, fast.unstable) == (slow.inserted, slow.unstable)
+    assert fast.inserted == (B >= 2 and T >= 35)
+    if strength is None:
+        assert fast.lateral is None and slow.lateral is None
+    else:
+        assert fast.lateral is not None and slow.lateral is not None
+        # A loop gain of exactly 1 gives Λ = ±huge or inf depending on the order of the sum: compared
+        # where the factor is well defined.
+        defined = torch.isfinite(slow.lateral) & (slow.lateral.abs() < 1e6)
+        torch.testing.assert_close(fast.lateral[defined], slow.lateral[defined], rtol=1e-12, atol=0)
+        assert torch.equal(fast.lateral.abs() >= 1e6, ~defined)
+    if rate == 0.3:
+        assert fast.unstable and bool((fast.lateral <= 0).any())
+
+
+def test_output_rules_kernel_refuses_bad_labels() -> None:
+    spikes = torch.zeros(50, 2, 4, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 4\)"):
+        cpu.output_rules(spikes, torch.tensor([1, 4]), 1, 3.0, 1.0, 64.0, 8.0, 2, 256)

@@ -19,9 +19,8 @@ from ..kernels import cpu
 from . import events as ev
 from .hm2bp import (
     conv_backward,
-    insert_label_spikes,
-    lateral_factor,
     linear_backward,
+    output_rules,
     pool_backward,
 )
 from .neuron import simulate_lif
@@ -118,11 +117,12 @@ def _linear_step_backward(
     if spec.output_spec is not None:
         labels, strength, desired = spec.output_spec
         if labels is not None:
-            if spec.lateral_weight is not None:
-                lam = lateral_factor(out, labels, spec.p, strength)
+            rules = output_rules(out, labels, spec.p, strength if spec.lateral_weight is not None else None, desired)
+            lam, used_spikes = rules.lateral, rules.spikes
+            if rules.unstable:
+                assert lam is not None
                 warn_unstable_lateral(lam, spec.name)
-            used_spikes = insert_label_spikes(out, labels, desired)
-            if psp_drive is not None and not torch.equal(used_spikes, out):
+            if rules.inserted:
                 counts_out = psp_drive = None  # σ must see the inserted spikes: recomputed
     grads = linear_backward(
         delta, in_spikes, used_spikes, weight, drive, spec.p, lateral=lam, effect_ratio=spec.effect_ratio,

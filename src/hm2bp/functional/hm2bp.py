@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels import cpu
 from . import events as ev
 from .params import NeuronParams
 from .psp import SILENT_POST_PSP, psp_coefficients
@@ -92,6 +93,35 @@ def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: fl
     terms = ratio * ratio.transpose(1, 2) * d.unsqueeze(1) * d.unsqueeze(2)
     loop = terms.sum(2) - torch.diagonal(terms, dim1=1, dim2=2)
     return 1.0 / (1.0 - strength**2 * loop)
+
+
+class OutputRules(NamedTuple):
+    """The output layer's spike insertion and lateral factor for one batch (``output_rules``)."""
+
+    spikes: Tensor
+    """``[T, B, N]`` spikes after the insertion of §3.2 (same dtype as the input spikes)."""
+    lateral: Tensor | None
+    """``[B, N]`` float64 Λ of §3.4 (None without lateral inhibition)."""
+    inserted: bool
+    """Whether any spike was inserted (σ's numerator of the forward is then stale)."""
+    unstable: bool
+    """Whether some Λ is not finite or ≤ 0 (loop gain ≥ 1; the authors leave it unguarded)."""
+
+
+def output_rules(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float | None, desired: int = 35
+                 ) -> OutputRules:
+    """Spec §3.2 and §3.4 for a batch: ``insert_label_spikes`` and, when ``strength`` (w0) is not None,
+    ``lateral_factor`` of the spikes before insertion. On the CPU one compiled pass does both (one call
+    instead of ~90 small tensor operations per training step); elsewhere the two functions above."""
+    if spikes.dim() == 3 and cpu.usable(spikes, labels):
+        used, lam, inserted, bad = cpu.output_rules(
+            spikes, labels, spikes.shape[0] // desired, float(p.v_th), strength, float(p.tau_m), float(p.tau_s),
+            int(p.t_ref), p.psp_window)
+        return OutputRules(used if spikes.dtype == torch.uint8 else used.to(spikes.dtype), lam, inserted > 0, bad > 0)
+    lam = lateral_factor(spikes, labels, p, strength) if strength is not None else None
+    used = insert_label_spikes(spikes, labels, desired)
+    unstable = lam is not None and bool((~torch.isfinite(lam) | (lam <= 0)).any())
+    return OutputRules(used, lam, not torch.equal(used, spikes), unstable)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -95,6 +95,9 @@ def _build() -> ctypes.CDLL:
             _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
             _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").restype = ctypes.c_int
+    lib.hm2bp_output_rules.argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _f64, _f64,
+                                       _i32, _i64, _i32]
+    lib.hm2bp_output_rules.restype = ctypes.c_int
     lib.hm2bp_release_scratch.argtypes = [_i32]
     lib.hm2bp_release_scratch.restype = None
     for suffix in ("f32", "u8"):
@@ -286,6 +289,31 @@ def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, fa
         grad.data_ptr(), None if through is None else through.data_ptr(),
         T, B, n_in, n, tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP gradient")
     return grad, through
+
+
+def output_rules(post: Tensor, labels: Tensor, step: int, v_th: float, strength: float | None, tau_m: float,
+                 tau_s: float, t_ref: int, window: int) -> tuple[Tensor, Tensor | None, int, int]:
+    """The output layer's spike insertion and lateral factor (``hm2bp.functional.hm2bp``) in one pass over
+    0/1 post spikes ``[T, B, N]``: (spikes after insertion ``[T, B, N]`` uint8, Λ ``[B, N]`` float64 or None
+    when ``strength`` is None, number of samples that got spikes inserted, number of samples with a Λ
+    entry that is not finite or ≤ 0)."""
+    lib = library()
+    assert lib is not None
+    T, B, n = post.shape
+    u8 = _as_u8(post)
+    lab = labels.to(torch.int64).contiguous()
+    used = torch.empty(T, B, n, dtype=torch.uint8)
+    lam = torch.empty(B, n, dtype=torch.float64) if strength is not None else None
+    stats = torch.zeros(2, dtype=torch.int64)
+    status = lib.hm2bp_output_rules(
+        u8.data_ptr(), lab.data_ptr(), used.data_ptr(), None if lam is None else lam.data_ptr(), stats.data_ptr(),
+        T, B, n, step, v_th, 0.0 if strength is None else strength, tau_m, tau_s, t_ref, window,
+        torch.get_num_threads())
+    if status == -2:
+        raise ValueError(f"labels must be class indices in [0, {n}), got {labels.tolist()[:8]}")
+    _check(status, "output-layer rules")
+    inserted, bad = stats.tolist()
+    return used, lam, inserted, bad
 
 
 def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int, window: int, dtype: torch.dtype) -> Tensor:

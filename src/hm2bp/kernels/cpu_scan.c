@@ -277,6 +277,77 @@ TRANSPOSE(f32, float, 0)
 #endif
 TRANSPOSE(f64, double, 0)
 
+/* The output layer's rules (spec §3.2, §3.4) for post spikes post [T, B, N] (uint8, before insertion) and
+ * labels [B], one sample per iteration:
+ *   used [T, B, N]: a copy of post where a silent label neuron gets spikes at t = Δ, 2Δ, … < T (Δ = step;
+ *     none when step < 1);
+ *   lam [B, N] (skipped when NULL): Λ_j = 1 / (1 − w0² Σ_{l≠j} R_jl d_l R_lj d_j) from the spikes before
+ *     insertion, in double: R_jl = e_{l|j} / f_j where both counts are > 0 (else 1), e_{l|j} = Σ_t s_j(t)·C̃_l(t),
+ *     d_j = [f_j > 0 or j = label] / ν.
+ * stats[0] receives the number of samples that got spikes inserted, stats[1] the number whose Λ has an
+ * entry that is not finite or ≤ 0 (a loop gain ≥ 1, which the authors leave unguarded). Returns 0, -1
+ * without memory, or -2 when a label is not in [0, N). */
+int hm2bp_output_rules(const uint8_t *post, const int64_t *labels, uint8_t *used, double *lam, int64_t *stats,
+                       int64_t T, int64_t B, int64_t N, int64_t step, double v_th, double strength, double tau_m,
+                       double tau_s, int32_t t_ref, int64_t window, int32_t n_threads) {
+    double dm = exp(-1.0 / tau_m), ds = exp(-1.0 / tau_s);
+    int failed = 0;
+    int64_t n_inserted = 0, n_bad = 0;
+    for (int64_t b = 0; b < B; b++)
+        if (labels[b] < 0 || labels[b] >= N) return -2;
+#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static) reduction(| : failed) reduction(+ : n_inserted, n_bad)
+    for (int64_t b = 0; b < B; b++) {
+        int64_t lab = labels[b], stride = B * N;
+        const uint8_t *pb = post + b * N;
+        uint8_t *ub = used + b * N;
+        for (int64_t t = 0; t < T; t++) memcpy(ub + t * stride, pb + t * stride, (size_t)N);
+        int label_fired = 0;
+        for (int64_t t = 0; t < T; t++) label_fired |= pb[t * stride + lab] != 0;
+        if (!label_fired && step >= 1) {
+            for (int64_t t = step; t < T; t += step) ub[t * stride + lab] = 1;
+            n_inserted += T > step;
+        }
+        if (!lam) continue;
+        size_t steps = SCRATCH(T * N * sizeof(double)), mat = SCRATCH(N * N * sizeof(double)), vec = SCRATCH(N * sizeof(double));
+        if (!scratch_begin(2 * steps + 2 * mat + 5 * vec)) { failed |= 1; continue; }
+        double *cm = scratch_take(T * N * sizeof(double)), *cs = scratch_take(T * N * sizeof(double));
+        double *e = scratch_take(N * N * sizeof(double)), *ratio = scratch_take(N * N * sizeof(double));
+        double *am = scratch_take(N * sizeof(double)), *as = scratch_take(N * sizeof(double));
+        double *f = scratch_take(N * sizeof(double)), *d = scratch_take(N * sizeof(double));
+        int64_t *prev = scratch_take(N * sizeof(int64_t));
+        psp_scatter_f64(pb, stride, T, N, tau_m, tau_s, t_ref, window, cm, cs, prev);
+        memset(e, 0, (size_t)(N * N) * sizeof(double));
+        for (int64_t k = 0; k < N; k++) { am[k] = 0; as[k] = 0; f[k] = 0; }
+        for (int64_t t = T - 1; t >= 0; t--) {  /* e[j, l] += s_j(t)·C̃_l(t) */
+            filter_step_f64(am, as, cm + t * N, cs + t * N, N, dm, ds);
+            const uint8_t *row = pb + t * stride;
+            for (int64_t j = 0; j < N; j++) {
+                if (!row[j]) continue;
+                f[j] += 1;
+                for (int64_t l = 0; l < N; l++) e[j * N + l] += am[l] + as[l];
+            }
+        }
+        for (int64_t j = 0; j < N; j++) {
+            for (int64_t l = 0; l < N; l++)
+                ratio[j * N + l] = f[j] > 0 && f[l] > 0 ? e[j * N + l] / f[j] : 1.0;
+            d[j] = (f[j] > 0 || j == lab ? 1.0 : 0.0) / v_th;
+        }
+        int bad = 0;
+        double *lb = lam + b * N;
+        for (int64_t j = 0; j < N; j++) {
+            double loop = 0.0;
+            for (int64_t l = 0; l < N; l++)
+                if (l != j) loop += ratio[j * N + l] * ratio[l * N + j] * d[l] * d[j];
+            lb[j] = 1.0 / (1.0 - strength * strength * loop);
+            bad |= !(lb[j] - lb[j] == 0.0) || !(lb[j] > 0.0);
+        }
+        n_bad += bad;
+    }
+    stats[0] = n_inserted;
+    stats[1] = n_bad;
+    return failed ? -1 : 0;
+}
+
 /* ----------------------------------------------------------------------------------------------
  * Event-driven fully connected layer. The input spikes S [R = T·B rows (r = t·B + b), N_in] are a CSR
  * index (row_ptr, cols); W [N, N_in] is row-major, as torch keeps it. Without lateral coupling the N
