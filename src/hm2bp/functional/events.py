@@ -92,11 +92,12 @@ def psp_drive(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, p: Neuron
                             int(p.t_ref), p.psp_window)
 
 
-def psp_contractions(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, factor: Tensor,
-                     delta_hat: Tensor | None, p: NeuronParams) -> tuple[Tensor, Tensor | None]:
-    """Σ_b factor[b, i]·e_{i|j} ``[N_out, N_in]`` (contiguous; e with spec §2's silent-post case: 0.1 for a
-    pre neuron that fired) and, with ``delta_hat``, Σ_t s(t) ⊙ ((C̃(t) ⊙ delta_hat)·W) ``[B, N_in]`` (no
-    silent-post term), both in the dtype of ``weight`` = W ``[N_out, N_in]``."""
-    return cpu.fc_psp_grads(out_spikes, events.row_ptr, events.cols, weight, factor, delta_hat,
-                            float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window,
-                            counts_in=events.counts, silent_psp=SILENT_POST_PSP)
+def linear_backward(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, delta: Tensor, psp_drive: Tensor,
+                    lateral: Tensor | None, p: NeuronParams, below: str | None) -> tuple[Tensor, Tensor | None]:
+    """The HM2-BP backward step of an FC layer from its input events, in one compiled pass: (weight
+    gradient ``[N_out, N_in]``, error below ``[B, N_in]`` or None), in the dtype of ``weight`` = W. The rules
+    are those of ``hm2bp.linear_backward`` (its dense path is the pure-torch copy); ``below`` is None,
+    "plain" or "effect_ratio"."""
+    return cpu.fc_backward(out_spikes, events.row_ptr, events.cols, events.counts, weight, delta, psp_drive, lateral,
+                           float(p.v_th), below, SILENT_POST_PSP, float(p.tau_m), float(p.tau_s), int(p.t_ref),
+                           p.psp_window)

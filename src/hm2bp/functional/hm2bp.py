@@ -180,20 +180,20 @@ def linear_backward(
         LayerGrads(weight ``[N_out, N_in]``, delta_below ``[B, N_in]`` or None).
     """
     w = weight.to(dtype)
-    counts_out = (out_spikes.sum(0) if counts_out is None else counts_out).to(dtype)
-    delta_hat = delta.to(dtype) / p.v_th
-    if events is not None:
-        counts_in = events.counts.to(dtype)
+    if events is not None:  # one compiled pass with the same rules as the torch code below
         if psp_drive is None:
             psp_drive = ev.psp_drive(out_spikes, events, w, p)
-    else:
-        assert in_spikes is not None
-        s_in = in_spikes.to(dtype)
-        counts_in = s_in.sum(0)
-        coeffs = psp_coefficients(out_spikes, p, dtype)
-        if psp_drive is None:
-            assert drive is not None
-            psp_drive = (coeffs * drive.to(dtype)).sum(0)
+        below = None if not need_delta_below else "effect_ratio" if effect_ratio else "plain"
+        return LayerGrads(*ev.linear_backward(out_spikes, events, w, delta, psp_drive, lateral, p, below))
+    counts_out = (out_spikes.sum(0) if counts_out is None else counts_out).to(dtype)
+    delta_hat = delta.to(dtype) / p.v_th
+    assert in_spikes is not None
+    s_in = in_spikes.to(dtype)
+    counts_in = s_in.sum(0)
+    coeffs = psp_coefficients(out_spikes, p, dtype)
+    if psp_drive is None:
+        assert drive is not None
+        psp_drive = (coeffs * drive.to(dtype)).sum(0)
     sigma = _side_effect(psp_drive.to(dtype), counts_out, w.sum(1), p.v_th)
     factor = delta_hat * (1.0 + sigma)
     if lateral is not None:
@@ -201,17 +201,14 @@ def linear_backward(
     want_through = need_delta_below and effect_ratio
 
     silent_out = counts_out == 0
-    if events is not None:  # the kernel adds the silent-post term e = 0.1 itself
-        grad_w, through_psp = ev.psp_contractions(out_spikes, events, w, factor, delta_hat if want_through else None, p)
-    else:
-        T, B = s_in.shape[:2]
-        grad_w = (coeffs * factor).reshape(T * B, -1).t() @ s_in.reshape(T * B, -1)
-        through_psp = (((coeffs * delta_hat) @ w) * s_in).sum(0) if want_through else None
-        # e = 0.1 for a silent post neuron and an active pre neuron: only the rows of silent neurons.
-        rows = torch.nonzero(silent_out.any(0)).flatten()
-        if rows.numel() > 0:
-            silent_factor = (factor * silent_out)[:, rows]
-            grad_w.index_add_(0, rows, SILENT_POST_PSP * silent_factor.t() @ (counts_in > 0).to(dtype))
+    T, B = s_in.shape[:2]
+    grad_w = (coeffs * factor).reshape(T * B, -1).t() @ s_in.reshape(T * B, -1)
+    through_psp = (((coeffs * delta_hat) @ w) * s_in).sum(0) if want_through else None
+    # e = 0.1 for a silent post neuron and an active pre neuron: only the rows of silent neurons.
+    rows = torch.nonzero(silent_out.any(0)).flatten()
+    if rows.numel() > 0:
+        silent_factor = (factor * silent_out)[:, rows]
+        grad_w.index_add_(0, rows, SILENT_POST_PSP * silent_factor.t() @ (counts_in > 0).to(dtype))
 
     delta_below = None
     if need_delta_below:

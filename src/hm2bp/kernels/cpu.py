@@ -91,10 +91,10 @@ def _build() -> ctypes.CDLL:
         getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").argtypes = [
             _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").restype = ctypes.c_int
-        getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
+        getattr(lib, f"hm2bp_fc_backward_{suffix}").argtypes = [
+            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f64, _i32, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
             _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
-        getattr(lib, f"hm2bp_fc_psp_grads_{suffix}").restype = ctypes.c_int
+        getattr(lib, f"hm2bp_fc_backward_{suffix}").restype = ctypes.c_int
     lib.hm2bp_output_rules.argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _f64, _f64,
                                        _i32, _i64, _i32]
     lib.hm2bp_output_rules.restype = ctypes.c_int
@@ -263,32 +263,39 @@ def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, ta
     return out
 
 
-def fc_psp_grads(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, factor: Tensor,
-                 delta_hat: Tensor | None, tau_m: float, tau_s: float, t_ref: int, window: int,
-                 counts_in: Tensor | None = None, silent_psp: float = 0.0) -> tuple[Tensor, Tensor | None]:
-    """The two S-PSP contractions of the FC backward pass, C̃ rebuilt per sample from ``post`` ``[T, B, N]``:
-    ``grad[i, j] = Σ_b factor[b, i]·e_bij`` ``[N, N_in]`` (W's layout) with e_bij = Σ_t C̃_bi(t)·s_bj(t), or
-    ``silent_psp`` where post neuron i is silent in sample b and ``counts_in[b, j]`` > 0 (given counts_in
-    ``[B, N_in]`` int64), and, with ``delta_hat``,
-    ``through[b, j] = Σ_t s_bj(t)·Σ_i C̃_bi(t)·delta_hat[b, i]·w_ij`` ``[B, N_in]``; dtype of ``weight`` = W
-    ``[N, N_in]``."""
+def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, weight: Tensor, delta: Tensor,
+                psp_drive: Tensor, lateral: Tensor | None, v_th: float, below: str | None, silent_psp: float,
+                tau_m: float, tau_s: float, t_ref: int, window: int) -> tuple[Tensor, Tensor | None]:
+    """The HM2-BP backward step of an event-driven FC layer in one pass (``hm2bp_fc_backward`` in
+    ``cpu_scan.c``; the rules of ``functional.hm2bp.linear_backward``), C̃ rebuilt per sample from 0/1 post
+    spikes ``post`` ``[T, B, N]``: (weight gradient ``[N, N_in]``, error for the layer below ``[B, N_in]`` or
+    None), in the dtype of ``weight`` = W ``[N, N_in]``.
+
+    Args:
+        counts_in: ``[B, N_in]`` spike counts of the input. delta: ``[B, N]`` count error δ.
+        psp_drive: ``[B, N]`` σ's numerator Σ_l w_il e_{i|l} of ``post``. lateral: ``[B, N]`` Λ or None.
+        below: None (no error below), "plain" (δ̂·W) or "effect_ratio" (spec §3.3's r = e/o_j).
+        silent_psp: e for a silent post neuron and an active pre neuron (spec §2).
+    """
     lib = library()
     assert lib is not None
     T, B, n = post.shape
     u8 = _as_u8(post)
     w = weight.contiguous()
     n_in = w.shape[1]
-    fac = factor.to(w.dtype).contiguous()
-    dh = delta_hat.to(w.dtype).contiguous() if delta_hat is not None else None
+    mode = {None: 0, "plain": 1, "effect_ratio": 2}[below]
+    d = delta.to(w.dtype).contiguous()
+    drive = psp_drive.to(torch.float64).contiguous()
+    lam = lateral.to(torch.float64).contiguous() if lateral is not None else None
+    cin = counts_in.to(torch.int64).contiguous()
     grad = torch.empty(n, n_in, dtype=w.dtype)  # both written whole by the kernel
-    through = torch.empty(B, n_in, dtype=w.dtype) if dh is not None else None
-    cin = counts_in.to(torch.int64).contiguous() if counts_in is not None else None
-    _check(getattr(lib, f"hm2bp_fc_psp_grads_{_suffix(w)}")(
-        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), fac.data_ptr(),
-        None if dh is None else dh.data_ptr(), None if cin is None else cin.data_ptr(), silent_psp,
-        grad.data_ptr(), None if through is None else through.data_ptr(),
-        T, B, n_in, n, tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP gradient")
-    return grad, through
+    out = torch.empty(B, n_in, dtype=w.dtype) if mode else None
+    _check(getattr(lib, f"hm2bp_fc_backward_{_suffix(w)}")(
+        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), cin.data_ptr(), w.data_ptr(), d.data_ptr(),
+        drive.data_ptr(), None if lam is None else lam.data_ptr(), v_th, mode, silent_psp, grad.data_ptr(),
+        None if out is None else out.data_ptr(), T, B, n_in, n, tau_m, tau_s, t_ref, window,
+        torch.get_num_threads()), "FC backward")
+    return grad, out
 
 
 def output_rules(post: Tensor, labels: Tensor, step: int, v_th: float, strength: float | None, tau_m: float,

@@ -137,6 +137,20 @@ int hm2bp_lif_scan_f32(const float *drive, float *out, int64_t T, int64_t M, flo
 DOT(f32, float)
 DOT(f64, double)
 
+/* Σ a[0:n] with 8 independent partial sums (vectorised; a fixed order). */
+#define SUM(SUFFIX, TYPE)                                                                           \
+    static TYPE sum_##SUFFIX(const TYPE *a, int64_t n) {                                           \
+        TYPE acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                    \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            for (int k = 0; k < 8; k++) acc[k] += a[i + k];                                        \
+        TYPE total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
+        for (; i < n; i++) total += a[i];                                                          \
+        return total;                                                                              \
+    }
+SUM(f32, float)
+SUM(f64, double)
+
 /* One step of the backward filter in time that turns the scattered coefficients (cm, cs at step t) into
  * C̃(t) = am + as (spec §2): am = am·dm + cm, as = as·ds + cs over n columns. */
 #define FILTER_STEP(SUFFIX, TYPE)                                                                   \
@@ -536,34 +550,39 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         }                                                                                                   \
         return failed ? -1 : 0;                                                                             \
     }                                                                                                       \
-    /* grad[i, j] = Σ_b factor[b, i]·e_bij (W layout [N, n_in], all written), where e_bij = Σ_t C̃_bi(t)·s_bj(t) \
-     *   = Σ_{spikes (t·B+b, j)} C̃_bi(t), or silent_psp when post neuron i is silent in sample b and    \
-     *   counts_in[b, j] > 0 (spec §2's special case; skipped when counts_in is NULL)                    \
-     * through[b, j] = Σ_t Σ_{spikes (t·B+b, j)} Σ_i C̃_bi(t)·dhat[b, i]·w[i, j]   (only when dhat != NULL)  \
+    /* The whole HM2-BP backward step of the layer (spec §3.3), the rules of functional/hm2bp.py's        \
+     * linear_backward in TYPE, from the count error delta [B, N] (TYPE), σ's numerator psp_drive [B, N]  \
+     * (double, Σ_l w_il e_{i|l}) and Λ lam [B, N] (double, NULL = none):                               \
+     *   o_bi = Σ_t post_bi(t); δ̂ = δ/ν; σ_bi = psp_drive/(ν·o_bi), or 0.5·Σ_j w_ij/ν for a silent post;  \
+     *   f_bi = δ̂_bi·(1 + σ_bi)·Λ_bi;                                                                    \
+     *   grad[i, j] = Σ_b f_bi·e_bij (W layout [N, n_in], all written), e_bij = Σ_t C̃_bi(t)·s_bj(t), or   \
+     *     silent_psp when post i is silent in sample b and counts_in[b, j] > 0 (spec §2's special case); \
+     *   below [B, n_in] (mode 1: δ̂·W; mode 2, the effect ratio: Σ_t Σ_{spikes (t·B+b, j)} Σ_i C̃_bi(t)·δ̂_bi·w_ij \
+     *     / counts_in[b, j] + Σ_{i silent} δ̂_bi·w_ij where counts_in[b, j] > 0, else δ̂·W; mode 0: none).  \
      * Work items are (neuron block × sample group), one per thread: neuron blocks first (no two threads  \
      * then share a gradient entry), at least GRAD_MIN_WIDTH neurons wide, since every input spike costs  \
      * a pass over the block; the threads left over split the samples. An item sums its gradient slice   \
      * in a private [n_in, block] buffer and writes it transposed into grad (sample groups after the     \
-     * first into partial copies, added in group order). `through` is summed per block (the first block  \
-     * in `through` itself) and the blocks added in block order. */                                         \
-    int hm2bp_fc_psp_grads_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,       \
-                                    const TYPE *w, const TYPE *factor, const TYPE *dhat,                    \
-                                    const int64_t *counts_in, TYPE silent_psp, TYPE *grad,                  \
-                                    TYPE *through, int64_t T, int64_t B, int64_t n_in, int64_t N,           \
-                                    double tau_m, double tau_s, int32_t t_ref, int64_t window,              \
-                                    int32_t n_threads) {                                                    \
-        TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                                    \
+     * first into partial copies, added in group order). The three sums of `below` are kept per block    \
+     * and added in block order. Returns 0, or -1 without memory. */                                     \
+    int hm2bp_fc_backward_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,        \
+                                   const int64_t *counts_in, const TYPE *w, const TYPE *delta,              \
+                                   const double *psp_drive, const double *lam, double v_th, int32_t mode,   \
+                                   TYPE silent_psp, TYPE *grad, TYPE *below, int64_t T, int64_t B,          \
+                                   int64_t n_in, int64_t N, double tau_m, double tau_s, int32_t t_ref,      \
+                                   int64_t window, int32_t n_threads) {                                     \
+        TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s), vth = (TYPE)v_th;                  \
         int64_t nt = n_threads > 0 ? n_threads : 1;                                                         \
         int64_t n_blocks = N / GRAD_MIN_WIDTH < nt ? N / GRAD_MIN_WIDTH : nt;                               \
         if (B == 1) n_blocks = N < nt ? N : nt; /* one sample: no samples to split, narrower blocks */    \
         if (n_blocks < 1) n_blocks = 1;                                                                     \
         int64_t n_groups = nt / n_blocks < B ? nt / n_blocks : B;                                           \
         if (n_groups < 1) n_groups = 1;                                                                     \
-        int64_t size = N * n_in, n_items = n_blocks * n_groups;                                             \
+        int64_t size = N * n_in, n_items = n_blocks * n_groups, per = B * n_in;                             \
         TYPE *part = n_groups > 1 ? malloc((size_t)((n_groups - 1) * size) * sizeof(TYPE)) : NULL;          \
-        TYPE *priv = through && n_blocks > 1 ? calloc((size_t)((n_blocks - 1) * B * n_in), sizeof(TYPE)) : NULL; \
-        if ((n_groups > 1 && !part) || (through && n_blocks > 1 && !priv)) { free(part); free(priv); return -1; } \
-        if (through) memset(through, 0, (size_t)(B * n_in) * sizeof(TYPE));                                \
+        /* per block: through, all (δ̂·W) and from_silent sums of `below`, [B, n_in] each */                \
+        TYPE *sums = mode ? malloc((size_t)(3 * n_blocks * per) * sizeof(TYPE)) : NULL;                     \
+        if ((n_groups > 1 && !part) || (mode && !sums)) { free(part); free(sums); return -1; }              \
         int failed = 0;                                                                                     \
         _Pragma("omp parallel for num_threads(n_items) schedule(static) reduction(| : failed)")             \
         for (int64_t item = 0; item < n_items; item++) {                                                    \
@@ -571,44 +590,69 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
             int64_t nc = block_bounds(N, n_blocks, blk, &c0), nb = block_bounds(B, n_groups, grp, &b0);     \
             size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));             \
             size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                               \
-            if (!scratch_begin(2 * steps + (dhat ? 2 : 1) * slice + 5 * vec)) { failed |= 1; continue; }    \
+            if (!scratch_begin(2 * steps + (mode ? 2 : 1) * slice + 11 * vec)) { failed |= 1; continue; }   \
             TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));      \
             TYPE *acc = scratch_take(n_in * nc * sizeof(TYPE));                                             \
             TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));              \
             TYPE *tg = scratch_take(nc * sizeof(TYPE)), *td = scratch_take(nc * sizeof(TYPE));              \
-            int64_t *prev = scratch_take(nc * sizeof(int64_t));                                             \
-            TYPE *thr = !through ? NULL : blk == 0 ? through : priv + (blk - 1) * B * n_in;                 \
-            TYPE *wt = dhat ? scratch_take(n_in * nc * sizeof(TYPE)) : NULL; /* the block's Wᵀ [n_in, nc] */ \
+            TYPE *fac = scratch_take(nc * sizeof(TYPE)), *dh = scratch_take(nc * sizeof(TYPE));             \
+            TYPE *dsil = scratch_take(nc * sizeof(TYPE)), *wsum = scratch_take(nc * sizeof(TYPE));          \
+            int64_t *prev = scratch_take(nc * sizeof(int64_t)), *cnt = scratch_take(nc * sizeof(int64_t));  \
+            TYPE *wt = mode ? scratch_take(n_in * nc * sizeof(TYPE)) : NULL; /* the block's Wᵀ [n_in, nc] */ \
             if (wt) transpose_##SUFFIX(w + c0 * n_in, nc, n_in, wt, nc);                                    \
+            int have_wsum = 0;                                                                              \
+            TYPE *thr = mode ? sums + 3 * blk * per : NULL, *all = thr ? thr + per : NULL;                  \
+            TYPE *sil = all ? all + per : NULL;                                                             \
             memset(acc, 0, (size_t)(n_in * nc) * sizeof(TYPE));                                             \
             for (int64_t b = b0; b < b0 + nb && !failed; b++) {                                             \
-                psp_scatter_##SUFFIX(post + b * N + c0, B * N, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev); \
-                const TYPE *fb = factor + b * N + c0, *db = dhat ? dhat + b * N + c0 : NULL;                \
-                TYPE *ob = thr ? thr + b * n_in : NULL;                                                     \
+                const uint8_t *pb = post + b * N + c0;                                                      \
+                for (int64_t i = 0; i < nc; i++) cnt[i] = 0;                                                \
+                for (int64_t t = 0; t < T; t++)                                                             \
+                    for (int64_t i = 0; i < nc; i++) cnt[i] += pb[t * B * N + i] != 0;                      \
+                int silent = 0;                                                                             \
+                for (int64_t i = 0; i < nc; i++) silent |= cnt[i] == 0;                                     \
+                if (silent && !have_wsum) { /* Σ_j w_ij, only for the silent post neurons' σ */            \
+                    for (int64_t i = 0; i < nc; i++) wsum[i] = sum_##SUFFIX(w + (c0 + i) * n_in, n_in);     \
+                    have_wsum = 1;                                                                          \
+                }                                                                                           \
+                for (int64_t i = 0; i < nc; i++) {                                                          \
+                    int64_t bi = b * N + c0 + i;                                                            \
+                    dh[i] = delta[bi] / vth;                                                                \
+                    TYPE sigma = cnt[i] > 0 ? (TYPE)psp_drive[bi] / (vth * (TYPE)cnt[i])                   \
+                                            : (TYPE)0.5 * wsum[i] / vth;                                    \
+                    fac[i] = dh[i] * ((TYPE)1 + sigma);                                                     \
+                    if (lam) fac[i] = fac[i] * (TYPE)lam[bi];                                               \
+                    dsil[i] = cnt[i] == 0 ? dh[i] : (TYPE)0;                                                \
+                }                                                                                           \
+                psp_scatter_##SUFFIX(pb, B * N, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev);         \
+                TYPE *ob = mode == 2 ? thr + b * n_in : NULL;                                               \
+                if (ob) memset(ob, 0, (size_t)n_in * sizeof(TYPE));                                         \
                 for (int64_t i = 0; i < nc; i++) { am[i] = 0; as[i] = 0; }                                  \
                 for (int64_t t = T - 1; t >= 0; t--) {                                                      \
                     filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                     \
                     int64_t r = t * B + b;                                                                  \
                     if (row_ptr[r] == row_ptr[r + 1]) continue;                                             \
-                    for (int64_t i = 0; i < nc; i++) tg[i] = (am[i] + as[i]) * fb[i];                       \
-                    if (db)                                                                                 \
-                        for (int64_t i = 0; i < nc; i++) td[i] = (am[i] + as[i]) * db[i];                   \
+                    for (int64_t i = 0; i < nc; i++) tg[i] = (am[i] + as[i]) * fac[i];                      \
+                    if (ob)                                                                                 \
+                        for (int64_t i = 0; i < nc; i++) td[i] = (am[i] + as[i]) * dh[i];                   \
                     for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                 \
                         int64_t j = cols[k];                                                                \
                         TYPE *aj = acc + j * nc;                                                            \
                         for (int64_t i = 0; i < nc; i++) aj[i] += tg[i];                                    \
-                        if (db) ob[j] += dot_##SUFFIX(td, wt + j * nc, nc);                                 \
+                        if (ob) ob[j] += dot_##SUFFIX(td, wt + j * nc, nc);                                 \
                     }                                                                                       \
                 }                                                                                           \
-                int silent = 0; /* prev[i] = −1: neuron i never fired in sample b */                      \
-                for (int64_t i = 0; i < nc; i++) {                                                          \
-                    tg[i] = prev[i] < 0 ? silent_psp * fb[i] : 0;                                           \
-                    silent |= prev[i] < 0;                                                                  \
-                }                                                                                           \
-                if (counts_in && silent)                                                                    \
+                if (silent) {                                                                               \
+                    for (int64_t i = 0; i < nc; i++) tg[i] = cnt[i] == 0 ? silent_psp * fac[i] : 0;         \
                     for (int64_t j = 0; j < n_in; j++)                                                      \
                         if (counts_in[b * n_in + j] > 0)                                                    \
                             for (int64_t i = 0; i < nc; i++) acc[j * nc + i] += tg[i];                      \
+                }                                                                                           \
+                if (mode)                                                                                   \
+                    for (int64_t j = 0; j < n_in; j++) {                                                    \
+                        all[b * n_in + j] = dot_##SUFFIX(dh, wt + j * nc, nc);                              \
+                        sil[b * n_in + j] = silent ? dot_##SUFFIX(dsil, wt + j * nc, nc) : (TYPE)0;         \
+                    }                                                                                       \
             }                                                                                               \
             if (!failed) /* the block's rows of grad (or of its group's partial copy) */                   \
                 transpose_##SUFFIX(acc, n_in, nc, (grp == 0 ? grad : part + (grp - 1) * size) + c0 * n_in, n_in); \
@@ -617,11 +661,18 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
             const TYPE *p = part + (g - 1) * size;                                                          \
             for (int64_t i = 0; i < size; i++) grad[i] += p[i];                                             \
         }                                                                                                   \
-        for (int64_t blk = 1; blk < n_blocks && through && !failed; blk++) {                                \
-            const TYPE *p = priv + (blk - 1) * B * n_in;                                                    \
-            for (int64_t i = 0; i < B * n_in; i++) through[i] += p[i];                                      \
-        }                                                                                                   \
-        free(part); free(priv);                                                                             \
+        if (mode && !failed)                                                                                \
+            for (int64_t x = 0; x < per; x++) {                                                             \
+                TYPE th = 0, al = 0, si = 0;                                                                \
+                for (int64_t blk = 0; blk < n_blocks; blk++) {                                              \
+                    const TYPE *s3 = sums + 3 * blk * per;                                                  \
+                    if (mode == 2) th += s3[x];                                                             \
+                    al += s3[per + x];                                                                      \
+                    si += s3[2 * per + x];                                                                  \
+                }                                                                                           \
+                below[x] = mode == 2 && counts_in[x] > 0 ? th / (TYPE)counts_in[x] + si : al;               \
+            }                                                                                               \
+        free(part); free(sums);                                                                             \
         return failed ? -1 : 0;                                                                             \
     }
 FC_BACKWARD(f32, float)
