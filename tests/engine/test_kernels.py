@@ -90,7 +90,9 @@ def test_event_forward_equals_lif_scan_and_dense_sigma(lateral: bool, n_out: int
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("n_out", [2, 9, 150])  # fewer neurons than threads; one block each; uneven blocks
 @pytest.mark.parametrize("B", [1, 5])
-def test_event_backward_kernel_equals_torch_rules(dtype: torch.dtype, threads: int, n_out: int, B: int) -> None:
+@pytest.mark.parametrize("post_rate", [0.06, 0.001])  # batch 1: the general path; grad's rows in place
+def test_event_backward_kernel_equals_torch_rules(dtype: torch.dtype, threads: int, n_out: int, B: int,
+                                                   post_rate: float) -> None:
     """The one-pass layer backward (σ, factor, Λ, both S-PSP contractions, the silent-post term and the
     error below) against the dense torch code of ``linear_backward`` on the same spikes, in float64."""
     from hm2bp.functional import events as ev
@@ -98,7 +100,7 @@ def test_event_backward_kernel_equals_torch_rules(dtype: torch.dtype, threads: i
 
     spikes, w = _event_case(31, dtype, B=B, n_out=n_out)
     gen = torch.Generator().manual_seed(32)
-    post = (torch.rand(spikes.shape[0], spikes.shape[1], w.shape[0], generator=gen) < 0.06).to(dtype)
+    post = (torch.rand(spikes.shape[0], spikes.shape[1], w.shape[0], generator=gen) < post_rate).to(dtype)
     post[:, 0, 0] = 0  # a silent post neuron
     post[[0, 1, 119], B - 1, 1] = 1  # spikes at the window edges
     spikes[:, 0, 3] = 0  # a silent input neuron

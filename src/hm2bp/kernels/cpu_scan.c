@@ -509,6 +509,74 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
 }
 
 
+/* The weight gradient of one sample (B = 1) for nc post neurons, written straight into their rows of
+ * grad ([nc, n_in], W's layout): a silent post neuron's row is the constant silent_psp·f_i where the
+ * input fired (spec §2), an active one's row gets f_i·C̃_i(t) at every input spike (t, j), in the order
+ * (t descending) of hm2bp_fc_backward's general path, so the two give the same bits. At batch 1 most
+ * post neurons are silent and the general path's [n_in, block] buffer, its zeroing and its transpose
+ * would cost more than the sums. But every input spike costs a scattered add per active row here and
+ * one vector pass over the block there, so with many active neurons and spikes (long windows) the
+ * general path is faster: the function then writes nothing and returns 2. post is [T, stride] (uint8,
+ * this block's columns); delta, psp_drive, lam (may be NULL) and w ([nc, n_in]) are this block's.
+ * Returns 0 (done), 1 (no memory) or 2 (declined). */
+#define FC_ROWS_BACKWARD(SUFFIX, TYPE)                                                              \
+    static int fc_rows_backward_##SUFFIX(const uint8_t *post, int64_t stride, const int64_t *row_ptr, \
+                                         const int32_t *cols, const int64_t *counts_in, const TYPE *w, \
+                                         const TYPE *delta, const double *psp_drive, const double *lam, \
+                                         TYPE vth, TYPE silent_psp, TYPE *grad, int64_t T, int64_t n_in, \
+                                         int64_t nc, double tau_m, double tau_s, int32_t t_ref,       \
+                                         int64_t window) {                                            \
+        TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                              \
+        size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));           \
+        if (!scratch_begin(2 * steps + 6 * vec)) return 1;                                            \
+        TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));    \
+        TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));            \
+        TYPE *fac = scratch_take(nc * sizeof(TYPE)), *tg = scratch_take(nc * sizeof(TYPE));           \
+        int64_t *prev = scratch_take(nc * sizeof(int64_t)), *act = scratch_take(nc * sizeof(int64_t)); \
+        int64_t n_act = 0, n_spikes = row_ptr[T] - row_ptr[0];                                        \
+        for (int64_t i = 0; i < nc; i++) {                                                            \
+            int64_t cnt = 0;                                                                          \
+            for (int64_t t = 0; t < T; t++) cnt += post[t * stride + i] != 0;                         \
+            act[i] = cnt; /* counts for now, the active list below */                                 \
+            n_act += cnt > 0;                                                                         \
+        }                                                                                             \
+        /* scattered adds (~1 per cycle) against vector adds (8 per op) plus zeroing and transposing the \
+         * general path's buffer (2 passes over nc × n_in) */                                        \
+        if (n_act * n_spikes * 8 > nc * n_spikes + 2 * nc * n_in) return 2;                           \
+        n_act = 0;                                                                                    \
+        for (int64_t i = 0; i < nc; i++) {                                                            \
+            int64_t cnt = act[i];                                                                     \
+            TYPE dh = delta[i] / vth;                                                                 \
+            TYPE sigma = cnt > 0 ? (TYPE)psp_drive[i] / (vth * (TYPE)cnt)                             \
+                                 : (TYPE)0.5 * sum_##SUFFIX(w + i * n_in, n_in) / vth;                \
+            fac[i] = dh * ((TYPE)1 + sigma);                                                          \
+            if (lam) fac[i] = fac[i] * (TYPE)lam[i];                                                  \
+            TYPE *row = grad + i * n_in;                                                              \
+            if (cnt > 0) {                                                                            \
+                act[n_act++] = i;                                                                     \
+                memset(row, 0, (size_t)n_in * sizeof(TYPE));                                          \
+            } else {                                                                                  \
+                TYPE g = silent_psp * fac[i];                                                         \
+                for (int64_t j = 0; j < n_in; j++) row[j] = counts_in[j] > 0 ? g : (TYPE)0;           \
+            }                                                                                         \
+        }                                                                                             \
+        if (n_act == 0) return 0;                                                                     \
+        psp_scatter_##SUFFIX(post, stride, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev);         \
+        for (int64_t i = 0; i < nc; i++) { am[i] = 0; as[i] = 0; }                                    \
+        for (int64_t t = T - 1; t >= 0; t--) {                                                        \
+            filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                       \
+            if (row_ptr[t] == row_ptr[t + 1]) continue;                                               \
+            for (int64_t a = 0; a < n_act; a++) tg[a] = (am[act[a]] + as[act[a]]) * fac[act[a]];     \
+            for (int64_t k = row_ptr[t]; k < row_ptr[t + 1]; k++) {                                   \
+                TYPE *gj = grad + cols[k];                                                            \
+                for (int64_t a = 0; a < n_act; a++) gj[act[a] * n_in] += tg[a];                       \
+            }                                                                                         \
+        }                                                                                             \
+        return 0;                                                                                     \
+    }
+FC_ROWS_BACKWARD(f32, float)
+FC_ROWS_BACKWARD(f64, double)
+
 /* Backward of the event-driven FC layer, for post spikes post [T, B, N] (uint8; for an output layer after
  * the spike insertion of spec §3.2). C̃ of each sample is rebuilt from its spikes (a scatter and one
  * backward filter in time, O(T·N)) and contracted with the input spikes on the fly, step by step. */
@@ -588,6 +656,13 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         for (int64_t item = 0; item < n_items; item++) {                                                    \
             int64_t blk = item / n_groups, grp = item % n_groups, c0, b0;                                   \
             int64_t nc = block_bounds(N, n_blocks, blk, &c0), nb = block_bounds(B, n_groups, grp, &b0);     \
+            if (B == 1 && mode == 0) { /* one sample: grad's rows written in place when that is cheaper */ \
+                int done = fc_rows_backward_##SUFFIX(post + c0, N, row_ptr, cols, counts_in, w + c0 * n_in, \
+                                                     delta + c0, psp_drive + c0, lam ? lam + c0 : NULL, vth, \
+                                                     silent_psp, grad + c0 * n_in, T, n_in, nc, tau_m, tau_s, \
+                                                     t_ref, window);                                        \
+                if (done != 2) { failed |= done; continue; }                                                \
+            }                                                                                               \
             size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));             \
             size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                               \
             if (!scratch_begin(2 * steps + (mode ? 2 : 1) * slice + 11 * vec)) { failed |= 1; continue; }   \
