@@ -164,14 +164,41 @@ SUM(f64, double)
 FILTER_STEP(f32, float)
 FILTER_STEP(f64, double)
 
+/* exp(−k/τ_m) and exp(−k/τ_s) for the integer spans k = 0 … n−1 that the S-PSP coefficients need (differences
+ * of spike times, so k < T + 2), computed once per call with the very expression of the direct call:
+ * psp_scatter takes ~6 exp per post spike, which was most of its time at long windows. Other k (a
+ * negative span, possible for inserted spikes closer than T_ref) take exp itself. */
+typedef struct { double tau_m, tau_s; const double *m, *s; int64_t n; double *mem; } exp_table;
+
+static int exp_table_init(exp_table *et, double tau_m, double tau_s, int64_t T) {
+    int64_t n = T + 2;
+    et->tau_m = tau_m; et->tau_s = tau_s; et->n = n;
+    et->mem = malloc((size_t)(2 * n) * sizeof(double));
+    if (!et->mem) return 0;
+    for (int64_t k = 0; k < n; k++) {
+        et->mem[k] = exp(-(double)k / tau_m);
+        et->mem[n + k] = exp(-(double)k / tau_s);
+    }
+    et->m = et->mem; et->s = et->mem + n;
+    return 1;
+}
+
+static inline double exp_m(const exp_table *et, int64_t k) {
+    return k >= 0 && k < et->n ? et->m[k] : exp(-(double)k / et->tau_m);
+}
+
+static inline double exp_s(const exp_table *et, int64_t k) {
+    return k >= 0 && k < et->n ? et->s[k] : exp(-(double)k / et->tau_s);
+}
+
 /* Per-spike S-PSP coefficients (spec §2, design.md §2; derivation in functional/psp.py) of nc columns:
  * post[t * stride + k] is the 0/1 spike of column k at step t. cm/cs [T, nc] receive the τ_m and τ_s
  * coefficients (computed in double, stored as TYPE); a backward filter in time turns them into C̃. */
 #define PSP_SCATTER(SUFFIX, TYPE)                                                                   \
     static void psp_scatter_##SUFFIX(const uint8_t *post, int64_t stride, int64_t T, int64_t nc,     \
-                                     double tau_m, double tau_s, int32_t t_ref, int64_t window,      \
+                                     const exp_table *et, int32_t t_ref, int64_t window,             \
                                      TYPE *cm, TYPE *cs, int64_t *prev) {                            \
-        double c = 1.0 / (1.0 - tau_s / tau_m);                                                     \
+        double c = 1.0 / (1.0 - et->tau_s / et->tau_m);                                             \
         memset(cm, 0, (size_t)(T * nc) * sizeof(TYPE));                                             \
         memset(cs, 0, (size_t)(T * nc) * sizeof(TYPE));                                             \
         for (int64_t k = 0; k < nc; k++) prev[k] = -1;                                              \
@@ -188,19 +215,19 @@ FILTER_STEP(f64, double)
                 int64_t p = prev[k];                                                                \
                 int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;                                       \
                 if (a >= a0) { /* case A: pre spikes in [a0, a] */                                  \
-                    double span = (double)(a - a0 + 1);                                             \
+                    int64_t span = a - a0 + 1;                                                      \
                     cm[a * nc + k] += (TYPE)c;                                                      \
-                    cm[(a0 - 1) * nc + k] += (TYPE)(-c * exp(-span / tau_m));                       \
+                    cm[(a0 - 1) * nc + k] += (TYPE)(-c * exp_m(et, span));                          \
                     cs[a * nc + k] += (TYPE)(-c);                                                   \
-                    cs[(a0 - 1) * nc + k] += (TYPE)(c * exp(-span / tau_s));                        \
+                    cs[(a0 - 1) * nc + k] += (TYPE)(c * exp_s(et, span));                           \
                 }                                                                                   \
                 if (p >= 0) { /* case B: pre spikes before the previous post spike (reset branch) */ \
                     int64_t hi = p - 1 < a ? p - 1 : a;                                             \
                     if (hi >= lo) {                                                                 \
-                        double sk = (double)(t - p - t_ref);                                        \
-                        double eps = c * (exp(-sk / tau_m) - exp(-sk / tau_s));                     \
-                        cs[hi * nc + k] += (TYPE)(eps * exp(-(double)(p - hi) / tau_s));            \
-                        cs[(lo - 1) * nc + k] += (TYPE)(-eps * exp(-(double)(p - lo + 1) / tau_s)); \
+                        int64_t sk = t - p - t_ref;                                                 \
+                        double eps = c * (exp_m(et, sk) - exp_s(et, sk));                           \
+                        cs[hi * nc + k] += (TYPE)(eps * exp_s(et, p - hi));                         \
+                        cs[(lo - 1) * nc + k] += (TYPE)(-eps * exp_s(et, p - lo + 1));              \
                     }                                                                               \
                 }                                                                                   \
                 prev[k] = t;                                                                        \
@@ -219,6 +246,8 @@ PSP_SCATTER(f64, double)
                                   int32_t n_threads) {                                             \
         int64_t n_blocks = (M + PSP_BLOCK - 1) / PSP_BLOCK;                                        \
         TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                           \
+        exp_table et;                                                                              \
+        if (!exp_table_init(&et, tau_m, tau_s, T)) return -1;                                      \
         int failed = 0;                                                                            \
         _Pragma("omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(dynamic, 4) reduction(| : failed)") \
         for (int64_t blk = 0; blk < n_blocks; blk++) {                                             \
@@ -227,7 +256,7 @@ PSP_SCATTER(f64, double)
             TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE)); \
             int64_t prev[PSP_BLOCK];                                                               \
             TYPE am[PSP_BLOCK], as[PSP_BLOCK];                                                     \
-            psp_scatter_##SUFFIX(post + c0, M, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev);   \
+            psp_scatter_##SUFFIX(post + c0, M, T, nc, &et, t_ref, window, cm, cs, prev);            \
             for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; }                             \
             for (int64_t t = T - 1; t >= 0; t--) {                                                 \
                 TYPE *o = out + t * M + c0;                                                        \
@@ -235,6 +264,7 @@ PSP_SCATTER(f64, double)
                 for (int64_t k = 0; k < nc; k++) o[k] = am[k] + as[k];                             \
             }                                                                                      \
         }                                                                                          \
+        free(et.mem);                                                                              \
         return failed ? -1 : 0;                                                                    \
     }
 PSP_COEFFS(f32, float)
@@ -309,6 +339,8 @@ int hm2bp_output_rules(const uint8_t *post, const int64_t *labels, uint8_t *used
     int64_t n_inserted = 0, n_bad = 0;
     for (int64_t b = 0; b < B; b++)
         if (labels[b] < 0 || labels[b] >= N) return -2;
+    exp_table et;
+    if (lam && !exp_table_init(&et, tau_m, tau_s, T)) return -1;
 #pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static) reduction(| : failed) reduction(+ : n_inserted, n_bad)
     for (int64_t b = 0; b < B; b++) {
         int64_t lab = labels[b], stride = B * N;
@@ -329,7 +361,7 @@ int hm2bp_output_rules(const uint8_t *post, const int64_t *labels, uint8_t *used
         double *am = scratch_take(N * sizeof(double)), *as = scratch_take(N * sizeof(double));
         double *f = scratch_take(N * sizeof(double)), *d = scratch_take(N * sizeof(double));
         int64_t *prev = scratch_take(N * sizeof(int64_t));
-        psp_scatter_f64(pb, stride, T, N, tau_m, tau_s, t_ref, window, cm, cs, prev);
+        psp_scatter_f64(pb, stride, T, N, &et, t_ref, window, cm, cs, prev);
         memset(e, 0, (size_t)(N * N) * sizeof(double));
         for (int64_t k = 0; k < N; k++) { am[k] = 0; as[k] = 0; f[k] = 0; }
         for (int64_t t = T - 1; t >= 0; t--) {  /* e[j, l] += s_j(t)·C̃_l(t) */
@@ -357,6 +389,7 @@ int hm2bp_output_rules(const uint8_t *post, const int64_t *labels, uint8_t *used
         }
         n_bad += bad;
     }
+    if (lam) free(et.mem);
     stats[0] = n_inserted;
     stats[1] = n_bad;
     return failed ? -1 : 0;
@@ -438,6 +471,8 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
     int64_t n_blocks = (N + blk - 1) / blk;
     int failed = 0, bad_weights = 0;
     double dm = exp(-1.0 / psp_tau_m), ds = exp(-1.0 / psp_tau_s);
+    exp_table et;
+    if (keep && !exp_table_init(&et, psp_tau_m, psp_tau_s, T)) return -1;
 #pragma omp parallel num_threads(nt) reduction(| : failed, bad_weights)
     {
         size_t vec = SCRATCH(blk * sizeof(double)), steps = SCRATCH((keep ? T : 1) * blk * sizeof(double));
@@ -494,7 +529,7 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
                     for (int64_t c = 0; c < nc; c++) cnt[c] += u[c];
                 }
                 if (T > 0) row_sum_f32(row_ptr, cols, wt, nc, (T - 1) * B + b, nc, drive + (T - 1) * nc);
-                psp_scatter_f64(out_u8 + base, stride, T, nc, psp_tau_m, psp_tau_s, t_ref, window, cm, cs, prev);
+                psp_scatter_f64(out_u8 + base, stride, T, nc, &et, t_ref, window, cm, cs, prev);
                 double *acc = psp_drive + base;
                 for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; acc[k] = 0; }
                 for (int64_t t = T - 1; t >= 0; t--) {
@@ -505,73 +540,66 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
             }
         }
     }
+    if (keep) free(et.mem);
     return failed ? -1 : bad_weights ? -2 : 0;
 }
 
 
-/* The weight gradient of one sample (B = 1) for nc post neurons, written straight into their rows of
- * grad ([nc, n_in], W's layout): a silent post neuron's row is the constant silent_psp·f_i where the
- * input fired (spec §2), an active one's row gets f_i·C̃_i(t) at every input spike (t, j), in the order
- * (t descending) of hm2bp_fc_backward's general path, so the two give the same bits. At batch 1 most
- * post neurons are silent and the general path's [n_in, block] buffer, its zeroing and its transpose
- * would cost more than the sums. But every input spike costs a scattered add per active row here and
- * one vector pass over the block there, so with many active neurons and spikes (long windows) the
- * general path is faster: the function then writes nothing and returns 2. post is [T, stride] (uint8,
- * this block's columns); delta, psp_drive, lam (may be NULL) and w ([nc, n_in]) are this block's.
- * Returns 0 (done), 1 (no memory) or 2 (declined). */
+/* The weight gradient of one sample (B = 1) for nc post neurons, into their rows of grad ([nc, n_in], W's
+ * layout). A silent post neuron's row is the constant silent_psp·f_i where the input fired (spec §2), written
+ * at once; only the n_act active neurons are summed, in a [n_in, n_act] buffer (the general path's
+ * buffer holds the whole block: at batch 1 most post neurons are silent, and every input spike costs a
+ * pass over the buffer's row), in the general path's order (t descending), so the two give the same
+ * bits. post is [T, stride] (uint8, this block's columns); delta, psp_drive, lam (may be NULL) and w
+ * ([nc, n_in]) are this block's. Returns 0, or 1 without memory. */
 #define FC_ROWS_BACKWARD(SUFFIX, TYPE)                                                              \
     static int fc_rows_backward_##SUFFIX(const uint8_t *post, int64_t stride, const int64_t *row_ptr, \
                                          const int32_t *cols, const int64_t *counts_in, const TYPE *w, \
                                          const TYPE *delta, const double *psp_drive, const double *lam, \
                                          TYPE vth, TYPE silent_psp, TYPE *grad, int64_t T, int64_t n_in, \
-                                         int64_t nc, double tau_m, double tau_s, int32_t t_ref,       \
+                                         int64_t nc, const exp_table *et, int32_t t_ref,             \
                                          int64_t window) {                                            \
-        TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                              \
+        TYPE dm = (TYPE)exp(-1.0 / et->tau_m), ds = (TYPE)exp(-1.0 / et->tau_s);                      \
         size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));           \
-        if (!scratch_begin(2 * steps + 6 * vec)) return 1;                                            \
+        size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                             \
+        if (!scratch_begin(2 * steps + 2 * slice + 6 * vec)) return 1;                                \
         TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));    \
         TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));            \
         TYPE *fac = scratch_take(nc * sizeof(TYPE)), *tg = scratch_take(nc * sizeof(TYPE));           \
         int64_t *prev = scratch_take(nc * sizeof(int64_t)), *act = scratch_take(nc * sizeof(int64_t)); \
-        int64_t n_act = 0, n_spikes = row_ptr[T] - row_ptr[0];                                        \
+        int64_t n_act = 0;                                                                            \
         for (int64_t i = 0; i < nc; i++) {                                                            \
             int64_t cnt = 0;                                                                          \
             for (int64_t t = 0; t < T; t++) cnt += post[t * stride + i] != 0;                         \
-            act[i] = cnt; /* counts for now, the active list below */                                 \
-            n_act += cnt > 0;                                                                         \
-        }                                                                                             \
-        /* scattered adds (~1 per cycle) against vector adds (8 per op) plus zeroing and transposing the \
-         * general path's buffer (2 passes over nc × n_in) */                                        \
-        if (n_act * n_spikes * 8 > nc * n_spikes + 2 * nc * n_in) return 2;                           \
-        n_act = 0;                                                                                    \
-        for (int64_t i = 0; i < nc; i++) {                                                            \
-            int64_t cnt = act[i];                                                                     \
             TYPE dh = delta[i] / vth;                                                                 \
             TYPE sigma = cnt > 0 ? (TYPE)psp_drive[i] / (vth * (TYPE)cnt)                             \
                                  : (TYPE)0.5 * sum_##SUFFIX(w + i * n_in, n_in) / vth;                \
             fac[i] = dh * ((TYPE)1 + sigma);                                                          \
             if (lam) fac[i] = fac[i] * (TYPE)lam[i];                                                  \
-            TYPE *row = grad + i * n_in;                                                              \
             if (cnt > 0) {                                                                            \
                 act[n_act++] = i;                                                                     \
-                memset(row, 0, (size_t)n_in * sizeof(TYPE));                                          \
             } else {                                                                                  \
-                TYPE g = silent_psp * fac[i];                                                         \
+                TYPE g = silent_psp * fac[i], *row = grad + i * n_in;                                 \
                 for (int64_t j = 0; j < n_in; j++) row[j] = counts_in[j] > 0 ? g : (TYPE)0;           \
             }                                                                                         \
         }                                                                                             \
         if (n_act == 0) return 0;                                                                     \
-        psp_scatter_##SUFFIX(post, stride, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev);         \
+        TYPE *acc = scratch_take(n_in * n_act * sizeof(TYPE)), *rows = scratch_take(n_in * n_act * sizeof(TYPE)); \
+        memset(acc, 0, (size_t)(n_in * n_act) * sizeof(TYPE));                                       \
+        psp_scatter_##SUFFIX(post, stride, T, nc, et, t_ref, window, cm, cs, prev);                  \
         for (int64_t i = 0; i < nc; i++) { am[i] = 0; as[i] = 0; }                                    \
         for (int64_t t = T - 1; t >= 0; t--) {                                                        \
             filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                       \
             if (row_ptr[t] == row_ptr[t + 1]) continue;                                               \
             for (int64_t a = 0; a < n_act; a++) tg[a] = (am[act[a]] + as[act[a]]) * fac[act[a]];     \
             for (int64_t k = row_ptr[t]; k < row_ptr[t + 1]; k++) {                                   \
-                TYPE *gj = grad + cols[k];                                                            \
-                for (int64_t a = 0; a < n_act; a++) gj[act[a] * n_in] += tg[a];                       \
+                TYPE *aj = acc + (int64_t)cols[k] * n_act;                                            \
+                for (int64_t a = 0; a < n_act; a++) aj[a] += tg[a];                                   \
             }                                                                                         \
         }                                                                                             \
+        transpose_##SUFFIX(acc, n_in, n_act, rows, n_in);                                             \
+        for (int64_t a = 0; a < n_act; a++)                                                           \
+            memcpy(grad + act[a] * n_in, rows + a * n_in, (size_t)n_in * sizeof(TYPE));               \
         return 0;                                                                                     \
     }
 FC_ROWS_BACKWARD(f32, float)
@@ -587,6 +615,8 @@ FC_ROWS_BACKWARD(f64, double)
                                     double tau_m, double tau_s, int32_t t_ref, int64_t window,              \
                                     int32_t n_threads) {                                                    \
         TYPE dm = (TYPE)exp(-1.0 / tau_m), ds = (TYPE)exp(-1.0 / tau_s);                                    \
+        exp_table et;                                                                                       \
+        if (!exp_table_init(&et, tau_m, tau_s, T)) return -1;                                               \
         int failed = 0;                                                                                     \
         _Pragma("omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)")            \
         {                                                                                                   \
@@ -602,7 +632,7 @@ FC_ROWS_BACKWARD(f64, double)
             _Pragma("omp for schedule(static)")                                                             \
             for (int64_t b = 0; b < B; b++) {                                                               \
                 if (!ok) continue;                                                                          \
-                psp_scatter_##SUFFIX(post + b * N, B * N, T, N, tau_m, tau_s, t_ref, window, cm, cs, prev); \
+                psp_scatter_##SUFFIX(post + b * N, B * N, T, N, &et, t_ref, window, cm, cs, prev);          \
                 TYPE *o = out + b * N;                                                                      \
                 for (int64_t i = 0; i < N; i++) { am[i] = 0; as[i] = 0; o[i] = 0; }                         \
                 for (int64_t t = T - 1; t >= 0; t--) {                                                      \
@@ -616,6 +646,7 @@ FC_ROWS_BACKWARD(f64, double)
                 }                                                                                           \
             }                                                                                               \
         }                                                                                                   \
+        free(et.mem);                                                                                       \
         return failed ? -1 : 0;                                                                             \
     }                                                                                                       \
     /* The whole HM2-BP backward step of the layer (spec §3.3), the rules of functional/hm2bp.py's        \
@@ -650,18 +681,22 @@ FC_ROWS_BACKWARD(f64, double)
         TYPE *part = n_groups > 1 ? malloc((size_t)((n_groups - 1) * size) * sizeof(TYPE)) : NULL;          \
         /* per block: through, all (δ̂·W) and from_silent sums of `below`, [B, n_in] each */                \
         TYPE *sums = mode ? malloc((size_t)(3 * n_blocks * per) * sizeof(TYPE)) : NULL;                     \
-        if ((n_groups > 1 && !part) || (mode && !sums)) { free(part); free(sums); return -1; }              \
+        exp_table et;                                                                                       \
+        et.mem = NULL;                                                                                      \
+        if ((n_groups > 1 && !part) || (mode && !sums) || !exp_table_init(&et, tau_m, tau_s, T)) {          \
+            free(part); free(sums); free(et.mem); return -1;                                                \
+        }                                                                                                   \
         int failed = 0;                                                                                     \
         _Pragma("omp parallel for num_threads(n_items) schedule(static) reduction(| : failed)")             \
         for (int64_t item = 0; item < n_items; item++) {                                                    \
             int64_t blk = item / n_groups, grp = item % n_groups, c0, b0;                                   \
             int64_t nc = block_bounds(N, n_blocks, blk, &c0), nb = block_bounds(B, n_groups, grp, &b0);     \
-            if (B == 1 && mode == 0) { /* one sample: grad's rows written in place when that is cheaper */ \
-                int done = fc_rows_backward_##SUFFIX(post + c0, N, row_ptr, cols, counts_in, w + c0 * n_in, \
-                                                     delta + c0, psp_drive + c0, lam ? lam + c0 : NULL, vth, \
-                                                     silent_psp, grad + c0 * n_in, T, n_in, nc, tau_m, tau_s, \
-                                                     t_ref, window);                                        \
-                if (done != 2) { failed |= done; continue; }                                                \
+            if (B == 1 && mode == 0) { /* one sample: only its active post neurons are summed */          \
+                failed |= fc_rows_backward_##SUFFIX(post + c0, N, row_ptr, cols, counts_in, w + c0 * n_in,  \
+                                                    delta + c0, psp_drive + c0, lam ? lam + c0 : NULL, vth, \
+                                                    silent_psp, grad + c0 * n_in, T, n_in, nc, &et, t_ref, \
+                                                    window);                                                \
+                continue;                                                                                   \
             }                                                                                               \
             size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));             \
             size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                               \
@@ -699,7 +734,7 @@ FC_ROWS_BACKWARD(f64, double)
                     if (lam) fac[i] = fac[i] * (TYPE)lam[bi];                                               \
                     dsil[i] = cnt[i] == 0 ? dh[i] : (TYPE)0;                                                \
                 }                                                                                           \
-                psp_scatter_##SUFFIX(pb, B * N, T, nc, tau_m, tau_s, t_ref, window, cm, cs, prev);         \
+                psp_scatter_##SUFFIX(pb, B * N, T, nc, &et, t_ref, window, cm, cs, prev);                  \
                 TYPE *ob = mode == 2 ? thr + b * n_in : NULL;                                               \
                 if (ob) memset(ob, 0, (size_t)n_in * sizeof(TYPE));                                         \
                 for (int64_t i = 0; i < nc; i++) { am[i] = 0; as[i] = 0; }                                  \
@@ -747,7 +782,7 @@ FC_ROWS_BACKWARD(f64, double)
                 }                                                                                           \
                 below[x] = mode == 2 && counts_in[x] > 0 ? th / (TYPE)counts_in[x] + si : al;               \
             }                                                                                               \
-        free(part); free(sums);                                                                             \
+        free(part); free(sums); free(et.mem);                                                               \
         return failed ? -1 : 0;                                                                             \
     }
 FC_BACKWARD(f32, float)
