@@ -191,6 +191,14 @@ static inline double exp_s(const exp_table *et, int64_t k) {
     return k >= 0 && k < et->n ? et->s[k] : exp(-(double)k / et->tau_s);
 }
 
+/* dst[t, a] = post[t * stride + act[a]]: the spike trains of the n_act listed columns, side by side. A
+ * silent post neuron has no S-PSP (C̃ = 0), so the coefficients need only the columns that fired. */
+static void gather_columns(const uint8_t *post, int64_t stride, int64_t T, const int64_t *act, int64_t n_act,
+                           uint8_t *dst) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t a = 0; a < n_act; a++) dst[t * n_act + a] = post[t * stride + act[a]];
+}
+
 /* Per-spike S-PSP coefficients (spec §2, design.md §2; derivation in functional/psp.py) of nc columns:
  * post[t * stride + k] is the 0/1 spike of column k at step t. cm/cs [T, nc] receive the τ_m and τ_s
  * coefficients (computed in double, stored as TYPE); a backward filter in time turns them into C̃. */
@@ -476,7 +484,7 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
 #pragma omp parallel num_threads(nt) reduction(| : failed, bad_weights)
     {
         size_t vec = SCRATCH(blk * sizeof(double)), steps = SCRATCH((keep ? T : 1) * blk * sizeof(double));
-        int ok = scratch_begin(8 * vec + 3 * steps + SCRATCH(n_in * blk * sizeof(float)));
+        int ok = scratch_begin(10 * vec + 3 * steps + SCRATCH(n_in * blk * sizeof(float)) + SCRATCH((keep ? T : 1) * blk));
         if (!ok) failed |= 1;
         float *wt = ok ? scratch_take(n_in * blk * sizeof(float)) : NULL; /* the current block's Wᵀ [n_in, nc] */
         int64_t wt_block = -1;
@@ -489,6 +497,9 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         double *cs = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
         double *am = ok ? scratch_take(blk * sizeof(double)) : NULL, *as = ok ? scratch_take(blk * sizeof(double)) : NULL;
         int64_t *prev = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;
+        int64_t *act = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;  /* the block's neurons that fired */
+        double *acc = ok ? scratch_take(blk * sizeof(double)) : NULL;
+        uint8_t *fired = ok ? scratch_take((keep ? T : 1) * blk) : NULL; /* their spikes, [T, n_act] */
 #pragma omp for collapse(2) schedule(static)
         for (int64_t cb = 0; cb < n_blocks; cb++) {
             for (int64_t b = 0; b < B; b++) {
@@ -529,14 +540,21 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
                     for (int64_t c = 0; c < nc; c++) cnt[c] += u[c];
                 }
                 if (T > 0) row_sum_f32(row_ptr, cols, wt, nc, (T - 1) * B + b, nc, drive + (T - 1) * nc);
-                psp_scatter_f64(out_u8 + base, stride, T, nc, &et, t_ref, window, cm, cs, prev);
-                double *acc = psp_drive + base;
-                for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; acc[k] = 0; }
+                int64_t n_act = 0;  /* σ's numerator is 0 for a silent neuron: only the others are filtered */
+                for (int64_t c = 0; c < nc; c++) {
+                    psp_drive[base + c] = 0;
+                    if (cnt[c] > 0) act[n_act++] = c;
+                }
+                if (n_act == 0) continue;
+                gather_columns(out_u8 + base, stride, T, act, n_act, fired);
+                psp_scatter_f64(fired, n_act, T, n_act, &et, t_ref, window, cm, cs, prev);
+                for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; acc[a] = 0; }
                 for (int64_t t = T - 1; t >= 0; t--) {
                     const float *d = drive + t * nc;
-                    filter_step_f64(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);
-                    for (int64_t k = 0; k < nc; k++) acc[k] += (am[k] + as[k]) * (double)d[k];
+                    filter_step_f64(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);
+                    for (int64_t a = 0; a < n_act; a++) acc[a] += (am[a] + as[a]) * (double)d[act[a]];
                 }
+                for (int64_t a = 0; a < n_act; a++) psp_drive[base + act[a]] = acc[a];
             }
         }
     }
@@ -562,7 +580,7 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         TYPE dm = (TYPE)exp(-1.0 / et->tau_m), ds = (TYPE)exp(-1.0 / et->tau_s);                      \
         size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));           \
         size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                             \
-        if (!scratch_begin(2 * steps + 2 * slice + 6 * vec)) return 1;                                \
+        if (!scratch_begin(2 * steps + 2 * slice + 6 * vec + SCRATCH(T * nc))) return 1;              \
         TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));    \
         TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));            \
         TYPE *fac = scratch_take(nc * sizeof(TYPE)), *tg = scratch_take(nc * sizeof(TYPE));           \
@@ -585,13 +603,15 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         }                                                                                             \
         if (n_act == 0) return 0;                                                                     \
         TYPE *acc = scratch_take(n_in * n_act * sizeof(TYPE)), *rows = scratch_take(n_in * n_act * sizeof(TYPE)); \
+        uint8_t *fired = scratch_take(T * n_act);                                                     \
         memset(acc, 0, (size_t)(n_in * n_act) * sizeof(TYPE));                                       \
-        psp_scatter_##SUFFIX(post, stride, T, nc, et, t_ref, window, cm, cs, prev);                  \
-        for (int64_t i = 0; i < nc; i++) { am[i] = 0; as[i] = 0; }                                    \
+        gather_columns(post, stride, T, act, n_act, fired);                                           \
+        psp_scatter_##SUFFIX(fired, n_act, T, n_act, et, t_ref, window, cm, cs, prev);                \
+        for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; fac[a] = fac[act[a]]; }           \
         for (int64_t t = T - 1; t >= 0; t--) {                                                        \
-            filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                       \
+            filter_step_##SUFFIX(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);              \
             if (row_ptr[t] == row_ptr[t + 1]) continue;                                               \
-            for (int64_t a = 0; a < n_act; a++) tg[a] = (am[act[a]] + as[act[a]]) * fac[act[a]];     \
+            for (int64_t a = 0; a < n_act; a++) tg[a] = (am[a] + as[a]) * fac[a];                     \
             for (int64_t k = row_ptr[t]; k < row_ptr[t + 1]; k++) {                                   \
                 TYPE *aj = acc + (int64_t)cols[k] * n_act;                                            \
                 for (int64_t a = 0; a < n_act; a++) aj[a] += tg[a];                                   \
