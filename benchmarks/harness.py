@@ -52,7 +52,7 @@ COLUMNS = [
     "library", "rule", "neuron", "T", "batch", "n_hidden", "status",
     "train_samples_per_s", "infer_samples_per_s", "peak_rss_mb", "train_mem_mb",
     "infer_peak_rss_mb", "infer_mem_mb", "baseline_rss_mb",
-    "train_step_s", "train_step_min_s", "train_fwd_s", "train_bwd_s", "train_steps_timed",
+    "train_step_s", "train_step_min_s", "train_fwd_s", "train_bwd_s", "train_opt_s", "train_steps_timed",
     "infer_step_s", "infer_step_min_s", "infer_steps_timed",
     "train_cpu_s", "infer_cpu_s", "train_samples_per_cpu_s", "infer_samples_per_cpu_s",
     "train_gflops", "train_frac_of_peak", "infer_gflops", "infer_frac_of_peak", "gemm_gflops",
@@ -81,12 +81,12 @@ MIN_TIMED_S = 3.0
 millisecond-long steps on a shared machine is mostly noise."""
 
 
-def _timed_loop(step, repeats: int, budget_s: float) -> tuple[list[float], list[tuple[float, float]], list[float]]:  # type: ignore[no-untyped-def]
+def _timed_loop(step, repeats: int, budget_s: float) -> tuple[list[float], list[tuple[float, ...]], list[float]]:  # type: ignore[no-untyped-def]
     """One warm-up call, then timed calls until there are ``repeats`` of them and MIN_TIMED_S seconds of
     timed steps (at most 1000 calls), while the budget lasts (at least one).
 
-    Returns the wall seconds, the (forward, backward) parts and the process CPU seconds (all threads) of
-    each timed call.
+    Returns the wall seconds, the (forward, backward, optimizer update) parts and the process CPU seconds
+    (all threads) of each timed call.
     """
     start = time.perf_counter()
     step()  # warm-up: one-time set-up (kernel build/loading, allocator, Adam state)
@@ -96,7 +96,7 @@ def _timed_loop(step, repeats: int, budget_s: float) -> tuple[list[float], list[
         part = step()
         totals.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        parts.append(part if part is not None else (float("nan"), float("nan")))
+        parts.append(part if part is not None else (float("nan"),) * 3)
         spent = time.perf_counter() - start
         if spent + statistics.median(totals) > budget_s:
             break
@@ -128,9 +128,10 @@ def _hm2bp_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        t2 = time.perf_counter()
         if not exact or grads_finite(opt):
             opt.step()
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
 
     def infer():  # type: ignore[no-untyped-def]
         with torch.no_grad():
@@ -166,13 +167,14 @@ def _reference_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
         return hidden, ref.fc_forward_ref(hidden, w2, 8.0, 1e-6, lateral=lateral)
 
     def train_step():  # type: ignore[no-untyped-def]
-        fwd = bwd = 0.0
+        fwd = bwd = upd = 0.0
         for b in range(a.batch):  # online: one update per sample
             t0 = time.perf_counter()
             hidden, out = forward(xs[b])
             t1 = time.perf_counter()
             g2, d_below = ref.output_backward_ref(out, hidden, w2, 8.0, int(labels[b]), lateral=True)
             g1, _ = ref.fc_backward_ref(d_below, xs[b], hidden, w1, 20.0)
+            t2 = time.perf_counter()
             state["t"] += 1
             for p, g, (m, v) in zip(params, (g1, g2), adam):  # plain numpy Adam (lr 1e-3)
                 m *= 0.9
@@ -182,8 +184,9 @@ def _reference_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
                 mh, vh = m / (1 - 0.9 ** state["t"]), v / (1 - 0.999 ** state["t"])
                 p -= (1e-3 * mh / (np.sqrt(vh) + 1e-8)).astype(p.dtype)
             fwd += t1 - t0
-            bwd += time.perf_counter() - t1
-        return fwd, bwd
+            bwd += t2 - t1
+            upd += time.perf_counter() - t2
+        return fwd, bwd, upd
 
     def infer():  # type: ignore[no-untyped-def]
         hs, outs = zip(*(forward(xb) for xb in xs))
@@ -226,7 +229,8 @@ def child_main(a: argparse.Namespace) -> None:
     if a.phase == "train":
         totals, parts, cpu = _timed_loop(train_step, a.repeats, a.budget)
         res.update(step_s=statistics.median(totals), min_s=min(totals), cpu_s=statistics.median(cpu), fwd_s=statistics.median(p[0] for p in parts),
-                   bwd_s=statistics.median(p[1] for p in parts), steps=len(totals))
+                   bwd_s=statistics.median(p[1] for p in parts), opt_s=statistics.median(p[2] for p in parts),
+                   steps=len(totals))
     else:
         box: dict[str, object] = {}
 
@@ -457,7 +461,8 @@ def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
             train_samples_per_cpu_s=round(batch / float(tr["cpu_s"]), 3),  # type: ignore[arg-type]
             infer_samples_per_cpu_s=round(batch / float(inf["cpu_s"]), 3),  # type: ignore[arg-type]
             train_fwd_s=round(float(tr["fwd_s"]), 5),  # type: ignore[arg-type]
-            train_bwd_s=round(float(tr["bwd_s"]), 5), train_steps_timed=tr["steps"],  # type: ignore[arg-type]
+            train_bwd_s=round(float(tr["bwd_s"]), 5), train_opt_s=round(float(tr["opt_s"]), 5),  # type: ignore[arg-type]
+            train_steps_timed=tr["steps"],
             infer_step_s=round(float(inf["step_s"]), 5), infer_steps_timed=inf["steps"],  # type: ignore[arg-type]
             train_gflops=round(3 * flops * train_sps / 1e9, 3), infer_gflops=round(flops * infer_sps / 1e9, 3),
             train_frac_of_peak=round(3 * flops * train_sps / 1e9 / peak, 5),
@@ -470,7 +475,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
         )
         history[_key(c)] = {"T": T, "batch": batch, "step_s": float(tr["min_s"]), "mem_mb": max(float(tr["mem_mb"]), 1.0)}  # type: ignore[arg-type]
         rows.append(row)
-        print(f"{label}  train {train_sps:9.2f}/s ({float(tr['fwd_s']):.3f}+{float(tr['bwd_s']):.3f} s)  "  # type: ignore[arg-type]
+        print(f"{label}  train {train_sps:9.2f}/s ({float(tr['fwd_s']):.3f}+{float(tr['bwd_s']):.3f}+{float(tr['opt_s']):.3f} s)  "  # type: ignore[arg-type]
               f"infer {infer_sps:9.2f}/s  train_mem {float(tr['mem_mb']):8.1f} MB  peak {float(tr['peak_rss_mb']):8.1f} MB",  # type: ignore[arg-type]
               flush=True)
     _add_ratios(rows)

@@ -199,8 +199,8 @@ def library_version(library: str) -> str:
     return version("spikingjelly")
 
 
-def peer_train_step(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, labels: Tensor) -> tuple[float, float]:
-    """One BPTT step; returns (forward seconds, backward + update seconds)."""
+def peer_train_step(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, labels: Tensor) -> tuple[float, float, float]:
+    """One BPTT step; returns (forward, backward, optimizer update) seconds."""
     import time
 
     t0 = time.perf_counter()
@@ -209,8 +209,9 @@ def peer_train_step(net: nn.Module, opt: torch.optim.Optimizer, x: Tensor, label
     loss = count_loss(out.sum(0), labels)
     t1 = time.perf_counter()
     loss.backward()
+    t2 = time.perf_counter()
     opt.step()
-    return t1 - t0, time.perf_counter() - t1
+    return t1 - t0, t2 - t1, time.perf_counter() - t2
 
 
 def peer_infer(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
