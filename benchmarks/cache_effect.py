@@ -62,17 +62,17 @@ def run(T: int, threads: int, rounds: int, n: int, sweep_mb: int) -> list[dict[s
         opt.step()
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
+                            cwd=HERE, check=False).stdout.strip()
     rows = []
     for r in range(rounds):
         warm = _median_ms(infer, n)
         cold = _median_ms(infer, n, sweep)
         train = _median_ms(step, n)
-        rows.append(dict(T=T, batch=1, round=r, threads=threads, infer_warm_ms=round(warm, 4),
-                         infer_cold_ms=round(cold, 4), train_step_ms=round(train, 4),
-                         step_over_warm=round(train / warm, 3), step_over_cold=round(train / cold, 3),
-                         sweep_mb=sweep_mb, torch_version=torch.__version__,
-                         python_version=platform.python_version(), commit=commit))
+        rows.append({"T": T, "batch": 1, "round": r, "threads": threads, "infer_warm_ms": round(warm, 4),
+                     "infer_cold_ms": round(cold, 4), "train_step_ms": round(train, 4),
+                     "step_over_warm": round(train / warm, 3), "step_over_cold": round(train / cold, 3),
+                     "sweep_mb": sweep_mb, "torch_version": torch.__version__,
+                     "python_version": platform.python_version(), "commit": commit})
         print(f"T={T} round {r}: inference {warm:.3f} ms warm, {cold:.3f} ms cold; training step {train:.3f} ms "
               f"= {train / warm:.2f}x warm, {train / cold:.2f}x cold", flush=True)
     return rows

@@ -111,7 +111,7 @@ def test_event_backward_kernel_equals_torch_rules(dtype: torch.dtype, threads: i
     assert idx is not None and int(idx.row_ptr[-1]) == int(spikes.sum()) and idx.cols.dtype == torch.int32
     torch.testing.assert_close(idx.counts.to(dtype), spikes.sum(0))
     drive = spikes.double() @ w.double().t()
-    tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-11)
+    tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == torch.float32 else {"rtol": 1e-11, "atol": 1e-11}
 
     def close(got: torch.Tensor, want: torch.Tensor) -> None:  # float32: relative to the largest entry
         scale = float(want.abs().max()) if dtype == torch.float32 else 1.0
@@ -120,7 +120,7 @@ def test_event_backward_kernel_equals_torch_rules(dtype: torch.dtype, threads: i
     assert bool((post.sum(0) == 0).any()) and bool((post.sum(0) > 0).any())
     for lateral in (None, lam):
         for effect_ratio, need_below in ((True, True), (False, True), (True, False)):
-            kw = dict(lateral=lateral, effect_ratio=effect_ratio, need_delta_below=need_below)
+            kw = {"lateral": lateral, "effect_ratio": effect_ratio, "need_delta_below": need_below}
             dense = linear_backward(delta.double(), spikes.double(), post.double(), w.double(), drive, p,
                                     dtype=torch.float64, **kw)
             previous = torch.get_num_threads()

@@ -563,6 +563,20 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
 }
 
 
+/* f = δ̂·(1 + σ)·Λ of spec §3.3 for one post neuron and sample: δ̂ = δ/ν; σ = psp_drive/(ν·o) when it fired
+ * (o > 0), else 0.5·Σ_j w_ij/ν (weight_sum, read only then); Λ = *lam (NULL: none). In TYPE, in the order
+ * of functional/hm2bp.py's torch code. */
+#define LAYER_FACTOR(SUFFIX, TYPE)                                                                  \
+    static inline TYPE layer_factor_##SUFFIX(TYPE delta, int64_t count, double psp_drive, TYPE weight_sum, \
+                                             const double *lam, TYPE vth) {                         \
+        TYPE dh = delta / vth;                                                                      \
+        TYPE sigma = count > 0 ? (TYPE)psp_drive / (vth * (TYPE)count) : (TYPE)0.5 * weight_sum / vth; \
+        TYPE f = dh * ((TYPE)1 + sigma);                                                            \
+        return lam ? f * (TYPE)*lam : f;                                                            \
+    }
+LAYER_FACTOR(f32, float)
+LAYER_FACTOR(f64, double)
+
 /* The weight gradient of one sample (B = 1) for nc post neurons, into their rows of grad ([nc, n_in], W's
  * layout). A silent post neuron's row is the constant silent_psp·f_i where the input fired (spec §2), written
  * at once; only the n_act active neurons are summed, in a [n_in, n_act] buffer (the general path's
@@ -589,11 +603,8 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         for (int64_t i = 0; i < nc; i++) {                                                            \
             int64_t cnt = 0;                                                                          \
             for (int64_t t = 0; t < T; t++) cnt += post[t * stride + i] != 0;                         \
-            TYPE dh = delta[i] / vth;                                                                 \
-            TYPE sigma = cnt > 0 ? (TYPE)psp_drive[i] / (vth * (TYPE)cnt)                             \
-                                 : (TYPE)0.5 * sum_##SUFFIX(w + i * n_in, n_in) / vth;                \
-            fac[i] = dh * ((TYPE)1 + sigma);                                                          \
-            if (lam) fac[i] = fac[i] * (TYPE)lam[i];                                                  \
+            TYPE wsum = cnt > 0 ? (TYPE)0 : sum_##SUFFIX(w + i * n_in, n_in);                        \
+            fac[i] = layer_factor_##SUFFIX(delta[i], cnt, psp_drive[i], wsum, lam ? lam + i : NULL, vth); \
             if (cnt > 0) {                                                                            \
                 act[n_act++] = i;                                                                     \
             } else {                                                                                  \
@@ -748,10 +759,8 @@ FC_ROWS_BACKWARD(f64, double)
                 for (int64_t i = 0; i < nc; i++) {                                                          \
                     int64_t bi = b * N + c0 + i;                                                            \
                     dh[i] = delta[bi] / vth;                                                                \
-                    TYPE sigma = cnt[i] > 0 ? (TYPE)psp_drive[bi] / (vth * (TYPE)cnt[i])                   \
-                                            : (TYPE)0.5 * wsum[i] / vth;                                    \
-                    fac[i] = dh[i] * ((TYPE)1 + sigma);                                                     \
-                    if (lam) fac[i] = fac[i] * (TYPE)lam[bi];                                               \
+                    fac[i] = layer_factor_##SUFFIX(delta[bi], cnt[i], psp_drive[bi], cnt[i] > 0 ? (TYPE)0 : wsum[i], \
+                                                   lam ? lam + bi : NULL, vth);                             \
                     dsil[i] = cnt[i] == 0 ? dh[i] : (TYPE)0;                                                \
                 }                                                                                           \
                 psp_scatter_##SUFFIX(pb, B * N, T, nc, &et, t_ref, window, cm, cs, prev);                  \
