@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -57,8 +58,15 @@ class NeuronParams:
         The authors compare a float32 potential with ``vth - 1e-6`` evaluated in double precision; the
         largest float32 not above that double gives the same decision for every float32 potential.
         """
-        exact = float(self.v_th) - float(self.theta_eps)
-        theta = np.float32(exact)
-        if float(theta) > exact:
-            theta = np.nextafter(theta, np.float32(-np.inf))
-        return float(theta)
+        return _float32_threshold(float(self.v_th), float(self.theta_eps))
+
+
+@lru_cache(maxsize=256)
+def _float32_threshold(v_th: float, theta_eps: float) -> float:
+    """``NeuronParams.threshold32``, computed once per (ν, eps): the numpy scalars cost ~30 µs a call, which
+    every forward pass of every layer paid."""
+    exact = v_th - theta_eps
+    theta = np.float32(exact)
+    if float(theta) > exact:
+        theta = np.nextafter(theta, np.float32(-np.inf))
+    return float(theta)
