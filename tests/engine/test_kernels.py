@@ -128,8 +128,8 @@ def test_event_backward_kernel_equals_torch_rules(dtype: torch.dtype, threads: i
             try:
                 drive_sum = ev.psp_drive(post, idx, w, p)
                 fast = linear_backward(delta, None, post.to(torch.uint8), w, None, p, dtype=dtype, events=idx, **kw)
-                kept = linear_backward(delta, None, post.bool(), w, None, p, dtype=dtype, events=idx,
-                                       psp_drive=drive_sum.double(), **kw)
+                kept = linear_backward(delta, None, post.bool(), w, None, p, dtype=dtype, events=idx,  # the forward's
+                                       psp_drive=drive_sum.double(), counts_out=post.sum(0).to(torch.int32), **kw)
             finally:
                 torch.set_num_threads(previous)
             coeffs = psp.psp_coefficients(post, p, torch.float64)

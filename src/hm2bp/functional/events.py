@@ -93,11 +93,12 @@ def psp_drive(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, p: Neuron
 
 
 def linear_backward(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, delta: Tensor, psp_drive: Tensor,
-                    lateral: Tensor | None, p: NeuronParams, below: str | None) -> tuple[Tensor, Tensor | None]:
+                    lateral: Tensor | None, p: NeuronParams, below: str | None, counts_out: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor | None]:
     """The HM2-BP backward step of an FC layer from its input events, in one compiled pass: (weight
     gradient ``[N_out, N_in]``, error below ``[B, N_in]`` or None), in the dtype of ``weight`` = W. The rules
     are those of ``hm2bp.linear_backward`` (its dense path is the pure-torch copy); ``below`` is None,
-    "plain" or "effect_ratio"."""
+    "plain" or "effect_ratio"; ``counts_out`` are the spike counts of ``out_spikes`` when known (the forward's)."""
     return cpu.fc_backward(out_spikes, events.row_ptr, events.cols, events.counts, weight, delta, psp_drive, lateral,
                            float(p.v_th), below, SILENT_POST_PSP, float(p.tau_m), float(p.tau_s), int(p.t_ref),
-                           p.psp_window)
+                           p.psp_window, counts_out)

@@ -184,7 +184,7 @@ def linear_backward(
         if psp_drive is None:
             psp_drive = ev.psp_drive(out_spikes, events, w, p)
         below = None if not need_delta_below else "effect_ratio" if effect_ratio else "plain"
-        return LayerGrads(*ev.linear_backward(out_spikes, events, w, delta, psp_drive, lateral, p, below))
+        return LayerGrads(*ev.linear_backward(out_spikes, events, w, delta, psp_drive, lateral, p, below, counts_out))
     counts_out = (out_spikes.sum(0) if counts_out is None else counts_out).to(dtype)
     delta_hat = delta.to(dtype) / p.v_th
     assert in_spikes is not None

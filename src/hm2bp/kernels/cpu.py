@@ -92,7 +92,7 @@ def _build() -> ctypes.CDLL:
             _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").restype = ctypes.c_int
         getattr(lib, f"hm2bp_fc_backward_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f64, _i32, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
+            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f64, _i32, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
             _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
         getattr(lib, f"hm2bp_fc_backward_{suffix}").restype = ctypes.c_int
     lib.hm2bp_output_rules.argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _f64, _f64,
@@ -265,7 +265,8 @@ def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, ta
 
 def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, weight: Tensor, delta: Tensor,
                 psp_drive: Tensor, lateral: Tensor | None, v_th: float, below: str | None, silent_psp: float,
-                tau_m: float, tau_s: float, t_ref: int, window: int) -> tuple[Tensor, Tensor | None]:
+                tau_m: float, tau_s: float, t_ref: int, window: int, counts_out: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
     """The HM2-BP backward step of an event-driven FC layer in one pass (``hm2bp_fc_backward`` in
     ``cpu_scan.c``; the rules of ``functional.hm2bp.linear_backward``), C̃ rebuilt per sample from 0/1 post
     spikes ``post`` ``[T, B, N]``: (weight gradient ``[N, N_in]``, error for the layer below ``[B, N_in]`` or
@@ -276,6 +277,7 @@ def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, 
         psp_drive: ``[B, N]`` σ's numerator Σ_l w_il e_{i|l} of ``post``. lateral: ``[B, N]`` Λ or None.
         below: None (no error below), "plain" (δ̂·W) or "effect_ratio" (spec §3.3's r = e/o_j).
         silent_psp: e for a silent post neuron and an active pre neuron (spec §2).
+        counts_out: ``[B, N]`` spike counts of ``post`` when known (the forward's); None: counted here.
     """
     lib = library()
     assert lib is not None
@@ -288,10 +290,12 @@ def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, 
     drive = psp_drive.to(torch.float64).contiguous()
     lam = lateral.to(torch.float64).contiguous() if lateral is not None else None
     cin = counts_in.to(torch.int64).contiguous()
+    cout = counts_out.to(torch.int32).contiguous() if counts_out is not None else None
     grad = torch.empty(n, n_in, dtype=w.dtype)  # both written whole by the kernel
     out = torch.empty(B, n_in, dtype=w.dtype) if mode else None
     _check(getattr(lib, f"hm2bp_fc_backward_{_suffix(w)}")(
-        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), cin.data_ptr(), w.data_ptr(), d.data_ptr(),
+        u8.data_ptr(), None if cout is None else cout.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(),
+        cin.data_ptr(), w.data_ptr(), d.data_ptr(),
         drive.data_ptr(), None if lam is None else lam.data_ptr(), v_th, mode, silent_psp, grad.data_ptr(),
         None if out is None else out.data_ptr(), T, B, n_in, n, tau_m, tau_s, t_ref, window,
         torch.get_num_threads()), "FC backward")

@@ -563,6 +563,19 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
 }
 
 
+/* cnt[i] = the spike count of column i (post[t * stride + i] over T steps), or known[i] when the caller
+ * already has the counts (the forward computed them). */
+static void post_counts(const uint8_t *post, int64_t stride, int64_t T, int64_t nc, const int32_t *known,
+                        int64_t *cnt) {
+    if (known) {
+        for (int64_t i = 0; i < nc; i++) cnt[i] = known[i];
+        return;
+    }
+    for (int64_t i = 0; i < nc; i++) cnt[i] = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < nc; i++) cnt[i] += post[t * stride + i] != 0;
+}
+
 /* f = δ̂·(1 + σ)·Λ of spec §3.3 for one post neuron and sample: δ̂ = δ/ν; σ = psp_drive/(ν·o) when it fired
  * (o > 0), else 0.5·Σ_j w_ij/ν (weight_sum, read only then); Λ = *lam (NULL: none). In TYPE, in the order
  * of functional/hm2bp.py's torch code. */
@@ -582,11 +595,12 @@ LAYER_FACTOR(f64, double)
  * at once; only the n_act active neurons are summed, in a [n_in, n_act] buffer (the general path's
  * buffer holds the whole block: at batch 1 most post neurons are silent, and every input spike costs a
  * pass over the buffer's row), in the general path's order (t descending), so the two give the same
- * bits. post is [T, stride] (uint8, this block's columns); delta, psp_drive, lam (may be NULL) and w
- * ([nc, n_in]) are this block's. Returns 0, or 1 without memory. */
+ * bits. post is [T, stride] (uint8, this block's columns); counts (may be NULL: counted here), delta,
+ * psp_drive, lam (may be NULL) and w ([nc, n_in]) are this block's. Returns 0, or 1 without memory. */
 #define FC_ROWS_BACKWARD(SUFFIX, TYPE)                                                              \
-    static int fc_rows_backward_##SUFFIX(const uint8_t *post, int64_t stride, const int64_t *row_ptr, \
-                                         const int32_t *cols, const int64_t *counts_in, const TYPE *w, \
+    static int fc_rows_backward_##SUFFIX(const uint8_t *post, int64_t stride, const int32_t *counts, \
+                                         const int64_t *row_ptr, const int32_t *cols,                 \
+                                         const int64_t *counts_in, const TYPE *w,                     \
                                          const TYPE *delta, const double *psp_drive, const double *lam, \
                                          TYPE vth, TYPE silent_psp, TYPE *grad, int64_t T, int64_t n_in, \
                                          int64_t nc, const exp_table *et, int32_t t_ref,             \
@@ -594,18 +608,18 @@ LAYER_FACTOR(f64, double)
         TYPE dm = (TYPE)exp(-1.0 / et->tau_m), ds = (TYPE)exp(-1.0 / et->tau_s);                      \
         size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));           \
         size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                             \
-        if (!scratch_begin(2 * steps + 2 * slice + 6 * vec + SCRATCH(T * nc))) return 1;              \
+        if (!scratch_begin(2 * steps + 2 * slice + 7 * vec + SCRATCH(T * nc))) return 1;              \
         TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));    \
         TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));            \
         TYPE *fac = scratch_take(nc * sizeof(TYPE)), *tg = scratch_take(nc * sizeof(TYPE));           \
         int64_t *prev = scratch_take(nc * sizeof(int64_t)), *act = scratch_take(nc * sizeof(int64_t)); \
+        int64_t *cnt = scratch_take(nc * sizeof(int64_t));                                            \
+        post_counts(post, stride, T, nc, counts, cnt);                                                \
         int64_t n_act = 0;                                                                            \
         for (int64_t i = 0; i < nc; i++) {                                                            \
-            int64_t cnt = 0;                                                                          \
-            for (int64_t t = 0; t < T; t++) cnt += post[t * stride + i] != 0;                         \
-            TYPE wsum = cnt > 0 ? (TYPE)0 : sum_##SUFFIX(w + i * n_in, n_in);                        \
-            fac[i] = layer_factor_##SUFFIX(delta[i], cnt, psp_drive[i], wsum, lam ? lam + i : NULL, vth); \
-            if (cnt > 0) {                                                                            \
+            TYPE wsum = cnt[i] > 0 ? (TYPE)0 : sum_##SUFFIX(w + i * n_in, n_in);                     \
+            fac[i] = layer_factor_##SUFFIX(delta[i], cnt[i], psp_drive[i], wsum, lam ? lam + i : NULL, vth); \
+            if (cnt[i] > 0) {                                                                         \
                 act[n_act++] = i;                                                                     \
             } else {                                                                                  \
                 TYPE g = silent_psp * fac[i], *row = grad + i * n_in;                                 \
@@ -694,8 +708,10 @@ FC_ROWS_BACKWARD(f64, double)
      * a pass over the block; the threads left over split the samples. An item sums its gradient slice   \
      * in a private [n_in, block] buffer and writes it transposed into grad (sample groups after the     \
      * first into partial copies, added in group order). The three sums of `below` are kept per block    \
-     * and added in block order. Returns 0, or -1 without memory. */                                     \
-    int hm2bp_fc_backward_##SUFFIX(const uint8_t *post, const int64_t *row_ptr, const int32_t *cols,        \
+     * and added in block order. counts [B, N] (int32) are the spike counts of post when the caller has   \
+     * them (NULL: counted here). Returns 0, or -1 without memory. */                                    \
+    int hm2bp_fc_backward_##SUFFIX(const uint8_t *post, const int32_t *counts, const int64_t *row_ptr,      \
+                                   const int32_t *cols,                                                     \
                                    const int64_t *counts_in, const TYPE *w, const TYPE *delta,              \
                                    const double *psp_drive, const double *lam, double v_th, int32_t mode,   \
                                    TYPE silent_psp, TYPE *grad, TYPE *below, int64_t T, int64_t B,          \
@@ -723,7 +739,8 @@ FC_ROWS_BACKWARD(f64, double)
             int64_t blk = item / n_groups, grp = item % n_groups, c0, b0;                                   \
             int64_t nc = block_bounds(N, n_blocks, blk, &c0), nb = block_bounds(B, n_groups, grp, &b0);     \
             if (B == 1 && mode == 0) { /* one sample: only its active post neurons are summed */          \
-                failed |= fc_rows_backward_##SUFFIX(post + c0, N, row_ptr, cols, counts_in, w + c0 * n_in,  \
+                failed |= fc_rows_backward_##SUFFIX(post + c0, N, counts ? counts + c0 : NULL, row_ptr, cols, \
+                                                    counts_in, w + c0 * n_in,                               \
                                                     delta + c0, psp_drive + c0, lam ? lam + c0 : NULL, vth, \
                                                     silent_psp, grad + c0 * n_in, T, n_in, nc, &et, t_ref, \
                                                     window);                                                \
@@ -747,9 +764,7 @@ FC_ROWS_BACKWARD(f64, double)
             memset(acc, 0, (size_t)(n_in * nc) * sizeof(TYPE));                                             \
             for (int64_t b = b0; b < b0 + nb && !failed; b++) {                                             \
                 const uint8_t *pb = post + b * N + c0;                                                      \
-                for (int64_t i = 0; i < nc; i++) cnt[i] = 0;                                                \
-                for (int64_t t = 0; t < T; t++)                                                             \
-                    for (int64_t i = 0; i < nc; i++) cnt[i] += pb[t * B * N + i] != 0;                      \
+                post_counts(pb, B * N, T, nc, counts ? counts + b * N + c0 : NULL, cnt);                    \
                 int silent = 0;                                                                             \
                 for (int64_t i = 0; i < nc; i++) silent |= cnt[i] == 0;                                     \
                 if (silent && !have_wsum) { /* Σ_j w_ij, only for the silent post neurons' σ */            \
