@@ -157,6 +157,33 @@ def test_results_survive_releasing_the_kernel_scratch_memory() -> None:
     assert all(torch.equal(a, b) for a, b in zip(first[1], again[1]))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(("T", "B", "N", "rate", "dtype"), [
+    (40, 5, 37, 0.1, torch.float32),   # N not a multiple of 16, several samples
+    (2, 1, 800, 0.02, torch.uint8),    # fewer steps than threads, one sample
+    (25, 3, 16, 0.0, torch.bool),      # no spikes at all
+    (7, 4, 33, 0.9, torch.float32),    # dense
+    (0, 3, 10, 0.1, torch.uint8),      # no steps
+])
+def test_spike_index_equals_torch_nonzero(threads: int, T: int, B: int, N: int, rate: float, dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(T * 100 + N)
+    spikes = (torch.rand(T, B, N, generator=gen) < rate).to(dtype)
+    flat = spikes.reshape(T * B, N) != 0
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        row_ptr, cols, counts = cpu.spike_index(spikes.reshape(T * B, N), B)  # type: ignore[misc]
+    finally:
+        torch.set_num_threads(old)
+    rows, where = flat.nonzero(as_tuple=True)  # row-major order, as the CSR index lists them
+    assert torch.equal(cols.long(), where)
+    assert torch.equal(row_ptr, torch.cat([torch.zeros(1, dtype=torch.int64), flat.sum(1).cumsum(0)]))
+    assert torch.equal(counts, spikes.reshape(T, B, N).ne(0).sum(0).long())
+    # more spikes than the density limit allows: no index (the dense path), whatever the threads found
+    if rate > 0 and T > 0:
+        assert cpu.spike_index(spikes.reshape(T * B, N), B, max_density=0.5 * float(flat.float().mean())) is None
+
+
 def test_spike_index_refuses_non_finite_and_leaves_graded_or_dense_input_to_the_dense_path() -> None:
     from hm2bp.errors import NumericalError
     from hm2bp.functional import events as ev

@@ -101,8 +101,11 @@ def _build() -> ctypes.CDLL:
     lib.hm2bp_release_scratch.argtypes = [_i32]
     lib.hm2bp_release_scratch.restype = None
     for suffix in ("f32", "u8"):
-        getattr(lib, f"hm2bp_spike_index_{suffix}").argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _i32]
+        getattr(lib, f"hm2bp_spike_index_{suffix}").argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _i64,
+                                                                 ctypes.POINTER(_ptr), _i32]
         getattr(lib, f"hm2bp_spike_index_{suffix}").restype = ctypes.c_int64
+    lib.hm2bp_spike_index_take.argtypes = [_ptr, _ptr, _ptr]
+    lib.hm2bp_spike_index_take.restype = None
     return lib
 
 
@@ -200,16 +203,22 @@ def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[T
     else:
         s, kernel = spikes.to(torch.float32).contiguous(), lib.hm2bp_spike_index_f32
     R, N = s.shape
-    threads = torch.get_num_threads()
     row_ptr = torch.empty(R + 1, dtype=torch.int64)
-    nnz = kernel(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), None, None, threads)
+    counts = torch.empty(batch, N, dtype=torch.int64)
+    handle = ctypes.c_void_p()
+    # One pass over the spikes: the kernel keeps the column indices in per-thread buffers (handle) until
+    # cols, whose size it returns, exists; an input with more than max_nnz spikes is given up early.
+    max_nnz = int(max_density * s.numel()) if max_density < 1.0 else -1
+    nnz = kernel(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), counts.data_ptr(), max_nnz, ctypes.byref(handle),
+                 torch.get_num_threads())
     if nnz == -1:
         raise NonFiniteSpikes("the spikes contain NaN or inf")
-    if nnz == -2 or nnz > max_density * s.numel():
+    if nnz in (-2, -4):
         return None
+    if nnz == -3:
+        raise MemoryError("hm2bp spike index kernel: out of memory for its per-thread buffers")
     cols = torch.empty(nnz, dtype=torch.int32)
-    counts = torch.empty(batch, N, dtype=torch.int64)
-    kernel(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), cols.data_ptr(), counts.data_ptr(), threads)
+    lib.hm2bp_spike_index_take(handle, row_ptr.data_ptr(), cols.data_ptr())
     return row_ptr, cols, counts
 
 

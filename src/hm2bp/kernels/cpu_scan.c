@@ -833,58 +833,123 @@ FC_BACKWARD(f32, float)
 FC_BACKWARD(f64, double)
 
 /* CSR index of the nonzero entries of a spike matrix S [R, N] (rows r = t·B + b), plus per-sample
- * counts [B, N]. A first call with cols == NULL fills row_ptr [R+1] and returns nnz, or (float input)
- * -1 when S holds NaN/inf, or -2 when it holds values other than 0 and 1 (graded input: the dense path
- * takes it). The second call fills cols [nnz] and counts. Both passes run in parallel and scan the
- * (mostly zero) rows without branches, 16 entries at a time. */
+ * counts [B, N], in one pass over S (at long windows S is tens of MB and reading it is most of the
+ * cost). Each thread scans a contiguous range of rows, appends their column indices to its own buffer
+ * and counts the spikes of its rows per sample; the row lengths become row_ptr [R+1] and the counts are
+ * added up. The caller then allocates cols [nnz] and calls hm2bp_spike_index_take, which copies each
+ * thread's buffer into place (one memcpy per thread: its rows are contiguous) and frees the buffers.
+ * Returns nnz with *handle set, or (float input) -1 when S holds NaN/inf, -2 when it holds values other
+ * than 0 and 1 (graded input: the dense path takes it), -3 without memory, -4 when there are more than
+ * max_nnz spikes (≥ 0; the dense path is then cheaper); *handle is then NULL. The scan stops early in the
+ * last three cases, so that a dense or graded input never gets a large index built. */
+typedef struct { int nt; int32_t **buf; int64_t *first_row, *n_rows; } index_parts;
+
+static void index_parts_free(index_parts *ip) {
+    if (!ip) return;
+    if (ip->buf)
+        for (int k = 0; k < ip->nt; k++) free(ip->buf[k]);
+    free(ip->buf); free(ip->first_row); free(ip->n_rows); free(ip);
+}
+
+void hm2bp_spike_index_take(void *handle, const int64_t *row_ptr, int32_t *cols) {
+    index_parts *ip = handle;
+    if (ip && cols) {
+        _Pragma("omp parallel for num_threads(ip->nt) schedule(static)")
+        for (int k = 0; k < ip->nt; k++) {
+            int64_t r0 = ip->first_row[k], r1 = r0 + ip->n_rows[k];
+            if (r1 > r0) memcpy(cols + row_ptr[r0], ip->buf[k], (size_t)(row_ptr[r1] - row_ptr[r0]) * sizeof(int32_t));
+        }
+    }
+    index_parts_free(ip);
+}
+
 #define SPIKE_INDEX(SUFFIX, TYPE, CHECK_VALUES)                                                     \
     int64_t hm2bp_spike_index_##SUFFIX(const TYPE *s, int64_t R, int64_t N, int64_t B, int64_t *row_ptr, \
-                                       int32_t *cols, int64_t *counts, int32_t n_threads) {        \
+                                       int64_t *counts, int64_t max_nnz, void **handle, int32_t n_threads) { \
+        *handle = NULL;                                                                            \
         int nt = n_threads > 0 ? n_threads : 1;                                                    \
-        if (!cols) {                                                                               \
-            int odd = 0;                                                                           \
-            _Pragma("omp parallel for num_threads(nt) schedule(static) reduction(| : odd)")        \
-            for (int64_t r = 0; r < R; r++) {                                                      \
-                const TYPE *sr = s + r * N;                                                        \
-                int64_t n = 0;                                                                     \
-                int o = 0;                                                                         \
-                for (int64_t j = 0; j < N; j++) {                                                  \
-                    n += sr[j] != 0;                                                               \
-                    if (CHECK_VALUES) o |= (sr[j] != 0) & (sr[j] != 1);                            \
-                }                                                                                  \
-                row_ptr[r + 1] = n;                                                                \
-                odd |= o;                                                                          \
-            }                                                                                      \
-            if (odd) { /* rare: tell NaN/inf from graded values */                                 \
-                for (int64_t i = 0; i < R * N; i++)                                                \
-                    if (s[i] != s[i] || s[i] - s[i] != 0) return -1;                               \
-                return -2;                                                                         \
-            }                                                                                      \
-            row_ptr[0] = 0;                                                                        \
-            for (int64_t r = 0; r < R; r++) row_ptr[r + 1] += row_ptr[r];                          \
-            return row_ptr[R];                                                                     \
-        }                                                                                          \
         int64_t T = B > 0 ? R / B : 0;                                                             \
-        _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
-        for (int64_t b = 0; b < B; b++) {                                                          \
-            int64_t *cb = counts + b * N;                                                          \
-            memset(cb, 0, (size_t)N * sizeof(int64_t));                                            \
-            for (int64_t t = 0; t < T; t++) {                                                      \
-                int64_t r = t * B + b;                                                             \
+        if (T < nt) nt = T > 0 ? (int)T : 1;                                                       \
+        index_parts *ip = calloc(1, sizeof(index_parts));                                          \
+        int32_t *local = malloc((size_t)(nt * B * N) * sizeof(int32_t) + 1); /* per-thread counts */ \
+        if (ip) {                                                                                  \
+            ip->nt = nt;                                                                           \
+            ip->buf = calloc((size_t)nt, sizeof(int32_t *));                                       \
+            ip->first_row = malloc((size_t)nt * sizeof(int64_t));                                  \
+            ip->n_rows = malloc((size_t)nt * sizeof(int64_t));                                     \
+        }                                                                                          \
+        if (!ip || !local || !ip->buf || !ip->first_row || !ip->n_rows) {                          \
+            index_parts_free(ip); free(local); return -3;                                          \
+        }                                                                                          \
+        int odd = 0, failed = 0, stop = 0;                                                         \
+        int64_t total = 0;                                                                         \
+        _Pragma("omp parallel for num_threads(nt) schedule(static) reduction(| : odd, failed)")    \
+        for (int k = 0; k < nt; k++) {                                                             \
+            int64_t t0, nt_k = block_bounds(T, nt, k, &t0);                                        \
+            int64_t r0 = t0 * B, r1 = (t0 + nt_k) * B;                                             \
+            int32_t *cnt = local + k * B * N;                                                      \
+            memset(cnt, 0, (size_t)(B * N) * sizeof(int32_t));                                     \
+            ip->first_row[k] = r0;                                                                 \
+            ip->n_rows[k] = r1 - r0;                                                               \
+            int64_t cap = 1024, n = 0;                                                             \
+            int32_t *buf = malloc((size_t)cap * sizeof(int32_t));                                  \
+            int o = 0;                                                                             \
+            for (int64_t r = r0; r < r1 && buf && !__atomic_load_n(&stop, __ATOMIC_RELAXED); r++) { \
                 const TYPE *sr = s + r * N;                                                        \
-                int64_t k = row_ptr[r];                                                            \
-                int64_t j0 = 0;                                                                    \
+                int32_t *cb = cnt + (r % B) * N;                                                   \
+                if (n + N > cap) { /* room for a full row */                                       \
+                    while (n + N > cap) cap *= 2;                                                  \
+                    int32_t *grown = realloc(buf, (size_t)cap * sizeof(int32_t));                  \
+                    if (!grown) { free(buf); buf = NULL; break; }                                  \
+                    buf = grown;                                                                   \
+                }                                                                                  \
+                int64_t start = n, j0 = 0;                                                         \
                 for (; j0 + 16 <= N; j0 += 16) {                                                   \
                     int any = 0;                                                                   \
                     for (int i = 0; i < 16; i++) any |= sr[j0 + i] != 0;                           \
                     if (!any) continue;                                                            \
                     for (int i = 0; i < 16; i++)                                                   \
-                        if (sr[j0 + i] != 0) { cols[k++] = (int32_t)(j0 + i); cb[j0 + i]++; }      \
+                        if (sr[j0 + i] != 0) {                                                     \
+                            if (CHECK_VALUES) o |= sr[j0 + i] != 1;                                \
+                            buf[n++] = (int32_t)(j0 + i);                                          \
+                            cb[j0 + i]++;                                                          \
+                        }                                                                          \
                 }                                                                                  \
                 for (int64_t j = j0; j < N; j++)                                                   \
-                    if (sr[j] != 0) { cols[k++] = (int32_t)j; cb[j]++; }                           \
+                    if (sr[j] != 0) {                                                              \
+                        if (CHECK_VALUES) o |= sr[j] != 1;                                         \
+                        buf[n++] = (int32_t)j;                                                     \
+                        cb[j]++;                                                                   \
+                    }                                                                              \
+                row_ptr[r + 1] = n - start;                                                        \
+                if (o || (max_nnz >= 0 && __atomic_add_fetch(&total, n - start, __ATOMIC_RELAXED) > max_nnz)) { \
+                    __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);                                  \
+                    break;                                                                         \
+                }                                                                                  \
             }                                                                                      \
+            ip->buf[k] = buf;                                                                      \
+            failed |= buf == NULL;                                                                 \
+            odd |= o;                                                                              \
         }                                                                                          \
+        if (failed || odd || stop) {                                                               \
+            index_parts_free(ip); free(local);                                                     \
+            if (failed) return -3;                                                                 \
+            if (!odd) return -4;                                                                   \
+            for (int64_t i = 0; i < R * N; i++) /* rare: tell NaN/inf from graded values */        \
+                if (s[i] != s[i] || s[i] - s[i] != 0) return -1;                                   \
+            return -2;                                                                             \
+        }                                                                                          \
+        row_ptr[0] = 0;                                                                            \
+        for (int64_t r = 0; r < R; r++) row_ptr[r + 1] += row_ptr[r];                              \
+        int64_t BN = B * N;                                                                        \
+        _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+        for (int64_t i = 0; i < BN; i++) {                                                         \
+            int64_t c = 0;                                                                         \
+            for (int k = 0; k < nt; k++) c += local[k * BN + i];                                   \
+            counts[i] = c;                                                                         \
+        }                                                                                          \
+        free(local);                                                                               \
+        *handle = ip;                                                                              \
         return row_ptr[R];                                                                         \
     }
 SPIKE_INDEX(f32, float, 1)
