@@ -777,7 +777,11 @@ FC_ROWS_BACKWARD(f64, double)
             }                                                                                               \
             size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));             \
             size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                               \
-            if (!scratch_begin(2 * steps + (mode ? 2 : 1) * slice + 11 * vec)) { failed |= 1; continue; }   \
+            size_t inputs = SCRATCH(n_in * sizeof(int64_t));                                                \
+            if (!scratch_begin(2 * steps + (mode ? 3 : 2) * slice + 14 * vec + SCRATCH(T * nc) + 2 * inputs)) { \
+                failed |= 1;                                                                                \
+                continue;                                                                                   \
+            }                                                                                               \
             TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));      \
             TYPE *acc = scratch_take(n_in * nc * sizeof(TYPE));                                             \
             TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));              \
@@ -785,6 +789,11 @@ FC_ROWS_BACKWARD(f64, double)
             TYPE *fac = scratch_take(nc * sizeof(TYPE)), *dh = scratch_take(nc * sizeof(TYPE));             \
             TYPE *dsil = scratch_take(nc * sizeof(TYPE)), *wsum = scratch_take(nc * sizeof(TYPE));          \
             int64_t *prev = scratch_take(nc * sizeof(int64_t)), *cnt = scratch_take(nc * sizeof(int64_t));  \
+            int64_t *act = scratch_take(nc * sizeof(int64_t)); /* the post neurons that fired in sample b */ \
+            uint8_t *fired = scratch_take(T * nc); /* their spikes, [T, n_act] */                          \
+            TYPE *accb = scratch_take(n_in * nc * sizeof(TYPE)); /* sample b's sums, [inputs that fired, n_act] */ \
+            TYPE *tgc = scratch_take(nc * sizeof(TYPE)), *full = scratch_take(nc * sizeof(TYPE));          \
+            int64_t *in_act = scratch_take(n_in * sizeof(int64_t)), *jmap = scratch_take(n_in * sizeof(int64_t)); \
             TYPE *wt = mode ? scratch_take(n_in * nc * sizeof(TYPE)) : NULL; /* the block's Wᵀ [n_in, nc] */ \
             if (wt) transpose_##SUFFIX(w + c0 * n_in, nc, n_in, wt, nc);                                    \
             int have_wsum = 0;                                                                              \
@@ -807,29 +816,47 @@ FC_ROWS_BACKWARD(f64, double)
                                                    lam ? lam + bi : NULL, vth);                             \
                     dsil[i] = cnt[i] == 0 ? dh[i] : (TYPE)0;                                                \
                 }                                                                                           \
-                psp_scatter_##SUFFIX(pb, B * N, T, nc, &et, t_ref, window, cm, cs, prev);                  \
+                /* Sample b touches only the rows j of the inputs that fired in it. C̃ is built only for the   \
+                 * post neurons that fired (a silent one has none) and summed over the spikes in a compact    \
+                 * [inputs that fired, n_act] buffer; each such row then gets, in one pass over the block,    \
+                 * those sums and, for the silent post neurons, spec §2's silent_psp·f. */                   \
+                int64_t n_act = 0, n_inact = 0;                                                             \
+                for (int64_t i = 0; i < nc; i++)                                                            \
+                    if (cnt[i] > 0) act[n_act++] = i;                                                       \
+                const int64_t *cin = counts_in + b * n_in;                                                  \
+                for (int64_t j = 0; j < n_in; j++)                                                          \
+                    if (cin[j] > 0) { jmap[j] = n_inact; in_act[n_inact++] = j; }                           \
                 TYPE *ob = mode == 2 ? thr + b * n_in : NULL;                                               \
                 if (ob) memset(ob, 0, (size_t)n_in * sizeof(TYPE));                                         \
-                for (int64_t i = 0; i < nc; i++) { am[i] = 0; as[i] = 0; }                                  \
-                for (int64_t t = T - 1; t >= 0; t--) {                                                      \
-                    filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                     \
-                    int64_t r = t * B + b;                                                                  \
-                    if (row_ptr[r] == row_ptr[r + 1]) continue;                                             \
-                    for (int64_t i = 0; i < nc; i++) tg[i] = (am[i] + as[i]) * fac[i];                      \
-                    if (ob)                                                                                 \
-                        for (int64_t i = 0; i < nc; i++) td[i] = (am[i] + as[i]) * dh[i];                   \
-                    for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                 \
-                        int64_t j = cols[k];                                                                \
-                        TYPE *aj = acc + j * nc;                                                            \
-                        for (int64_t i = 0; i < nc; i++) aj[i] += tg[i];                                    \
-                        if (ob) ob[j] += dot_##SUFFIX(td, wt + j * nc, nc);                                 \
+                if (n_act > 0 && n_inact > 0) {                                                             \
+                    gather_columns(pb, B * N, T, act, n_act, fired);                                        \
+                    psp_scatter_##SUFFIX(fired, n_act, T, n_act, &et, t_ref, window, cm, cs, prev);         \
+                    memset(accb, 0, (size_t)(n_inact * n_act) * sizeof(TYPE));                              \
+                    if (ob) for (int64_t i = 0; i < nc; i++) td[i] = 0;                                     \
+                    for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; tg[a] = fac[act[a]]; }      \
+                    for (int64_t t = T - 1; t >= 0; t--) {                                                  \
+                        filter_step_##SUFFIX(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);        \
+                        int64_t r = t * B + b;                                                              \
+                        if (row_ptr[r] == row_ptr[r + 1]) continue;                                         \
+                        for (int64_t a = 0; a < n_act; a++) tgc[a] = (am[a] + as[a]) * tg[a];               \
+                        if (ob)                                                                             \
+                            for (int64_t a = 0; a < n_act; a++) td[act[a]] = (am[a] + as[a]) * dh[act[a]];  \
+                        for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                             \
+                            int64_t j = cols[k];                                                            \
+                            TYPE *aj = accb + jmap[j] * n_act;                                              \
+                            for (int64_t a = 0; a < n_act; a++) aj[a] += tgc[a];                            \
+                            if (ob) ob[j] += dot_##SUFFIX(td, wt + j * nc, nc);                             \
+                        }                                                                                   \
                     }                                                                                       \
                 }                                                                                           \
-                if (silent) {                                                                               \
-                    for (int64_t i = 0; i < nc; i++) tg[i] = cnt[i] == 0 ? silent_psp * fac[i] : 0;         \
-                    for (int64_t j = 0; j < n_in; j++)                                                      \
-                        if (counts_in[b * n_in + j] > 0)                                                    \
-                            for (int64_t i = 0; i < nc; i++) acc[j * nc + i] += tg[i];                      \
+                if (n_inact > 0) {                                                                          \
+                    for (int64_t i = 0; i < nc; i++) full[i] = cnt[i] == 0 ? silent_psp * fac[i] : (TYPE)0; \
+                    for (int64_t jj = 0; jj < n_inact; jj++) {                                              \
+                        const TYPE *src = accb + jj * n_act;                                                \
+                        for (int64_t a = 0; a < n_act; a++) full[act[a]] = src[a];                          \
+                        TYPE *row = acc + in_act[jj] * nc;                                                  \
+                        for (int64_t i = 0; i < nc; i++) row[i] += full[i];                                 \
+                    }                                                                                       \
                 }                                                                                           \
                 if (mode)                                                                                   \
                     for (int64_t j = 0; j < n_in; j++) {                                                    \
