@@ -26,6 +26,28 @@ def target_counts(labels: Tensor, n_classes: int, desired: float = 35.0, undesir
     return undesired + (desired - undesired) * onehot
 
 
+def counts_as_logged(counts: Tensor, labels: Tensor, steps: int, desired: int = 35) -> Tensor:
+    """The output counts the authors' logged cost reads (spec §3.1): those after the spike insertion of
+    §3.2, which runs before the cost is read, so a label neuron that stayed silent counts the spikes it was
+    given (36 at T = 400) instead of 0. Training uses the raw counts (δ comes first); only the logged
+    cost differs.
+
+    Args:
+        counts: ``[B, N]`` raw output counts; labels: ``[B]``; steps: the time window T; desired: DESIRED_LEVEL.
+
+    Returns:
+        a copy of ``counts`` with the silent label entries replaced.
+    """
+    step = steps // int(desired)
+    out = counts.clone()
+    if step < 1 or counts.shape[0] == 0:
+        return out
+    rows = torch.arange(counts.shape[0], device=counts.device)
+    silent = out[rows, labels] == 0
+    out[rows[silent], labels[silent]] = float(len(range(step, steps, step)))
+    return out
+
+
 def rate_loss(
     counts: Tensor,
     labels: Tensor,

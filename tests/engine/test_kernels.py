@@ -243,3 +243,13 @@ def test_output_rules_kernel_refuses_bad_labels() -> None:
     spikes = torch.zeros(50, 2, 4, dtype=torch.uint8)
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 4\)"):
         cpu.output_rules(spikes, torch.tensor([1, 4]), 1, 3.0, 1.0, 64.0, 8.0, 2, 256)
+
+
+def test_float32_threshold_is_the_authors_float_constant() -> None:
+    # The authors' kernels hold `float threshold = vth - 1e-6`: the double difference rounded to the nearest
+    # float32 (values printed by a C program doing exactly that), not the largest float32 below it.
+    expected = {20.0: 19.999998092651367, 8.0: 7.999999046325684, 15.0: 14.999999046325684,
+                5.0: 4.999999046325684, 10.0: 9.999999046325684}
+    for v_th, theta in expected.items():
+        assert NeuronParams(v_th).threshold32 == theta
+    assert NeuronParams(8.0, theta_eps=0.0).threshold32 == 8.0

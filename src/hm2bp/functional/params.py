@@ -53,20 +53,15 @@ class NeuronParams:
 
     @property
     def threshold32(self) -> float:
-        """The float32 number θ with ``v > θ`` (float32 v) ⇔ ``v > v_th − theta_eps`` in exact arithmetic.
-
-        The authors compare a float32 potential with ``vth - 1e-6`` evaluated in double precision; the
-        largest float32 not above that double gives the same decision for every float32 potential.
-        """
+        """The float32 threshold θ of the float32 kernels (spike when ``v > θ``): the authors' kernels store
+        ``float threshold = vth - 1e-6``, i.e. the double ν − eps rounded to the nearest float32, and compare
+        the float32 potential with it (for ν = 8: 7.99999905, one float32 step above the largest float32 not
+        above 8 − 1e-6)."""
         return _float32_threshold(float(self.v_th), float(self.theta_eps))
 
 
 @lru_cache(maxsize=256)
 def _float32_threshold(v_th: float, theta_eps: float) -> float:
-    """``NeuronParams.threshold32``, computed once per (ν, eps): the numpy scalars cost ~30 µs a call, which
+    """``NeuronParams.threshold32``, computed once per (ν, eps): the numpy scalar costs ~30 µs a call, which
     every forward pass of every layer paid."""
-    exact = v_th - theta_eps
-    theta = np.float32(exact)
-    if float(theta) > exact:
-        theta = np.nextafter(theta, np.float32(-np.inf))
-    return float(theta)
+    return float(np.float32(v_th - theta_eps))

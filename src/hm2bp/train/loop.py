@@ -37,7 +37,7 @@ from torch import Tensor
 from ..config import RunConfig, config_from_dict, config_to_dict, write_config_json
 from ..errors import ConfigError
 from ..functional.autograd import all_finite
-from ..loss import rate_loss, softmax_loss, weight_regularizer
+from ..loss import counts_as_logged, rate_loss, softmax_loss, weight_regularizer
 from ..nn.network import SpikingNetwork, build_network
 from . import distributed as D
 from .boosting import update_boost_weights
@@ -459,8 +459,9 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                     continue
                 with torch.no_grad():
                     c = counts.detach()
-                    plain = (_data_loss(cfg, c, labels, None) if (weights is not None or ctx is not None)
-                             else loss.detach())
+                    # the cost as the authors log it: no boost weight, counts after spike insertion
+                    plain = _data_loss(cfg, counts_as_logged(c, labels, int(x.shape[0]), int(cfg.model.desired)),
+                                       labels, None)
                     p = c.argmax(1).cpu()
                 preds[idx] = p
                 loss_sum += float(plain) * b

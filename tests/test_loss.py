@@ -1,0 +1,36 @@
+"""The logged cost's counts (spec §3.1: read after the spike insertion of §3.2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hm2bp.loss import counts_as_logged, rate_loss
+from hm2bp.reference.hm2bp_ref import insert_spikes_ref
+
+
+@pytest.mark.parametrize("T", [400, 450, 540, 658, 1544, 36])
+def test_logged_counts_are_those_after_spike_insertion(T: int) -> None:
+    gen = torch.Generator().manual_seed(T)
+    spikes = (torch.rand(T, 5, 10, generator=gen) < 0.02).numpy()
+    labels = torch.tensor([3, 0, 9, 3, 7])
+    spikes[:, 0, 3] = False  # silent label neurons: samples 0 and 2
+    spikes[:, 2, 9] = False
+    spikes[5, 1, 0] = True   # a label neuron that fired: unchanged
+    expected = np.stack([insert_spikes_ref(spikes[:, b], int(labels[b])).sum(0) for b in range(5)])
+    counts = torch.from_numpy(spikes.sum(0)).float()
+    logged = counts_as_logged(counts, labels, T)
+    assert torch.equal(logged, torch.from_numpy(expected).float())
+    assert torch.equal(counts, torch.from_numpy(spikes.sum(0)).float())  # the input is left alone
+    if T == 400:  # spec §3.2: T = 400 inserts 36 spikes; |36 − 35| ≤ 5 adds nothing to the cost
+        assert logged[0, 3] == 36
+        per_sample = rate_loss(logged, labels, reduction="none")
+        assert per_sample[0] < rate_loss(counts, labels, reduction="none")[0]
+
+
+def test_logged_counts_without_insertion() -> None:
+    counts = torch.zeros(2, 4)
+    labels = torch.tensor([1, 2])
+    assert torch.equal(counts_as_logged(counts, labels, 20), counts)  # T < DESIRED_LEVEL: nothing inserted
+    assert counts_as_logged(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 400).shape == (0, 4)
