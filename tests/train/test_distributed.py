@@ -74,6 +74,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
         for key in ("train_acc", "test_acc", "best_test_acc", "step", "skipped_steps"):
             assert ma[key] == mb[key], key
         assert ma["train_loss"] == pytest.approx(mb["train_loss"], rel=1e-6)
+        assert ma["train_cost_as_logged"] == pytest.approx(mb["train_cost_as_logged"], rel=1e-6)
         assert ma["mean_output_count"] == pytest.approx(mb["mean_output_count"], rel=1e-9)
     assert a["metrics"][-1]["test_acc"] == single.test_acc
 

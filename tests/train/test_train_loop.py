@@ -107,6 +107,10 @@ def test_loss_decreases_and_learns_on_a_small_real_subset(tmp_path: Path) -> Non
     res = train(load_config("digits", over), quiet=True)
     losses = [m["train_loss"] for m in res.metrics]
     assert losses[-1] < 0.6 * losses[0], losses
+    # the authors' logged cost: no ½, and a silent label neuron counts its inserted spikes (no cost then)
+    costs = [m["train_cost_as_logged"] for m in res.metrics]
+    assert all(0 < c <= 2 * loss + 1e-9 for c, loss in zip(costs, losses)), (costs, losses)
+    assert costs[0] < 2 * losses[0]  # the first epoch has silent label neurons
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert all(m["skipped_steps"] == 0 for m in res.metrics)
     assert res.best_test_acc > 0.4  # chance is 0.1

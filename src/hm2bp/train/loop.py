@@ -124,6 +124,16 @@ def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor |
                      sample_weight=weights, reduction=reduction)
 
 
+def _authors_cost(cfg: RunConfig, counts: Tensor, labels: Tensor) -> Tensor:
+    """The per-sample cost the authors' code logs (spec §3.1, §3.6), batch mean: Σ_i [|o_i − y_i| > M]·(o_i − y_i)²
+    (no ½, no boost weight), or −log softmax(o)_label; ``counts`` as read after spike insertion
+    (``counts_as_logged``)."""
+    if cfg.model.loss == "softmax":
+        return softmax_loss(counts, labels)
+    m = cfg.model
+    return 2.0 * rate_loss(counts, labels, desired=m.desired, undesired=m.undesired, margin=m.margin)
+
+
 @contextmanager
 def num_threads(n: int) -> Iterator[None]:
     """Run a block with ``torch.set_num_threads(n)`` (n = 0: unchanged), restoring the previous count."""
@@ -422,7 +432,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 group["lr"] = lr
             st.order = shuffle_order(st.order, t.shuffle, st.shuffle_gen, t.n_swaps)
             preds = torch.full((n_train,), -1, dtype=torch.int64)
-            loss_sum, seen, correct, count_sum, skipped = 0.0, 0, 0, 0.0, 0
+            loss_sum, seen, correct, count_sum, skipped, cost_sum = 0.0, 0, 0, 0.0, 0, 0.0
             bar = _progress(n_train, f"epoch {epoch + 1}/{t.epochs}", quiet)
             for n_step, i in enumerate(_batches(n_train, t.batch_size)):
                 if t.max_steps and n_step >= t.max_steps:
@@ -459,12 +469,14 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                     continue
                 with torch.no_grad():
                     c = counts.detach()
-                    # the cost as the authors log it: no boost weight, counts after spike insertion
-                    plain = _data_loss(cfg, counts_as_logged(c, labels, int(x.shape[0]), int(cfg.model.desired)),
-                                       labels, None)
+                    plain = (_data_loss(cfg, c, labels, None) if (weights is not None or ctx is not None)
+                             else loss.detach())
+                    logged = _authors_cost(cfg, counts_as_logged(c, labels, int(x.shape[0]), int(cfg.model.desired)),
+                                           labels)
                     p = c.argmax(1).cpu()
                 preds[idx] = p
                 loss_sum += float(plain) * b
+                cost_sum += float(logged) * b
                 seen += b
                 correct += int((p == labels.cpu()).sum())
                 count_sum += float(c.sum())
@@ -474,7 +486,8 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
             if bar is not None:
                 bar.close()
             if ctx is not None:  # the epoch's numbers over all processes; every process's predictions
-                loss_sum, seen_f, correct_f, count_sum = D.all_reduce_sum([loss_sum, seen, correct, count_sum], ctx)
+                loss_sum, seen_f, correct_f, count_sum, cost_sum = D.all_reduce_sum(
+                    [loss_sum, seen, correct, count_sum, cost_sum], ctx)
                 seen, correct = int(seen_f), int(correct_f)
                 preds = D.merge_predictions(preds, ctx)
             if not math.isfinite(loss_sum):
@@ -498,6 +511,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 "epoch": epoch,
                 "lr": lr,
                 "train_loss": loss_sum / max(seen, 1),
+                "train_cost_as_logged": cost_sum / max(seen, 1),
                 "train_acc": correct / max(seen, 1),
                 "test_acc": last_eval.accuracy,
                 "best_test_acc": st.best,

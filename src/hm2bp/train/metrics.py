@@ -28,9 +28,12 @@ class MetricsLog:
     Keys of a record: ``epoch`` (0-based), ``lr``, ``train_loss``, ``train_acc``, ``test_acc``,
     ``best_test_acc``, ``epoch_time_s``, ``wall_time_s`` (since the start of the run, resumes included),
     ``step``, ``mean_output_count``, ``boost_mean``, ``boost_max``, ``skipped_steps`` (updates skipped
-    because of non-finite gradients). Accuracies are fractions in [0, 1]. ``train_loss`` is the mean
-    per-sample data loss of the training pass without boost weights or regulariser (rate loss:
-    Σ_i ½(o_i − y_i)² outside the dead zone, i.e. half the authors' logged cost; softmax: cross-entropy).
+    because of non-finite gradients), ``train_cost_as_logged``. Accuracies are fractions in [0, 1].
+    ``train_loss`` is the mean per-sample data loss of the training pass, the quantity training lowers,
+    without boost weights or regulariser (rate loss: Σ_i ½(o_i − y_i)² outside the dead zone; softmax:
+    cross-entropy). ``train_cost_as_logged`` is the cost as the authors' code logs it (spec §3.1), to
+    compare with their logs: no ½, and read after the spike insertion of §3.2 (a silent label neuron counts
+    its inserted spikes).
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], *, tensorboard: bool = False, fresh: bool = True,
