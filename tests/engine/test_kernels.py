@@ -175,7 +175,7 @@ def test_spike_index_equals_torch_nonzero(threads: int, T: int, B: int, N: int, 
         row_ptr, cols, counts = cpu.spike_index(spikes.reshape(T * B, N), B)  # type: ignore[misc]
     finally:
         torch.set_num_threads(old)
-    rows, where = flat.nonzero(as_tuple=True)  # row-major order, as the CSR index lists them
+    _, where = flat.nonzero(as_tuple=True)  # row-major order, as the CSR index lists them
     assert torch.equal(cols.long(), where)
     assert torch.equal(row_ptr, torch.cat([torch.zeros(1, dtype=torch.int64), flat.sum(1).cumsum(0)]))
     assert torch.equal(counts, spikes.reshape(T, B, N).ne(0).sum(0).long())
