@@ -785,7 +785,7 @@ FC_ROWS_BACKWARD(f64, double)
             TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));      \
             TYPE *acc = scratch_take(n_in * nc * sizeof(TYPE));                                             \
             TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));              \
-            TYPE *tg = scratch_take(nc * sizeof(TYPE)), *td = scratch_take(nc * sizeof(TYPE));              \
+            TYPE *fac_act = scratch_take(nc * sizeof(TYPE)), *td = scratch_take(nc * sizeof(TYPE));         \
             TYPE *fac = scratch_take(nc * sizeof(TYPE)), *dh = scratch_take(nc * sizeof(TYPE));             \
             TYPE *dsil = scratch_take(nc * sizeof(TYPE)), *wsum = scratch_take(nc * sizeof(TYPE));          \
             int64_t *prev = scratch_take(nc * sizeof(int64_t)), *cnt = scratch_take(nc * sizeof(int64_t));  \
@@ -833,12 +833,12 @@ FC_ROWS_BACKWARD(f64, double)
                     psp_scatter_##SUFFIX(fired, n_act, T, n_act, &et, t_ref, window, cm, cs, prev);         \
                     memset(accb, 0, (size_t)(n_inact * n_act) * sizeof(TYPE));                              \
                     if (ob) for (int64_t i = 0; i < nc; i++) td[i] = 0;                                     \
-                    for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; tg[a] = fac[act[a]]; }      \
+                    for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; fac_act[a] = fac[act[a]]; } \
                     for (int64_t t = T - 1; t >= 0; t--) {                                                  \
                         filter_step_##SUFFIX(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);        \
                         int64_t r = t * B + b;                                                              \
                         if (row_ptr[r] == row_ptr[r + 1]) continue;                                         \
-                        for (int64_t a = 0; a < n_act; a++) tgc[a] = (am[a] + as[a]) * tg[a];               \
+                        for (int64_t a = 0; a < n_act; a++) tgc[a] = (am[a] + as[a]) * fac_act[a];          \
                         if (ob)                                                                             \
                             for (int64_t a = 0; a < n_act; a++) td[act[a]] = (am[a] + as[a]) * dh[act[a]];  \
                         for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                             \
