@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .functional.hm2bp import label_spike_times
 from .nn.layers import SpikingConv2d, SpikingLinear
 
 
@@ -38,13 +39,13 @@ def counts_as_logged(counts: Tensor, labels: Tensor, steps: int, desired: int = 
     Returns:
         a copy of ``counts`` with the silent label entries replaced.
     """
-    step = steps // int(desired)
+    inserted = len(label_spike_times(steps, int(desired)))
     out = counts.clone()
-    if step < 1 or counts.shape[0] == 0:
+    if not inserted or counts.shape[0] == 0:
         return out
     rows = torch.arange(counts.shape[0], device=counts.device)
     silent = out[rows, labels] == 0
-    out[rows[silent], labels[silent]] = float(len(range(step, steps, step)))
+    out[rows[silent], labels[silent]] = float(inserted)
     return out
 
 

@@ -44,6 +44,13 @@ class LayerGrads(NamedTuple):
 # --------------------------------------------------------------------------------------------------
 
 
+def label_spike_times(steps: int, desired: int = 35) -> range:
+    """Spec §3.2: the steps t = Δ, 2Δ, … < T (Δ = ⌊T/desired⌋) at which a silent label neuron gets spikes;
+    empty when T < desired."""
+    step = steps // desired
+    return range(step, steps, step) if step >= 1 else range(0)
+
+
 def insert_label_spikes(spikes: Tensor, labels: Tensor, desired: int = 35) -> Tensor:
     """Spec §3.2: a silent label neuron gets spikes at t = Δ, 2Δ, … < T, Δ = ⌊T/desired⌋.
 
@@ -54,14 +61,14 @@ def insert_label_spikes(spikes: Tensor, labels: Tensor, desired: int = 35) -> Te
         A modified copy of ``spikes`` (the input is left unchanged).
     """
     T, B = spikes.shape[0], spikes.shape[1]
-    step = T // desired
+    when = label_spike_times(T, desired)
     out = spikes.clone()
-    if step < 1:
+    if not when:
         return out
     batch = torch.arange(B, device=spikes.device)
     silent = spikes[:, batch, labels].sum(0) == 0
     if bool(silent.any()):
-        times = torch.arange(step, T, step, device=spikes.device)
+        times = torch.arange(when.start, when.stop, when.step, device=spikes.device)
         rows = batch[silent]
         out[times.unsqueeze(1), rows.unsqueeze(0), labels[silent].unsqueeze(0)] = 1
     return out

@@ -124,14 +124,16 @@ def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor |
                      sample_weight=weights, reduction=reduction)
 
 
-def _authors_cost(cfg: RunConfig, counts: Tensor, labels: Tensor) -> Tensor:
+def _authors_cost(cfg: RunConfig, counts: Tensor, labels: Tensor, plain: Tensor, steps: int) -> Tensor:
     """The per-sample cost the authors' code logs (spec §3.1, §3.6), batch mean: Σ_i [|o_i − y_i| > M]·(o_i − y_i)²
-    (no ½, no boost weight), or −log softmax(o)_label; ``counts`` as read after spike insertion
-    (``counts_as_logged``)."""
-    if cfg.model.loss == "softmax":
-        return softmax_loss(counts, labels)
-    m = cfg.model
-    return 2.0 * rate_loss(counts, labels, desired=m.desired, undesired=m.undesired, margin=m.margin)
+    (no ½, no boost weight), or −log softmax(o)_label, on the counts after spike insertion
+    (``counts_as_logged``). ``plain`` is the unweighted data loss of the raw ``counts``: the two differ only
+    where a label neuron stayed silent, so the (rare) recomputation is skipped otherwise; it costs ~0.25 ms,
+    a tenth of a batch-1 step at short windows."""
+    scale = 1.0 if cfg.model.loss == "softmax" else 2.0  # the rate loss carries a ½
+    if not bool((counts.gather(1, labels.unsqueeze(1)) == 0).any()):
+        return scale * plain
+    return scale * _data_loss(cfg, counts_as_logged(counts, labels, steps, int(cfg.model.desired)), labels, None)
 
 
 @contextmanager
@@ -471,8 +473,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                     c = counts.detach()
                     plain = (_data_loss(cfg, c, labels, None) if (weights is not None or ctx is not None)
                              else loss.detach())
-                    logged = _authors_cost(cfg, counts_as_logged(c, labels, int(x.shape[0]), int(cfg.model.desired)),
-                                           labels)
+                    logged = _authors_cost(cfg, c, labels, plain, int(x.shape[0]))
                     p = c.argmax(1).cpu()
                 preds[idx] = p
                 loss_sum += float(plain) * b
