@@ -3,4 +3,4 @@
 Tensors are time-major: spike trains are ``[T, B, N]`` (FC) or ``[T, B, C, H, W]`` (conv/pool).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
