@@ -32,6 +32,7 @@ from typing import Any
 
 import tomllib
 
+from .arch import parse as parse_architecture
 from .errors import ConfigError
 
 __all__ = [
@@ -101,10 +102,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         s = "model"
         _check_types(self, s)
-        from .nn.network import parse_architecture  # local: keeps `import hm2bp.config` light
-
         try:
-            _, layers = parse_architecture(self.arch)
+            layers = parse_architecture(self.arch).layers
         except ConfigError as e:
             raise ConfigError(f"model.arch: {e}") from None
         if len(self.thresholds) != len(layers):
@@ -134,7 +133,7 @@ class ModelConfig:
 
     @property
     def n_classes(self) -> int:
-        return int(self.arch.split("-")[-1])
+        return parse_architecture(self.arch).n_classes
 
 
 @dataclass(frozen=True)
@@ -297,7 +296,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\\0"):
             raise ConfigError(f"name: must be a non-empty string without path separators; got {self.name!r}")
-        if self.data.dataset == "digits" and self.model.arch.split("-")[0] not in ("64", "8x8"):
+        if self.data.dataset == "digits" and parse_architecture(self.model.arch).input_shape not in ((64,), (1, 8, 8)):
             raise ConfigError(f"model.arch: the digits images have 64 pixels, so the input must be 64 or 8x8; "
                               f"got {self.model.arch!r}")
 
