@@ -5,6 +5,10 @@
 >>> result = train(load_config("digits", ["train.epochs=1"]))   # doctest: +SKIP
 """
 
+import sys
+import types
+from typing import Any
+
 from .boosting import update_boost_weights
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .datasets import SpikeDataset, load_datasets
@@ -39,3 +43,14 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``hm2bp.train`` names both this subpackage and the function :func:`train`; the import system binds
+    the subpackage to the name, so the subpackage runs :func:`train` when called: ``hm2bp.train(cfg)``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
