@@ -61,3 +61,8 @@ def test_calling_hm2bp_train_runs_train(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(package, "train", lambda cfg, **kw: ("ran", cfg, kw))
     assert hm2bp.train("cfg", quiet=True) == ("ran", "cfg", {"quiet": True})
+
+
+def test_all_lists_exactly_the_lazy_names() -> None:
+    assert set(hm2bp.__all__) - {"__version__"} == set(hm2bp._EXPORTS)
+    assert len(hm2bp.__all__) == len(set(hm2bp.__all__))

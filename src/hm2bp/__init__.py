@@ -73,7 +73,49 @@ _EXPORTS: dict[str, str] = {
 # public name -> its name in the defining module, where they differ
 _RENAMED = {"parse_architecture": "parse"}
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "Architecture",
+    "ConfigError",
+    "DataConfig",
+    "DataFormatError",
+    "EvalResult",
+    "Flatten",
+    "HM2BPError",
+    "ModelConfig",
+    "NeuronParams",
+    "NumericalError",
+    "Reservoir",
+    "RunConfig",
+    "SpikingConv2d",
+    "SpikingLinear",
+    "SpikingNetwork",
+    "SpikingPool2d",
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "apply_overrides",
+    "augment",
+    "bsa_encode",
+    "build_network",
+    "config_from_dict",
+    "evaluate",
+    "evaluate_checkpoint",
+    "evaluate_images",
+    "list_presets",
+    "load_checkpoint",
+    "load_config",
+    "model_from_checkpoint",
+    "parse_architecture",
+    "poisson_encode",
+    "predict",
+    "rate_loss",
+    "save_checkpoint",
+    "simulate_lif",
+    "softmax_loss",
+    "target_counts",
+    "train",
+    "weight_regularizer",
+]
 
 
 def __getattr__(name: str) -> Any:

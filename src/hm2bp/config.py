@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,23 +31,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from .arch import parse as parse_architecture
 from .errors import ConfigError
 
 __all__ = [
-    "ModelConfig",
-    "DataConfig",
-    "TrainConfig",
-    "RunConfig",
     "DATASETS",
-    "list_presets",
-    "preset_path",
-    "load_config",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
-    "apply_overrides",
+    "list_presets",
+    "load_config",
+    "preset_path",
     "write_config_json",
 ]
 

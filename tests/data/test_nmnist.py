@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.data.nmnist import (
     EVENT_DTYPE,
     events_to_raster,
@@ -17,7 +16,7 @@ from hm2bp.data.nmnist import (
 )
 from hm2bp.errors import DataFormatError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = shared_paths.DATA
 NMNIST = DATA / "nmnist"
 FIXTURE = NMNIST / "tonic_fixture" / "sample_nmnist.bin"
 
@@ -89,7 +88,7 @@ def test_missing_file_and_dataset(tmp_path):
     msg = str(ei.value)
     assert str(tmp_path / "Train") in msg and "Train/<digit>/<n>.bin" in msg
     (tmp_path / "Test" / "3").mkdir(parents=True)
-    with pytest.raises(DataFormatError, match="no .bin"):
+    with pytest.raises(DataFormatError, match=r"no .bin"):
         load_nmnist(tmp_path, "test")
 
 

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shared_paths
 from hm2bp.errors import ConfigError, DataFormatError
 from hm2bp.io.authors import (
     CNN_CHECKPOINT_ARCH,
@@ -34,7 +35,7 @@ from hm2bp.io.authors import (
     read_weight_list,
 )
 
-GOLDEN_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
+GOLDEN_ROOT = shared_paths.GOLDEN_ROOT
 MM = GOLDEN_ROOT / "mm-bp-snn"
 CNN = "test/golden/cnn_mnist"
 SPEECH = "test/golden/speech/ti_alpha"
@@ -194,7 +195,7 @@ def test_conv_weight_lists():
     np.testing.assert_array_equal(w1.ravel(), np.array(first_line.split(), dtype=np.float32))
     w2 = read_conv_weights(golden(f"{CNN}/weights/conv2_info.txt"), 3, 5, 5)
     assert w2.shape == (3, 5, 5, 5)
-    with pytest.raises(DataFormatError, match="expected 125 values .* found 375"):
+    with pytest.raises(DataFormatError, match=r"expected 125 values .* found 375"):
         read_conv_weights(golden(f"{CNN}/weights/conv2_info.txt"), 5, 1, 5)
 
 

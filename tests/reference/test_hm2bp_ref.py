@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.reference import hm2bp_ref as ref
 
 TAU_M = 64.0
@@ -521,12 +521,7 @@ def test_regularizer_conv_groups_per_kernel():
 # Golden data (spec §6.4): skipped when ../shared/golden is absent
 # ---------------------------------------------------------------------------------------------
 
-_GOLDEN = Path(
-    os.environ.get(
-        "HM2BP_GOLDEN_DIR",
-        Path(__file__).resolve().parents[3] / "shared" / "golden" / "mm-bp-snn",
-    )
-)
+_GOLDEN = shared_paths.GOLDEN
 
 
 def _open(path: Path):

@@ -25,23 +25,23 @@ from .loop import (
 from .schedule import lr_at_epoch, shuffle_order
 
 __all__ = [
-    "train",
-    "evaluate",
-    "evaluate_checkpoint",
-    "build_model",
-    "model_from_checkpoint",
-    "resolve_device",
-    "TrainResult",
+    "CheckpointError",
     "EvalResult",
     "SpikeDataset",
-    "load_datasets",
-    "update_boost_weights",
-    "lr_at_epoch",
-    "shuffle_order",
-    "CheckpointError",
+    "TrainResult",
     "atomic_write_bytes",
-    "save_checkpoint",
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
     "load_checkpoint",
+    "load_datasets",
+    "lr_at_epoch",
+    "model_from_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "shuffle_order",
+    "train",
+    "update_boost_weights",
 ]
 
 

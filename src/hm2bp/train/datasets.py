@@ -28,7 +28,7 @@ import torch
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
 
-__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "load_datasets", "sample_generator"]
+__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "load_datasets", "sample_generator"]
 
 
 def sample_generator(*keys: int | str) -> torch.Generator:

@@ -39,17 +39,25 @@ from ..errors import ConfigError
 from ..functional.autograd import all_finite
 from ..inference import EvalResult
 from ..loss import counts_as_logged, rate_loss, softmax_loss, weight_regularizer
+from ..nn.memory import check_training_fits
 from ..nn.network import SpikingNetwork, build_network
 from . import distributed as D
 from .boosting import update_boost_weights
-from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, sample_generator
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
 
-__all__ = ["TrainResult", "EvalResult", "train", "evaluate", "evaluate_checkpoint", "build_model", "resolve_device",
-           "model_from_checkpoint"]
+__all__ = [
+    "EvalResult",
+    "TrainResult",
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
+    "model_from_checkpoint",
+    "resolve_device",
+    "train",
+]
 
 
 @dataclass
