@@ -93,7 +93,7 @@ def test_missing_file_and_dataset(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# stabilize (spec §1.5 step 2, 1-based X = x + 1)
+# stabilize (docs/algorithm.md §1.5 step 2, 1-based X = x + 1)
 # --------------------------------------------------------------------------------------------------
 def test_stabilize_saccade_formulas():
     # X, Y 1-based = x+1, y+1 = 21, 21 everywhere; expected 1-based results computed by hand.
@@ -116,7 +116,7 @@ def test_stabilize_drops_below_one():
 
 
 # --------------------------------------------------------------------------------------------------
-# events_to_raster (spec §1.5 steps 3–7)
+# events_to_raster (docs/algorithm.md §1.5 steps 3–7)
 # --------------------------------------------------------------------------------------------------
 def test_raster_channels_times_and_collapse():
     ev = _events(

@@ -52,7 +52,7 @@ def test_non_finite_weight_found_in_any_block(value: float, layer: int, row: int
 
 
 def test_lateral_loop_gain_at_least_one_is_reported() -> None:
-    """Strong activity under a low output threshold drives Σ R d R d above 1 (spec §3.4, §7.15)."""
+    """Strong activity under a low output threshold drives Σ R d R d above 1 (docs/algorithm.md §3.4, §7.15)."""
     net = build_network("30-3", [0.5], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         net.layers[0].weight.uniform_(0.5, 1.0)
