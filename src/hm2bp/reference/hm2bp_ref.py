@@ -707,7 +707,6 @@ def conv_backward_ref(
     n_k, n_c, ksize, _ = Wd.shape
     _, _, height, width = in_spikes.shape
     _, _, h_out, w_out = out_spikes.shape
-    consts = {"tau_m": tau_m, "tau_s": tau_s, "t_ref": t_ref}
 
     in_times = [
         [[_times_of(in_spikes[:, c, xx, yy]) for yy in range(width)] for xx in range(height)]
@@ -726,7 +725,8 @@ def conv_backward_ref(
                 for c in range(n_c):
                     for i in range(ksize):
                         for j in range(ksize):
-                            e[c, i, j] = psp_pair_ref(post, in_times[c][x + i][y + j], **consts)
+                            e[c, i, j] = psp_pair_ref(
+                                post, in_times[c][x + i][y + j], tau_m=tau_m, tau_s=tau_s, t_ref=t_ref)
                 # side effect of this output neuron
                 acc = 0.0
                 for c in range(n_c):

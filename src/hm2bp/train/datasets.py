@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arch import parse as parse_architecture
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
 
@@ -297,10 +298,7 @@ def load_datasets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         train, test = _nmnist_sets(cfg)
     else:
         train, test = _speech_sets(cfg)
-    from ..nn.network import parse_architecture
-
-    in_shape, _ = parse_architecture(cfg.model.arch)
-    n_in = int(np.prod(in_shape))
+    n_in = parse_architecture(cfg.model.arch).n_inputs
     if n_in != train.n_inputs:
         raise ConfigError(f"model.arch {cfg.model.arch!r} takes {n_in} inputs but dataset {name!r} gives "
                           f"{train.n_inputs}")
