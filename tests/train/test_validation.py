@@ -62,7 +62,7 @@ def test_file_datasets_split_by_path() -> None:
     paths = [Path(f"/nowhere/{i}.bin") for i in range(20)]
     ds = FileSpikes(paths, [i % 10 for i in range(20)], 10, 3, 4,
                     lambda p: np.full((4, 3), int(p.stem) % 2, dtype=bool), name="fake")
-    tr_idx, val_idx = validation_split(20, 5, seed=0)
+    _, val_idx = validation_split(20, 5, seed=0)
     val = ds.subset(val_idx, "val")
     assert val.paths == [paths[i] for i in val_idx]  # type: ignore[attr-defined]
     assert val.labels.tolist() == [int(i) % 10 for i in val_idx]

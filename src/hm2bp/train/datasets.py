@@ -114,8 +114,9 @@ class ImageSpikes(SpikeDataset):
         self.max_rate_div = max_rate_div
         # fixed rasters are encoded once, on first use, and kept bit-packed while the budget lasts
         self._cache = _PackedCache(cache_mb)
-        self._kwargs = dict(n_classes=n_classes, T=T, name=name, seed=seed, encoding=encoding, augment=augment,
-                            shared_field=shared_field, max_rate_div=max_rate_div, cache_mb=cache_mb)
+        self._kwargs = {"n_classes": n_classes, "T": T, "name": name, "seed": seed, "encoding": encoding,
+                        "augment": augment, "shared_field": shared_field, "max_rate_div": max_rate_div,
+                        "cache_mb": cache_mb}
 
     def subset(self, indices: np.ndarray, split: str) -> ImageSpikes:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
@@ -314,7 +315,7 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
 def validation_size(n_pool: int, d: DataConfig) -> int:
     """How many of ``n_pool`` training samples ``d`` holds out for validation (0 = no split)."""
-    n = d.n_val if d.n_val else int(round(d.val_fraction * n_pool))
+    n = d.n_val if d.n_val else round(d.val_fraction * n_pool)
     if n and not 0 < n < n_pool:
         key = "n_val" if d.n_val else "val_fraction"
         raise ConfigError(f"data.{key}: the validation split takes {n} of the {n_pool} training samples; it must "

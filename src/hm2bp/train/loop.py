@@ -619,7 +619,10 @@ def summary_line(result: TrainResult) -> str:
     if result.selected_epoch < 0:
         return "summary: no epoch trained"
     last = result.metrics[-1]
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+
+    def pct(v: float | None) -> str:
+        return f"{100 * (v or 0.0):.2f}%"
+
     if result.selected_on == "val":
         chosen = (f"best.pt = epoch {result.selected_epoch + 1} chosen on validation (val "
                   f"{pct(result.selected_val_acc)}): test {pct(result.selected_test_acc)}")
