@@ -117,7 +117,7 @@ def _random_case(seed: int, B: int, dtype: torch.dtype):
 def _zero_pairs(post: torch.Tensor, pre: torch.Tensor, p: NeuronParams) -> np.ndarray:
     """[N_out, N_in] bool: in every sample, input j is silent or post i fired and every spike of j lies
     outside all of i's windows, so e_{i|j} = 0 in every sample and the gradient is exactly 0."""
-    T, B, n_out = post.shape
+    _, B, n_out = post.shape
     zero = np.ones((n_out, pre.shape[2]), dtype=bool)
     for b in range(B):
         cover = _window_cover(post[:, b].numpy() > 0, p)
