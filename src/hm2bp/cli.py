@@ -21,7 +21,7 @@ from . import __version__
 from .config import RunConfig, list_presets, load_config
 from .errors import ConfigError, HM2BPError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 _SECTIONS = ("model.", "data.", "train.")
 

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,22 +31,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from .arch import parse as parse_architecture
 from .errors import ConfigError
 
 __all__ = [
-    "ModelConfig",
-    "DataConfig",
-    "TrainConfig",
-    "RunConfig",
     "DATASETS",
-    "list_presets",
-    "preset_path",
-    "load_config",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
-    "apply_overrides",
+    "list_presets",
+    "load_config",
+    "preset_path",
     "write_config_json",
 ]
 
@@ -101,10 +101,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         s = "model"
         _check_types(self, s)
-        from .nn.network import parse_architecture  # local: keeps `import hm2bp.config` light
-
         try:
-            _, layers = parse_architecture(self.arch)
+            layers = parse_architecture(self.arch).layers
         except ConfigError as e:
             raise ConfigError(f"model.arch: {e}") from None
         if len(self.thresholds) != len(layers):
@@ -134,7 +132,7 @@ class ModelConfig:
 
     @property
     def n_classes(self) -> int:
-        return int(self.arch.split("-")[-1])
+        return parse_architecture(self.arch).n_classes
 
 
 @dataclass(frozen=True)
@@ -318,7 +316,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\\0"):
             raise ConfigError(f"name: must be a non-empty string without path separators; got {self.name!r}")
-        if self.data.dataset == "digits" and self.model.arch.split("-")[0] not in ("64", "8x8"):
+        if self.data.dataset == "digits" and parse_architecture(self.model.arch).input_shape not in ((64,), (1, 8, 8)):
             raise ConfigError(f"model.arch: the digits images have 64 pixels, so the input must be 64 or 8x8; "
                               f"got {self.model.arch!r}")
         if self.train.early_stop_patience and not (self.data.n_val or self.data.val_fraction):

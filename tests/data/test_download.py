@@ -27,12 +27,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shared_paths
 from hm2bp.data.download import DATASETS, DownloadError, download, fetch_dataset, sha256_file
 from hm2bp.errors import ConfigError, DataFormatError
 
 pytestmark = pytest.mark.reliability
 
-SHARED_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+SHARED_MNIST = shared_paths.DATA / "mnist"
 FAST = dict(timeout=5.0, backoff=0.0)
 
 
@@ -71,7 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         b = self.server.behaviour  # type: ignore[attr-defined]
         rng = self.headers.get("Range")
         name = self.path.lstrip("/")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,12 @@ from hm2bp.errors import DataFormatError
 
 __all__ = [
     "EVENT_DTYPE",
+    "TonicRaster",
+    "events_to_raster",
+    "from_tonic",
+    "load_nmnist",
     "read_nmnist_events",
     "stabilize",
-    "events_to_raster",
-    "load_nmnist",
-    "from_tonic",
-    "TonicRaster",
 ]
 
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("p", "i1"), ("t", "<i8")])

@@ -226,7 +226,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         first = lines[0] if lines else type(e).__name__
         raise CheckpointError(path, f"refused to load: the file holds objects other than tensors and plain "
                                     f"data (it may try to run code); {first}") from None
-    except Exception as e:  # noqa: BLE001 - a damaged file makes torch's reader fail in many ways
+    except Exception as e:
         raise CheckpointError(path, f"not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(path, f"not an hm2bp checkpoint (no format={FORMAT!r} entry)")
@@ -236,7 +236,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         want = obj.pop(_DIGEST_KEY)
         try:
             got = content_digest(obj)
-        except Exception as e:  # noqa: BLE001 - e.g. a corrupt tensor that cannot be read back
+        except Exception as e:
             raise CheckpointError(path, f"content cannot be checked ({type(e).__name__}: {e})") from None
         if got != want:
             raise CheckpointError(path, f"content does not match its sha256 digest (stored {str(want)[:16]}…, "

@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arch import parse as parse_architecture
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
 
-__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "Splits", "load_datasets", "load_splits", "sample_generator",
+__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "load_datasets", "load_splits", "sample_generator",
            "validation_size", "validation_split"]
 
 
@@ -368,10 +369,7 @@ def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         train, test = _nmnist_sets(cfg)
     else:
         train, test = _speech_sets(cfg)
-    from ..nn.network import parse_architecture
-
-    in_shape, _ = parse_architecture(cfg.model.arch)
-    n_in = int(np.prod(in_shape))
+    n_in = parse_architecture(cfg.model.arch).n_inputs
     if n_in != train.n_inputs:
         raise ConfigError(f"model.arch {cfg.model.arch!r} takes {n_in} inputs but dataset {name!r} gives "
                           f"{train.n_inputs}")

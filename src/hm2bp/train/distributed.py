@@ -37,16 +37,16 @@ from ..errors import ConfigError
 
 __all__ = [
     "DistContext",
-    "env_world_size",
-    "is_main_process",
-    "session",
-    "shard",
-    "shard_range",
     "all_reduce_gradients",
     "all_reduce_sum",
     "all_reduce_tensor",
-    "merge_predictions",
     "barrier",
+    "env_world_size",
+    "is_main_process",
+    "merge_predictions",
+    "session",
+    "shard",
+    "shard_range",
 ]
 
 

@@ -40,32 +40,27 @@ from torch import Tensor
 from ..config import RunConfig, config_from_dict, config_to_dict, write_config_json
 from ..errors import ConfigError
 from ..functional.autograd import all_finite
+from ..inference import EvalResult
 from ..loss import counts_as_logged, rate_loss, softmax_loss, weight_regularizer
+from ..nn.memory import check_training_fits
 from ..nn.network import SpikingNetwork, build_network
 from . import distributed as D
 from .boosting import update_boost_weights
-from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, load_splits, sample_generator
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
 
-__all__ = ["TrainResult", "EvalResult", "train", "evaluate", "evaluate_checkpoint", "build_model", "resolve_device",
-           "model_from_checkpoint"]
-
-
-@dataclass
-class EvalResult:
-    """Accuracy of a model on a dataset; ``predictions``/``labels`` int64 ``[N]``, ``counts`` ``[N, C]``."""
-
-    accuracy: float
-    predictions: Tensor
-    labels: Tensor
-    counts: Tensor
-
-    @property
-    def n(self) -> int:
-        return int(self.labels.numel())
+__all__ = [
+    "EvalResult",
+    "TrainResult",
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
+    "model_from_checkpoint",
+    "resolve_device",
+    "train",
+]
 
 
 @dataclass
@@ -209,10 +204,7 @@ def _eval_counts(model: SpikingNetwork, dataset: SpikeDataset, start: int, stop:
 
 
 def _eval_result(counts: Tensor, labels: Tensor) -> EvalResult:
-    total = int(labels.numel())
-    preds = counts.argmax(1) if total else torch.zeros(0, dtype=torch.int64)
-    acc = float((preds == labels).double().mean()) if total else float("nan")
-    return EvalResult(acc, preds, labels, counts)
+    return EvalResult(counts, labels)
 
 
 def _evaluate_sharded(model: SpikingNetwork, dataset: SpikeDataset, ctx: D.DistContext, *, batch_size: int,
