@@ -27,6 +27,7 @@ import torch
 
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
+from .input_checks import check_dataset_spikes
 
 __all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "load_datasets", "sample_generator"]
 
@@ -227,14 +228,14 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
 
 def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
-    from ..data.nmnist import events_to_raster, load_nmnist, read_nmnist_events
+    from ..data.nmnist import load_nmnist, nmnist_raster
 
     d, T = cfg.data, cfg.model.T
     root = _need_dir(d, "the N-MNIST recordings as Train/<digit>/<n>.bin and Test/<digit>/<n>.bin "
                        "(the official Train.zip and Test.zip, unpacked)")
 
-    def to_raster(p: Path) -> np.ndarray:
-        return events_to_raster(read_nmnist_events(p), T=T, bin_us=d.nmnist_bin_us, two_channels=True)
+    def to_raster(p: Path) -> np.ndarray:  # read → stabilise (spec §1.5 step 2) → bin
+        return nmnist_raster(p, T=T, bin_us=d.nmnist_bin_us)
 
     out = []
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
@@ -309,6 +310,7 @@ def load_datasets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
                           f"{train.n_classes} classes")
     if len(train) == 0 or len(test) == 0:
         raise ConfigError(f"dataset {name!r}: empty training or test set (n_train={len(train)}, n_test={len(test)})")
+    check_dataset_spikes(train, "training")  # reliability: refuse inputs that train on nothing
     return train, test
 
 
