@@ -27,7 +27,7 @@ import torch
 
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
-from .input_checks import check_dataset_spikes
+from .input_checks import check_dataset_spikes, warn_if_silent
 
 __all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "load_datasets", "sample_generator"]
 
@@ -266,9 +266,9 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         coch = _cochleagram(p)
         if coch.shape[0] != n_in:
             raise DataFormatError(p, f"cochleagram has {coch.shape[0]} channels, expected {n_in}")
-        return bsa_encode(coch, T)
+        return warn_if_silent(p, bsa_encode(coch, T), f"{coch.shape[1]} frames of 16 ms")
 
-    out = []
+    out, names = [], None
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
         if d.dataset == "fsdd":
             root = _need_dir(d, "the Free Spoken Digit Dataset's recordings/ folder ({digit}_{speaker}_{index}.wav)")
@@ -277,11 +277,11 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         else:
             root = _need_dir(d, "TI46-Alpha as train/<class>/<utterance>.wav|.sph|.dat and test/<class>/…")
             sub = root / split
-            try:
-                items, classes = load_speech_folder(sub)
+            try:  # every split is numbered by the training split's class names
+                items, names = load_speech_folder(sub, classes=names)
             except DataFormatError:
-                items, classes = load_speech_folder(sub, extensions={".dat"})
-            n_classes = len(classes)
+                items, names = load_speech_folder(sub, extensions={".dat"}, classes=names)
+            n_classes = len(names)
         items = _permuted(items, d.split_seed)
         items = items[: _limit(len(items), limit)]
         out.append(FileSpikes([p for p, _ in items], [lab for _, lab in items], n_classes, n_in, T, to_raster,

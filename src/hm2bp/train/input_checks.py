@@ -7,6 +7,7 @@ the training loop with one line each, so the checks live here, in one place.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import SpikeDataset
 
-__all__ = ["check_dataset_spikes", "PROBE_SAMPLES"]
+__all__ = ["check_dataset_spikes", "warn_if_silent", "PROBE_SAMPLES"]
 
 #: Samples of each split looked at before training (the first ones of the loaded order).
 PROBE_SAMPLES = 16
@@ -26,6 +27,14 @@ _KEYS = {
     "ti46": "the audio files and model.T",
     "fsdd": "the audio files and model.T",
 }
+
+
+def warn_if_silent(path: Path, raster: np.ndarray, what: str) -> np.ndarray:
+    """Return ``raster``, warning (naming the file) when it holds no spike: that sample trains on nothing."""
+    if not raster.any():
+        warnings.warn(f"{path}: no input spike in T = {raster.shape[0]} steps ({what}); this sample trains "
+                      "on nothing", RuntimeWarning, stacklevel=2)
+    return raster
 
 
 def check_dataset_spikes(ds: SpikeDataset, split: str) -> None:
