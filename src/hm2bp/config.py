@@ -32,6 +32,7 @@ from typing import Any
 
 import tomllib
 
+from .bounds import check_model_bounds, check_train_bounds
 from .errors import ConfigError
 
 __all__ = [
@@ -131,6 +132,7 @@ class ModelConfig:
         _check_positive(s, "margin", self.margin, allow_zero=True)
         _check_positive(s, "fc_init", self.fc_init)
         _check_positive(s, "conv_init", self.conv_init)
+        check_model_bounds(self)  # float32 range, spiking thresholds, tau in steps (#18 items 4, 17)
 
     @property
     def n_classes(self) -> int:
@@ -283,6 +285,7 @@ class TrainConfig:
             _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
         if self.max_steps < 0:
             _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
+        check_train_bounds(self)  # counts that drive allocations, device index (#18 items 11, 17)
 
 
 @dataclass(frozen=True)
