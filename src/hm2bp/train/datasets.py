@@ -180,6 +180,11 @@ def _limit(n: int, limit: int) -> int:
     return n if limit <= 0 else min(n, limit)
 
 
+def _want(limit: int) -> int | None:
+    """Images to read from an IDX file: only those used (a small gzip can inflate to gigabytes)."""
+    return limit if limit > 0 else None
+
+
 def _need_dir(d: DataConfig, what: str) -> Path:
     if not d.data_dir:
         raise ConfigError(f"dataset {d.dataset!r} needs a data folder: pass --data-dir DIR (or data.data_dir=DIR) "
@@ -208,7 +213,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
         root = _need_dir(d, "the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)")
-        tr, te = load_mnist(root, "train"), load_mnist(root, "test")
+        tr, te = load_mnist(root, "train", _want(d.n_train)), load_mnist(root, "test", _want(d.n_test))
         n_classes = 10
     else:  # emnist
         from ..data.idx import load_emnist
@@ -216,7 +221,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         sub = d.emnist_subset
         root = _need_dir(d, f"the EMNIST files emnist-{sub}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte[.gz] "
                            f"and emnist-{sub}-mapping.txt (from the official gzip.zip)")
-        tr, te = load_emnist(root, "train", sub)[:2], load_emnist(root, "test", sub)[:2]
+        tr, te = load_emnist(root, "train", sub, _want(d.n_train))[:2], load_emnist(root, "test", sub, _want(d.n_test))[:2]
         n_classes = EMNIST_CLASSES[sub]
     common = dict(n_classes=n_classes, T=T, name=d.dataset, seed=seed, max_rate_div=d.max_rate_div,
                   cache_mb=d.cache_mb)
