@@ -44,6 +44,7 @@ from .boosting import update_boost_weights
 from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, sample_generator
+from .preflight import preflight
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
 
@@ -386,6 +387,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
 
     ck: dict[str, Any] | None = None
+    preflight(cfg, device)  # run folders usable, weights and an eval batch fit: before data and model
     if resume and not last_path.exists():  # e.g. a job script that always passes --resume, killed early
         say(f"--resume: no {last_path} yet; starting a fresh run")
         resume = False
