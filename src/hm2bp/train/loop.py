@@ -44,7 +44,8 @@ from .boosting import update_boost_weights
 from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, sample_generator
-from .preflight import preflight
+from .preflight import check_checkpoint_matches, preflight
+from .update_checks import report_epoch_updates
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
 
@@ -278,6 +279,7 @@ def model_from_checkpoint(
     """Rebuild the network of a checkpoint (safe load) and return ``(model, config, checkpoint)``."""
     ck = load_checkpoint(path)
     cfg = config_from_dict(ck["config"])
+    check_checkpoint_matches(ck, cfg, path)  # config vs weights, before building anything
     model = build_model(cfg)
     try:
         model.load_state_dict(ck["model"])
@@ -435,6 +437,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
             for group in opt.param_groups:
                 group["lr"] = lr
             st.order = shuffle_order(st.order, t.shuffle, st.shuffle_gen, t.n_swaps)
+            step0 = st.step
             preds = torch.full((n_train,), -1, dtype=torch.int64)
             loss_sum, seen, correct, count_sum, skipped, cost_sum = 0.0, 0, 0, 0.0, 0, 0.0
             bar = _progress(n_train, f"epoch {epoch + 1}/{t.epochs}", quiet)
@@ -497,10 +500,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 from ..errors import NumericalError
 
                 raise NumericalError(f"epoch {epoch}: the training loss is not finite")
-            if skipped and main:
-                print(f"warning: epoch {epoch + 1}: skipped {skipped} update(s) with non-finite gradients "
-                      f"(an output lateral loop gain >= 1, spec §7.15; a higher output threshold or a weaker "
-                      f"model.lateral_inhibition avoids it)", file=sys.stderr)
+            report_epoch_updates(cfg, model, epoch, skipped, st.step - step0, main)  # cause; all skipped: error
             if t.boosting:
                 mask = preds >= 0
                 st.boost[mask] = update_boost_weights(st.boost[mask], train_set.labels[mask], preds[mask],

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..nn.memory import available_memory_bytes
 from ..nn.network import parse_architecture
 
-__all__ = ["preflight", "check_run_folder", "arch_sizes", "weight_bytes", "eval_bytes_lower_bound"]
+__all__ = ["preflight", "check_checkpoint_matches", "check_run_folder", "arch_sizes", "weight_bytes", "eval_bytes_lower_bound"]
 
 _GIB = 1024**3
 
@@ -102,3 +102,18 @@ def preflight(cfg: Any, device: torch.device, available: int | None = None, head
             f"{ev / _GIB:,.1f} GiB but only {free / _GIB:.1f} GiB is available on {device}; use at most "
             f"about {fits}"
         )
+
+
+def check_checkpoint_matches(ck: dict[str, Any], cfg: Any, path: Any) -> None:
+    """Refuse a checkpoint whose weights do not have the sizes its own config's architecture gives, before
+    the network of that config is built (a crafted config could otherwise ask for terabytes)."""
+    from .checkpoint import CheckpointError
+
+    state = ck.get("model")
+    if not isinstance(state, dict):
+        raise CheckpointError(path, "holds no model weights")
+    held = sum(int(v.numel()) for k, v in state.items() if k.endswith(".weight") and hasattr(v, "numel"))
+    want = arch_sizes(cfg.model.arch)[0]
+    if held != want:
+        raise CheckpointError(path, f"its config's architecture {cfg.model.arch!r} has {want:,} weights, the "
+                                    f"checkpoint holds {held:,}: config and weights disagree")
