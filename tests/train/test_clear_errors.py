@@ -107,3 +107,21 @@ def test_export_nir_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     with torch.no_grad():
         assert torch.equal(model(x), back(x))
     assert main(["export-nir", str(tmp_path / "missing.pt"), str(out)]) == 1
+
+
+def test_resume_with_other_thread_count_warns(tmp_path: Path) -> None:
+    from hm2bp.config import load_config
+    from hm2bp.train.loop import train
+    from hm2bp.train.preflight import ThreadsChangedWarning
+
+    over = ["data.n_train=60", "data.digits_n_test=20", "model.T=20", "model.arch=64-12-10", "model.desired=10",
+            "model.undesired=2", "train.batch_size=20", "train.plots=false", "train.tensorboard=false",
+            f"train.out_dir={tmp_path / 'r'}"]
+    train(load_config("digits", over + ["train.epochs=1", "train.threads=1"]), quiet=True)
+    with pytest.warns(ThreadsChangedWarning, match="train.threads changes from 1 to 2; .* bit for bit"):
+        train(load_config("digits", over + ["train.epochs=2", "train.threads=2"]), resume=True, quiet=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ThreadsChangedWarning)
+        train(load_config("digits", over + ["train.epochs=3", "train.threads=2"]), resume=True, quiet=True)

@@ -44,7 +44,7 @@ from .boosting import update_boost_weights
 from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, sample_generator
-from .preflight import check_checkpoint_matches, preflight
+from .preflight import check_checkpoint_matches, preflight, warn_if_threads_changed
 from .update_checks import report_epoch_updates
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
@@ -399,6 +399,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
         if diff:
             raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)} "
                               f"({last_path}); only {', '.join(sorted(_RESUMABLE))} may change")
+        warn_if_threads_changed(ck["config"], cfg, last_path)  # allowed, but not bit-exact
     train_set, test_set = load_datasets(cfg)
     model = build_model(cfg).to(device)
     # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..errors import ConfigError
 from ..nn.memory import available_memory_bytes
 from ..nn.network import parse_architecture
 
-__all__ = ["preflight", "check_checkpoint_matches", "check_run_folder", "arch_sizes", "weight_bytes", "eval_bytes_lower_bound"]
+__all__ = ["preflight", "check_checkpoint_matches", "ThreadsChangedWarning", "warn_if_threads_changed", "check_run_folder", "arch_sizes", "weight_bytes", "eval_bytes_lower_bound"]
 
 _GIB = 1024**3
 
@@ -117,3 +118,21 @@ def check_checkpoint_matches(ck: dict[str, Any], cfg: Any, path: Any) -> None:
     if held != want:
         raise CheckpointError(path, f"its config's architecture {cfg.model.arch!r} has {want:,} weights, the "
                                     f"checkpoint holds {held:,}: config and weights disagree")
+
+
+class ThreadsChangedWarning(UserWarning):
+    """A resumed run uses another CPU thread count than the checkpoint's: not bit-exact."""
+
+
+def warn_if_threads_changed(saved_config: dict[str, Any], cfg: Any, path: Any) -> None:
+    """A resume may change ``train.threads``, but only the same count is bit-exact: torch splits its float
+    reductions by thread, so e.g. 1 → 2 threads changed 676 of 12,800 weights by up to 1.8e-7 after one
+    epoch. Say so when it happens (docs/reliability.md)."""
+    before = saved_config.get("train", {}).get("threads") if isinstance(saved_config, dict) else None
+    now = cfg.train.threads
+    if before is not None and before != now:
+        warnings.warn(
+            f"--resume from {path}: train.threads changes from {before} to {now}; the run continues, but only "
+            "the same thread count reproduces the uninterrupted run bit for bit (float sums are split by thread)",
+            ThreadsChangedWarning, stacklevel=3,
+        )
