@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .arch import parse as parse_architecture
+from .bounds import check_model_bounds, check_train_bounds
 from .errors import ConfigError
 
 __all__ = [
@@ -129,6 +130,7 @@ class ModelConfig:
         _check_positive(s, "margin", self.margin, allow_zero=True)
         _check_positive(s, "fc_init", self.fc_init)
         _check_positive(s, "conv_init", self.conv_init)
+        check_model_bounds(self)  # float32 range, spiking thresholds, tau in steps (#18 items 4, 17)
 
     @property
     def n_classes(self) -> int:
@@ -302,6 +304,7 @@ class TrainConfig:
             _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
         if self.early_stop_patience < 0:
             _fail(s, "early_stop_patience", f"must be >= 0 (0 = off); got {self.early_stop_patience}")
+        check_train_bounds(self)  # counts that drive allocations, device index (#18 items 11, 17)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ from . import distributed as D
 from .boosting import update_boost_weights
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, load_splits, sample_generator
+from .preflight import check_checkpoint_matches, preflight, warn_if_threads_changed
+from .update_checks import report_epoch_updates
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
 
@@ -283,6 +285,7 @@ def model_from_checkpoint(
     """Rebuild the network of a checkpoint (safe load) and return ``(model, config, checkpoint)``."""
     ck = load_checkpoint(path)
     cfg = config_from_dict(ck["config"])
+    check_checkpoint_matches(ck, cfg, path)  # config vs weights, before building anything
     model = build_model(cfg)
     try:
         model.load_state_dict(ck["model"])
@@ -392,6 +395,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
 
     ck: dict[str, Any] | None = None
+    preflight(cfg, device)  # run folders usable, weights and an eval batch fit: before data and model
     if resume and not last_path.exists():  # e.g. a job script that always passes --resume, killed early
         say(f"--resume: no {last_path} yet; starting a fresh run")
         resume = False
@@ -401,6 +405,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
         if diff:
             raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)} "
                               f"({last_path}); only {', '.join(sorted(_RESUMABLE))} may change")
+        warn_if_threads_changed(ck["config"], cfg, last_path)  # allowed, but not bit-exact
     train_set, val_set, test_set = load_splits(cfg)
     model = build_model(cfg).to(device)
     # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
@@ -443,6 +448,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
             for group in opt.param_groups:
                 group["lr"] = lr
             st.order = shuffle_order(st.order, t.shuffle, st.shuffle_gen, t.n_swaps)
+            step0 = st.step
             preds = torch.full((n_train,), -1, dtype=torch.int64)
             loss_sum, seen, correct, count_sum, skipped, cost_sum = 0.0, 0, 0, 0.0, 0, 0.0
             bar = _progress(n_train, f"epoch {epoch + 1}/{t.epochs}", quiet)
@@ -505,10 +511,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 from ..errors import NumericalError
 
                 raise NumericalError(f"epoch {epoch}: the training loss is not finite")
-            if skipped and main:
-                print(f"warning: epoch {epoch + 1}: skipped {skipped} update(s) with non-finite gradients "
-                      f"(an output lateral loop gain >= 1, spec §7.15; a higher output threshold or a weaker "
-                      f"model.lateral_inhibition avoids it)", file=sys.stderr)
+            report_epoch_updates(cfg, model, epoch, skipped, st.step - step0, main)  # cause; all skipped: error
             if t.boosting:
                 mask = preds >= 0
                 st.boost[mask] = update_boost_weights(st.boost[mask], train_set.labels[mask], preds[mask],
