@@ -67,7 +67,8 @@ def test_read_overflow_marker(tmp_path):
 def test_read_empty_file(tmp_path):
     path = tmp_path / "e.bin"
     path.write_bytes(b"")
-    assert read_nmnist_events(path).size == 0
+    with pytest.raises(DataFormatError, match="empty file"):  # a 0-byte recording trains on nothing (#18 item 2)
+        read_nmnist_events(path)
 
 
 @pytest.mark.reliability

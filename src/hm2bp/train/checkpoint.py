@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from ..errors import HM2BPError
-from ..io.files import fsync_dir
+from ..io.files import fsync_dir, write_error
 
 __all__ = [
     "FORMAT",
@@ -139,11 +139,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise write_error(path, e) from e  # a full disk names the file (#18 item 17)
         raise
     fsync_dir(path.parent)
 

@@ -14,10 +14,16 @@ resumed run sees exactly the inputs of an uninterrupted one, with no data RNG st
   authors' preprocessed ``.dat`` cochleagrams.
 
 Deterministic rasters are cached in memory (bit-packed) up to ``data.cache_mb``.
+
+A validation split (``data.n_val`` / ``data.val_fraction``) is held out of the (first ``n_train``)
+training samples by :func:`validation_split`: a seeded, sorted pair of disjoint index sets that depends on
+the pool size, the size asked for and ``data.split_seed`` only (not on ``train.seed``, the rank or the
+epoch). Its samples keep fixed, unaugmented rasters (split "val").
 """
 
 from __future__ import annotations
 
+import typing
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,8 +34,10 @@ import torch
 from ..arch import parse as parse_architecture
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
+from .input_checks import check_dataset_spikes, warn_if_silent
 
-__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "load_datasets", "sample_generator"]
+__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "load_datasets", "load_splits", "sample_generator",
+           "validation_size", "validation_split"]
 
 
 def sample_generator(*keys: int | str) -> torch.Generator:
@@ -54,6 +62,10 @@ class SpikeDataset:
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         """Input spikes ``bool [T, B, n_inputs]`` of samples ``indices`` in ``epoch``."""
+        raise NotImplementedError
+
+    def subset(self, indices: np.ndarray, split: str) -> SpikeDataset:
+        """The samples ``indices`` (in that order) as a dataset of their own, playing the role ``split``."""
         raise NotImplementedError
 
 
@@ -104,6 +116,14 @@ class ImageSpikes(SpikeDataset):
         self.max_rate_div = max_rate_div
         # fixed rasters are encoded once, on first use, and kept bit-packed while the budget lasts
         self._cache = _PackedCache(cache_mb)
+        self._kwargs = {"n_classes": n_classes, "T": T, "name": name, "seed": seed, "encoding": encoding,
+                        "augment": augment, "shared_field": shared_field, "max_rate_div": max_rate_div,
+                        "cache_mb": cache_mb}
+
+    def subset(self, indices: np.ndarray, split: str) -> ImageSpikes:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return ImageSpikes(self.images[idx].numpy(), self.labels[idx].numpy(), split=split,
+                           **self._kwargs)  # type: ignore[arg-type]
 
     def _encode(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         from ..encoding import augment as warp
@@ -153,6 +173,12 @@ class FileSpikes(SpikeDataset):
         self.paths = list(paths)
         self.to_raster = to_raster
         self._cache = _PackedCache(cache_mb)
+        self._cache_mb = cache_mb
+
+    def subset(self, indices: np.ndarray, split: str) -> FileSpikes:
+        idx = [int(i) for i in indices]
+        return FileSpikes([self.paths[i] for i in idx], self.labels[idx].numpy(), self.n_classes, self.n_inputs,
+                          self.T, self.to_raster, name=self.name, cache_mb=self._cache_mb)
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64).tolist()
@@ -178,6 +204,11 @@ EMNIST_CLASSES = {"balanced": 47, "byclass": 62, "bymerge": 47, "digits": 10, "l
 
 def _limit(n: int, limit: int) -> int:
     return n if limit <= 0 else min(n, limit)
+
+
+def _want(limit: int) -> int | None:
+    """Images to read from an IDX file: only those used (a small gzip can inflate to gigabytes)."""
+    return limit if limit > 0 else None
 
 
 def _need_dir(d: DataConfig, what: str) -> Path:
@@ -208,7 +239,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
         root = _need_dir(d, "the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)")
-        tr, te = load_mnist(root, "train"), load_mnist(root, "test")
+        tr, te = load_mnist(root, "train", _want(d.n_train)), load_mnist(root, "test", _want(d.n_test))
         n_classes = 10
     else:  # emnist
         from ..data.idx import load_emnist
@@ -216,7 +247,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         sub = d.emnist_subset
         root = _need_dir(d, f"the EMNIST files emnist-{sub}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte[.gz] "
                            f"and emnist-{sub}-mapping.txt (from the official gzip.zip)")
-        tr, te = load_emnist(root, "train", sub)[:2], load_emnist(root, "test", sub)[:2]
+        tr, te = load_emnist(root, "train", sub, _want(d.n_train))[:2], load_emnist(root, "test", sub, _want(d.n_test))[:2]
         n_classes = EMNIST_CLASSES[sub]
     common = dict(n_classes=n_classes, T=T, name=d.dataset, seed=seed, max_rate_div=d.max_rate_div,
                   cache_mb=d.cache_mb)
@@ -228,14 +259,14 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
 
 def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
-    from ..data.nmnist import events_to_raster, load_nmnist, read_nmnist_events
+    from ..data.nmnist import load_nmnist, nmnist_raster
 
     d, T = cfg.data, cfg.model.T
     root = _need_dir(d, "the N-MNIST recordings as Train/<digit>/<n>.bin and Test/<digit>/<n>.bin "
                        "(the official Train.zip and Test.zip, unpacked)")
 
-    def to_raster(p: Path) -> np.ndarray:
-        return events_to_raster(read_nmnist_events(p), T=T, bin_us=d.nmnist_bin_us, two_channels=True)
+    def to_raster(p: Path) -> np.ndarray:  # read → stabilise (spec §1.5 step 2) → bin
+        return nmnist_raster(p, T=T, bin_us=d.nmnist_bin_us)
 
     out = []
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
@@ -266,9 +297,9 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         coch = _cochleagram(p)
         if coch.shape[0] != n_in:
             raise DataFormatError(p, f"cochleagram has {coch.shape[0]} channels, expected {n_in}")
-        return bsa_encode(coch, T)
+        return warn_if_silent(p, bsa_encode(coch, T), f"{coch.shape[1]} frames of 16 ms")
 
-    out = []
+    out, names = [], None
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
         if d.dataset == "fsdd":
             root = _need_dir(d, "the Free Spoken Digit Dataset's recordings/ folder ({digit}_{speaker}_{index}.wav)")
@@ -277,11 +308,11 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         else:
             root = _need_dir(d, "TI46-Alpha as train/<class>/<utterance>.wav|.sph|.dat and test/<class>/…")
             sub = root / split
-            try:
-                items, classes = load_speech_folder(sub)
+            try:  # every split is numbered by the training split's class names
+                items, names = load_speech_folder(sub, classes=names)
             except DataFormatError:
-                items, classes = load_speech_folder(sub, extensions={".dat"})
-            n_classes = len(classes)
+                items, names = load_speech_folder(sub, extensions={".dat"}, classes=names)
+            n_classes = len(names)
         items = _permuted(items, d.split_seed)
         items = items[: _limit(len(items), limit)]
         out.append(FileSpikes([p for p, _ in items], [lab for _, lab in items], n_classes, n_in, T, to_raster,
@@ -289,8 +320,54 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
     return out[0], out[1]
 
 
+def validation_size(n_pool: int, d: DataConfig) -> int:
+    """How many of ``n_pool`` training samples ``d`` holds out for validation (0 = no split)."""
+    n = d.n_val if d.n_val else round(d.val_fraction * n_pool)
+    if n and not 0 < n < n_pool:
+        key = "n_val" if d.n_val else "val_fraction"
+        raise ConfigError(f"data.{key}: the validation split takes {n} of the {n_pool} training samples; it must "
+                          f"leave at least one to train on")
+    return n
+
+
+def validation_split(n_pool: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted index arrays ``(train, val)`` covering ``0 … n_pool − 1``, ``len(val) = n_val``.
+
+    A pure function of its arguments: the same split on every rank, on resume and for every ``train.seed``.
+    """
+    perm = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(b"validation")])).permutation(n_pool)
+    val = np.sort(perm[:n_val])
+    keep = np.ones(n_pool, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
+
+
+class Splits(typing.NamedTuple):
+    """The datasets of a run: ``val`` is None without a validation split."""
+
+    train: SpikeDataset
+    val: SpikeDataset | None
+    test: SpikeDataset
+
+
+def load_splits(cfg: RunConfig) -> Splits:
+    """Training, validation (or None) and test sets of a run, checked against the architecture."""
+    pool, test = _load_pool(cfg)
+    n_val = validation_size(len(pool), cfg.data)
+    if not n_val:
+        return Splits(pool, None, test)
+    tr_idx, val_idx = validation_split(len(pool), n_val, cfg.data.split_seed)
+    return Splits(pool.subset(tr_idx, "train"), pool.subset(val_idx, "val"), test)
+
+
 def load_datasets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
-    """Build the training and test sets of a run and check them against the architecture."""
+    """Training set (without any validation samples) and test set of a run."""
+    s = load_splits(cfg)
+    return s.train, s.test
+
+
+def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
+    """All (first ``n_train``) training samples and the test set, checked against the architecture."""
     name = cfg.data.dataset
     if name in ("digits", "mnist", "emnist"):
         train, test = _image_sets(cfg)
@@ -307,6 +384,7 @@ def load_datasets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
                           f"{train.n_classes} classes")
     if len(train) == 0 or len(test) == 0:
         raise ConfigError(f"dataset {name!r}: empty training or test set (n_train={len(train)}, n_test={len(test)})")
+    check_dataset_spikes(train, "training")  # reliability: refuse inputs that train on nothing
     return train, test
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataFormatError
+from ..io.files import write_error
 
 __all__ = ["MetricsLog", "read_metrics"]
 
-_TB_KEYS = ("lr", "train_loss", "train_cost_as_logged", "train_acc", "test_acc", "best_test_acc", "mean_output_count", "boost_max")
+_TB_KEYS = ("lr", "train_loss", "train_cost_as_logged", "train_acc", "val_acc", "test_acc", "best_test_acc", "mean_output_count", "boost_max")
 
 
 class MetricsLog:
@@ -63,6 +64,8 @@ class MetricsLog:
             while view:  # one write() for a regular file; loop only in case of a short write
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+        except OSError as e:
+            raise write_error(self.path, e) from e  # a full disk names the file (#18 item 17)
         finally:
             os.close(fd)
         if self._tb is not None:
