@@ -16,7 +16,6 @@ import contextlib
 import io
 import warnings
 
-import numpy as np
 import pytest
 import torch
 

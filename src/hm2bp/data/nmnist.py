@@ -31,9 +31,9 @@ __all__ = [
     "events_to_raster",
     "from_tonic",
     "load_nmnist",
-    "read_nmnist_events",
-    "read_nmnist_dat",
     "nmnist_raster",
+    "read_nmnist_dat",
+    "read_nmnist_events",
     "stabilize",
 ]
 

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import SpikeDataset
 
-__all__ = ["check_dataset_spikes", "warn_if_silent", "PROBE_SAMPLES"]
+__all__ = ["PROBE_SAMPLES", "check_dataset_spikes", "warn_if_silent"]
 
 #: Samples of each split looked at before training (the first ones of the loaded order).
 PROBE_SAMPLES = 16

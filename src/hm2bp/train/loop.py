@@ -48,10 +48,10 @@ from . import distributed as D
 from .boosting import update_boost_weights
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, load_splits, sample_generator
-from .preflight import check_checkpoint_matches, preflight, warn_if_threads_changed
-from .update_checks import report_epoch_updates
 from .metrics import MetricsLog
+from .preflight import check_checkpoint_matches, preflight, warn_if_threads_changed
 from .schedule import lr_at_epoch, shuffle_order
+from .update_checks import report_epoch_updates
 
 __all__ = [
     "EvalResult",
