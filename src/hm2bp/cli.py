@@ -133,7 +133,7 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     result = train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=quiet,
                    echo=lambda s: print(s, flush=True))
     if not quiet:
-        print(f"best test accuracy: {100 * result.best_test_acc:.2f}%  (run folder {result.out_dir})")
+        print(f"run folder {result.out_dir}")  # the summary line above names the checkpoint chosen on validation
     if main_proc:
         print(f"test accuracy: {100 * result.test_acc:.2f}%", flush=True)
     return 0

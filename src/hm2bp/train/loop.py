@@ -14,7 +14,9 @@ procedure of the reference code. Mini-batch mode averages the per-sample rules o
 :meth:`Trainer.fit` is the whole run: :meth:`~Trainer.restore` (from a checkpoint, possibly mid-epoch),
 then per epoch :meth:`~Trainer.begin_epoch` (learning rate, data order), :meth:`~Trainer.run_epoch` (the
 updates) and :meth:`~Trainer.end_epoch` (boost weights from the predictions of the training pass, spec
-§4.4; evaluation of the whole test set; the epoch's record). Everything else hangs on hooks
+§4.4; evaluation of the validation set, if any, and of the whole test set; the epoch's record).
+``best.pt`` is chosen on the validation accuracy, on the test accuracy only without a validation split
+(:mod:`hm2bp.train.selection`); ``train.early_stop_patience`` stops on validation. Everything else hangs on hooks
 (:mod:`hm2bp.train.callbacks`): progress, console lines and the time estimate, checkpoints (``last.pt``
 and ``best.pt`` atomically at each epoch end, a mid-epoch ``last.pt`` every N updates / M minutes and on
 Ctrl-C or SIGTERM), ``metrics.jsonl`` and plots.
@@ -47,7 +49,7 @@ from . import distributed as D
 from .boosting import update_boost_weights
 from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar, plural
 from .checkpoint import load_checkpoint, repair_best
-from .datasets import SpikeDataset, load_datasets
+from .datasets import SpikeDataset, load_splits
 from .evaluate import (EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint,
                        model_from_checkpoint)
 from .interrupt import InterruptGuard, TrainingInterrupted
@@ -55,6 +57,7 @@ from .metrics import MetricsLog
 from .rundir import RunLock, check_run_folder
 from .runtime import build_model, num_threads, resolve_device
 from .schedule import lr_at_epoch, shuffle_order
+from .selection import early_stop_due, fill_selection, selected_fields, summary_line
 from .state import EpochProgress, TrainState, check_resumable, fresh_state, make_checkpoint, restore_state
 
 __all__ = ["TrainResult", "EvalResult", "Trainer", "train", "evaluate", "evaluate_checkpoint", "build_model",
@@ -63,7 +66,12 @@ __all__ = ["TrainResult", "EvalResult", "Trainer", "train", "evaluate", "evaluat
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the per-epoch records, final and best test accuracy, the run folder."""
+    """What :func:`train` returns: the per-epoch records, final and best test accuracy, the run folder.
+
+    ``selected_*`` describe the epoch whose weights are in ``best.pt`` (counted from 1): chosen on
+    ``selected_on`` ("val", or "test" for a run without a validation split); ``best_test_acc`` is the
+    maximum test accuracy over the epochs (reported, not used for selection when there is a validation split).
+    """
 
     metrics: list[dict[str, Any]]
     test_acc: float
@@ -71,6 +79,12 @@ class TrainResult:
     out_dir: Path
     model: SpikingNetwork
     last_eval: EvalResult | None = field(default=None, repr=False)
+    val_acc: float | None = None
+    selected_on: str = "test"
+    selected_epoch: int = -1
+    selected_test_acc: float = float("nan")
+    selected_val_acc: float | None = None
+    stopped_early: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,12 +136,13 @@ class Trainer:
     """One training run on one process: the model, optimizer, datasets, state, and the hooks it calls."""
 
     def __init__(self, cfg: RunConfig, device: torch.device, train_set: SpikeDataset, test_set: SpikeDataset, *,
-                 ctx: D.DistContext | None = None, callbacks: list[Callback] | None = None,
-                 guard: InterruptGuard | None = None) -> None:
+                 val_set: SpikeDataset | None = None, ctx: D.DistContext | None = None,
+                 callbacks: list[Callback] | None = None, guard: InterruptGuard | None = None) -> None:
         self.cfg, self.t = cfg, cfg.train
         self.device, self.ctx = device, ctx
         self.main = ctx is None or ctx.is_main
-        self.train_set, self.test_set = train_set, test_set
+        self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
+        self.stopped_early = False
         self.model = build_model(cfg).to(device)
         # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
         check_training_fits(self.model, cfg.model.T, self.t.batch_size, device)
@@ -181,6 +196,9 @@ class Trainer:
         try:
             self._emit("on_train_start")
             for epoch in range(self.st.epoch, self.t.epochs):
+                if early_stop_due(self.st.metrics, self.t.early_stop_patience):  # also right after a resume
+                    self.stopped_early = True
+                    break
                 ep = self.begin_epoch(epoch)
                 self.run_epoch(ep)
                 self._emit("on_pass_end", ep)
@@ -322,18 +340,22 @@ class Trainer:
                   f"model.lateral_inhibition avoids it)", file=sys.stderr)
         boost = self._boosted(preds)
         try:
+            val_eval = (None if self.val_set is None
+                        else self._evaluate(self.val_set, ep.epoch, "validation"))
             self.last_eval = self._evaluate(self.test_set, ep.epoch, "test evaluation")
         except EvalInterrupted:  # saved as "training pass done": the resumed run redoes boost and evaluation
             self._emit("on_checkpoint", self.checkpoint(ep), "interrupt")
             raise self._interrupted() from None
         st.boost = boost
-        improved = self.last_eval.accuracy > st.best
-        st.best = max(st.best, self.last_eval.accuracy)
+        score = self.last_eval.accuracy if val_eval is None else val_eval.accuracy
+        improved = score > st.best  # st.best: the selection accuracy (validation, else test)
+        st.best = max(st.best, score)
         st.epoch, st.progress = ep.epoch + 1, None
         if improved:
             st.best_step = st.step
-        record = self._record(ep, loss_sum, cost_sum, count_sum, seen, correct)
+        record = self._record(ep, loss_sum, cost_sum, count_sum, seen, correct, val_eval)
         st.metrics.append(record)
+        record.update(selected_fields(st.metrics))
         self._emit("on_epoch_end", record, improved)
 
     def _boosted(self, preds: Tensor) -> Tensor:
@@ -347,12 +369,11 @@ class Trainer:
 
     def _evaluate(self, dataset: SpikeDataset, epoch: int, desc: str) -> EvalResult:
         stop = self._stop_requested if self.ctx is None else None
-        return evaluate_all(self.model, dataset, self.ctx, batch_size=self.t.eval_batch_size, device=self.device,
-                            epoch=epoch, show_progress=self.main and self.show_progress, desc=desc,
-                            should_stop=stop)
+        return _evaluate_all(self.model, dataset, self.ctx, self.t.eval_batch_size, self.device, epoch,
+                             show_progress=self.main and self.show_progress, desc=desc, should_stop=stop)
 
     def _record(self, ep: EpochProgress, loss_sum: float, cost_sum: float, count_sum: float, seen: int,
-                correct: int) -> dict[str, Any]:
+                correct: int, val_eval: EvalResult | None) -> dict[str, Any]:
         assert self.last_eval is not None
         now = time.perf_counter()
         st = self.st
@@ -362,8 +383,9 @@ class Trainer:
             "train_loss": loss_sum / max(seen, 1),
             "train_cost_as_logged": cost_sum / max(seen, 1),
             "train_acc": correct / max(seen, 1),
+            "val_acc": None if val_eval is None else val_eval.accuracy,
             "test_acc": self.last_eval.accuracy,
-            "best_test_acc": st.best,
+            "best_test_acc": max([self.last_eval.accuracy] + [m["test_acc"] for m in st.metrics]),
             "epoch_time_s": now - self._t_epoch,
             "wall_time_s": st.wall_offset + now - self._t_start,
             "step": st.step,
@@ -374,9 +396,12 @@ class Trainer:
         }
 
     def epoch_line(self, record: dict[str, Any]) -> str:
+        val = record.get("val_acc")
+        val_txt = "" if val is None else f"val {100 * val:.2f}%  "
         return (f"epoch {record['epoch']}/{self.t.epochs}  lr {record['lr']:.3g}  loss {record['train_loss']:.3f}  "
-                f"train {100 * record['train_acc']:.2f}%  test {100 * record['test_acc']:.2f}%  "
-                f"(best {100 * self.st.best:.2f}%)  {record['epoch_time_s']:.1f}s")
+                f"train {100 * record['train_acc']:.2f}%  {val_txt}test {100 * record['test_acc']:.2f}%  "
+                f"(best {'val' if val is not None else 'test'} {100 * self.st.best:.2f}%)  "
+                f"{record['epoch_time_s']:.1f}s")
 
     def estimate_eval_seconds(self, n: int = 16) -> float:
         """Seconds one evaluation of the test set takes, from a timed forward of ``n`` test samples."""
@@ -446,11 +471,11 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, overwrite: boo
     out_dir, ck_dir = cfg.out_dir, cfg.checkpoint_dir
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
     ck = _open_run_folder(cfg, resume=resume, overwrite=overwrite, main=main, ctx=ctx, say=say)
-    train_set, test_set = load_datasets(cfg)
+    train_set, val_set, test_set = load_splits(cfg)
     with InterruptGuard(announce=main) as guard:
         callbacks: list[Callback] = [Checkpointer(last_path, best_path, every_steps=cfg.train.checkpoint_every_steps,
                                                   every_minutes=cfg.train.checkpoint_every_minutes, write=main)]
-        tr = Trainer(cfg, device, train_set, test_set, ctx=ctx, callbacks=callbacks, guard=guard)
+        tr = Trainer(cfg, device, train_set, test_set, val_set=val_set, ctx=ctx, callbacks=callbacks, guard=guard)
         tr.show_progress = not quiet
         if ck is not None:
             tr.restore(ck, last_path)
@@ -472,7 +497,18 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, overwrite: boo
             raise tr._interrupted() from None
     D.barrier(ctx)  # the files of rank 0 are complete when any process returns
     assert tr.last_eval is not None
-    return TrainResult(tr.st.metrics, tr.last_eval.accuracy, tr.st.best, out_dir, tr.model, tr.last_eval)
+    metrics = tr.st.metrics
+    result = TrainResult(metrics, tr.last_eval.accuracy, max(m["test_acc"] for m in metrics) if metrics
+                         else tr.last_eval.accuracy, out_dir, tr.model, tr.last_eval, stopped_early=tr.stopped_early)
+    fill_selection(result)
+    say(summary_line(result))
+    return result
+
+
+def _evaluate_all(model: SpikingNetwork, dataset: SpikeDataset, ctx: D.DistContext | None, batch_size: int,
+                  device: torch.device, epoch: int, **kw: Any) -> EvalResult:
+    """The trainer's evaluation of a whole dataset (one seam, so that tests can script accuracies)."""
+    return evaluate_all(model, dataset, ctx, batch_size=batch_size, device=device, epoch=epoch, **kw)
 
 
 def _open_run_folder(cfg: RunConfig, *, resume: bool, overwrite: bool, main: bool, ctx: D.DistContext | None,
