@@ -1,6 +1,9 @@
 """The state of a training run and its checkpoint form: everything a resumed run needs to continue as if
 it had never stopped, at an epoch boundary or at any step inside an epoch.
 
+Randomness: training draws only from the shuffle generator (saved); initial weights and input rasters
+come from generators seeded by (seed, purpose[, sample, epoch]), so they need no saved state.
+
 ``TrainState`` holds the completed epochs, the update count, the data order, the boost weights, the shuffle
 generator, the per-epoch records, the best selection accuracy and which update's weights are in
 ``best.pt``. ``EpochProgress`` is the epoch in progress: how many of its batches are done and its running
@@ -85,11 +88,11 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def _rng_states(shuffle_gen: torch.Generator) -> dict[str, Any]:
-    # the global generators are not drawn from by training today; kept so that nothing can drift on resume
-    rng: dict[str, Any] = {"shuffle": shuffle_gen.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return rng
+    # The shuffle generator is the only generator training draws from: weights come from a seeded
+    # generator at build time, input rasters from per-(sample, epoch) generators (datasets.sample_generator).
+    # torch's global generators are deliberately not saved: one-off per-process code (e.g. a kernel's first
+    # use) draws from them, so restoring them would not reproduce an uninterrupted process anyway.
+    return {"shuffle": shuffle_gen.get_state()}
 
 
 def make_checkpoint(cfg: RunConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -129,10 +132,6 @@ def restore_state(ck: dict[str, Any], path: Path, model: torch.nn.Module, opt: t
         raise CheckpointError(path, f"holds {st.order.numel()} training samples, the dataset {n_train}")
     rng = ck["rng"]
     st.shuffle_gen.set_state(rng["shuffle"])
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(rng["cuda"])
     st.metrics, st.best = list(ck["metrics"]), float(ck["best"])
     st.best_step = int(ck.get("best_step", -1))
     st.wall_offset = float(st.metrics[-1]["wall_time_s"]) if st.metrics else 0.0
