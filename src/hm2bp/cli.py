@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (train.threads)")
     p.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt (a fresh start when there is none yet)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the run folder (refused without it)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no per-epoch lines")
     p.add_argument("--no-plots", action="store_true", help="do not write plots at the end (train.plots=false)")
     p.set_defaults(func=_cmd_train)
@@ -144,6 +145,7 @@ def _resolve_train_config(args: argparse.Namespace, overrides: list[str]) -> Run
 
 def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from .train import train
+    from .train.callbacks import plural
     from .train.distributed import env_world_size, is_main_process
 
     cfg = _resolve_train_config(args, overrides)
@@ -153,8 +155,9 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
         world = env_world_size()
         procs = f", {world} processes" if world > 1 else ""
         print(f"run {cfg.name}: {cfg.data.dataset} {cfg.model.arch}, T={cfg.model.T}, {cfg.train.mode} "
-              f"(batch {cfg.train.batch_size}{procs}), {cfg.train.epochs} epochs -> {cfg.out_dir}", flush=True)
-    result = train(cfg, resume=args.resume, quiet=quiet, echo=lambda s: print(s, flush=True))
+              f"(batch {cfg.train.batch_size}{procs}), {plural(cfg.train.epochs, 'epoch')} -> {cfg.out_dir}", flush=True)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=quiet,
+                   echo=lambda s: print(s, flush=True))
     if not quiet:
         print(f"run folder {result.out_dir}")  # the summary line above names the checkpoint chosen on validation
     if main_proc:
@@ -209,13 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hm2bp: config error: {e}", file=sys.stderr)
         return 2
     except HM2BPError as e:
+        if type(e).__name__ == "TrainingInterrupted":  # says what was saved; exit status 128 + signal
+            print(f"hm2bp: {e}", file=sys.stderr)
+            return 128 + int(getattr(e, "signum", 2))
         print(f"hm2bp: error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:
         print(f"hm2bp: missing dependency: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("hm2bp: interrupted; the last finished epoch is in last.pt, continue with --resume", file=sys.stderr)
+        print("hm2bp: interrupted", file=sys.stderr)  # outside training: nothing was being saved
         return 130
 
 

@@ -241,6 +241,11 @@ class TrainConfig:
             (0 = off; needs a validation split, ``data.n_val`` or ``data.val_fraction``).
         out_dir: run folder for config.json, metrics.jsonl, plots ("" = runs/<name>).
         checkpoint_dir: folder of last.pt / best.pt ("" = out_dir).
+        checkpoint_every_steps: also write last.pt inside an epoch after every this many updates (0 = off).
+        checkpoint_every_minutes: also write last.pt inside an epoch when this many minutes passed since the
+            last checkpoint (0 = off). Either kind keeps the exact data order and RNG state: ``--resume``
+            continues at the next update and ends bit-identical to an uninterrupted run. Ctrl-C (SIGINT) or
+            SIGTERM writes one too.
         tensorboard: also log to TensorBoard when it is installed.
         plots: write PNG plots at the end of training when matplotlib is installed.
     """
@@ -266,6 +271,8 @@ class TrainConfig:
     early_stop_patience: int = 0
     out_dir: str = ""
     checkpoint_dir: str = ""
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 10.0
     tensorboard: bool = True
     plots: bool = True
 
@@ -302,6 +309,10 @@ class TrainConfig:
             _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
         if self.max_steps < 0:
             _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
+        if self.checkpoint_every_steps < 0:
+            _fail(s, "checkpoint_every_steps", f"must be >= 0 (0 = off); got {self.checkpoint_every_steps}")
+        if not 0 <= self.checkpoint_every_minutes < float("inf"):
+            _fail(s, "checkpoint_every_minutes", f"must be >= 0 minutes (0 = off); got {self.checkpoint_every_minutes}")
         if self.early_stop_patience < 0:
             _fail(s, "early_stop_patience", f"must be >= 0 (0 = off); got {self.early_stop_patience}")
         check_train_bounds(self)  # counts that drive allocations, device index (#18 items 11, 17)
@@ -317,8 +328,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\\0"):
-            raise ConfigError(f"name: must be a non-empty string without path separators; got {self.name!r}")
+        if (not isinstance(self.name, str) or not self.name.strip(" .") or any(c in self.name for c in "/\\\0")
+                or self.name != self.name.strip()):
+            # the run folder is runs/<name>: '.', '..' or a separator would put the run files elsewhere
+            raise ConfigError(f"name: must be a folder name inside runs/ (no path separators or surrounding spaces, "
+                              f"not '.' or '..'); got {self.name!r}")
         if self.data.dataset == "digits" and parse_architecture(self.model.arch).input_shape not in ((64,), (1, 8, 8)):
             raise ConfigError(f"model.arch: the digits images have 64 pixels, so the input must be 64 or 8x8; "
                               f"got {self.model.arch!r}")

@@ -62,7 +62,7 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path: Path, overrides: l
     # the metrics log of the resumed run holds each epoch once, equal to the straight run's
     la = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert _strip_times(la) == _strip_times(lb) and [m["epoch"] for m in lb] == [0, 1]
+    assert _strip_times(la) == _strip_times(lb) and [m["epoch"] for m in lb] == [1, 2]
 
 
 @pytest.mark.requires("sklearn")
@@ -80,7 +80,7 @@ def test_run_folder_contents_and_best_checkpoint(tmp_path: Path) -> None:
     assert {"config.json", "metrics.jsonl", "last.pt", "best.pt"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["epoch"] for m in metrics] == [1, 2]
     for m in metrics:
         assert {"epoch", "lr", "train_loss", "train_acc", "test_acc", "best_test_acc", "wall_time_s"} <= set(m)
     assert metrics[-1]["best_test_acc"] == max(m["test_acc"] for m in metrics) == res.best_test_acc
@@ -201,7 +201,7 @@ def test_ti46_layout_with_preprocessed_cochleagrams_trains(tmp_path: Path) -> No
     assert x.shape == (130, 2, 78) and x.dtype == torch.bool and x.any()
     assert torch.equal(x, tr.get([0, 1]))  # deterministic (and served from the cache the second time)
     res = train(cfg, quiet=True)
-    assert res.metrics[0]["epoch"] == 0 and 0.0 <= res.test_acc <= 1.0
+    assert res.metrics[0]["epoch"] == 1 and 0.0 <= res.test_acc <= 1.0
     # the reported accuracy is the trained model's on the whole test set, and the epoch's record says the same
     again = evaluate(res.model, te)
     assert again.total == 4 and res.test_acc == again.accuracy == res.metrics[-1]["test_acc"]
