@@ -1,22 +1,16 @@
-"""The compiled CPU kernels (``cpu_scan.c``), built with the system C compiler on first use.
+"""The compiled CPU kernels (the C files of ``SOURCES``) and their ``ctypes`` wrappers.
 
-The shared library is cached under ``$HM2BP_CACHE`` (default ``~/.cache/hm2bp``), keyed by a hash of
-the source and the compiler flags, and loaded with ``ctypes``: no Python headers, no build step at
-install time. On a CPU with AVX2 the library is built with ``-mavx2`` (bit-identical results: FMA
-contraction stays off), falling back to the generic build if the compiler refuses it. Where no compiler
-is available the callers fall back to the pure-torch loops (same results, slower), and say so once.
+The library is built with the system C compiler on first use, cached and verified by ``build.py``. Where
+no compiler is available the callers fall back to the pure-torch loops (same results, slower), and say so
+once. Every integer handed to C is bounded here first (``c_int``): ctypes would wrap it silently.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import operator
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -24,8 +18,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-_SOURCE = Path(__file__).with_name("cpu_scan.c")
-_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-std=c11", "-lm"]
+from . import build
+
+_HERE = Path(__file__).parent
+SOURCES = ["cpu_scan.c"]
+"""The C files compiled into the one kernel library (adding a kernel file is one more name here)."""
+HEADERS: list[str] = []
+"""The headers they include (part of the cache key)."""
+# For cpu_conv.py and older callers: the build settings now live in build.py.
+_FLAGS, _cache_dir, _isa_flags = build.FLAGS, build.cache_dir, build.isa_flags
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -74,55 +75,8 @@ def _check_index(row_ptr: Tensor, cols: Tensor, T: int, batch: int) -> None:
                          f"cols int32, got {row_ptr.dtype} {list(row_ptr.shape)} and {cols.dtype} {list(cols.shape)}")
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("HM2BP_CACHE", Path.home() / ".cache" / "hm2bp"))
-
-
-def _isa_flags() -> list[str]:
-    """``-mavx2`` when this x86-64 CPU has AVX2 (twice the vector width; without FMA contraction the
-    results are bit for bit those of the generic build), else nothing. The cache key holds the flags."""
-    if os.environ.get("HM2BP_GENERIC_KERNELS"):
-        return []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return ["-mavx2"] if "avx2" in line.split() else []
-    except OSError:
-        pass
-    return []
-
-
-def _compile(compiler: str, flags: list[str]) -> Path:
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"hm2bp_cpu_{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
-            os.replace(tmp, target)  # atomic: a concurrent or interrupted build never leaves a half library
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc.stderr.strip()[:500]}") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
-
-
 def _build() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc/gcc) found")
-    isa = _isa_flags()
-    try:
-        target = _compile(compiler, [*_FLAGS, *isa])
-    except RuntimeError:
-        if not isa:
-            raise
-        target = _compile(compiler, _FLAGS)  # a compiler without the ISA option: the generic build
-    lib = ctypes.CDLL(str(target))
+    lib = build.load("hm2bp_cpu", [_HERE / name for name in SOURCES], [_HERE / name for name in HEADERS])
     lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
     lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
     lib.hm2bp_fc_forward_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _f32, _i32, _f32, _ptr,
