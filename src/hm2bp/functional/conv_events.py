@@ -65,53 +65,63 @@ def input_events(x: Tensor, name: str) -> ev.SpikeEvents | None:
 
 
 def _layer_forward(spec: ConvLayerSpec, events: ev.SpikeEvents, weight: Tensor | None, keep: bool, float_out: bool
-                   ) -> tuple[Tensor | None, Tensor, cpu_conv.Kept | None]:
+                   ) -> tuple[Tensor | None, Tensor, Tensor | None]:
     p = spec.p
     return cpu_conv.layer_forward(events.row_ptr, events.cols, weight, spec.geometry, events.steps, events.batch,
                                   float(p.tau_m), float(p.tau_s), p.threshold32, int(p.t_ref), p.psp_window, keep,
                                   float_out)
 
 
-def _layer_backward(spec: ConvLayerSpec, events: ev.SpikeEvents, kept: cpu_conv.Kept, weight: Tensor | None,
-                    delta: Tensor, need_below: bool) -> tuple[Tensor | None, Tensor | None]:
+def _index(u8: Tensor) -> ev.SpikeEvents:
+    """The CSR index of a layer's uint8 output spikes (always indexable)."""
+    T, B = u8.shape[:2]
+    events = ev.spike_events(u8.reshape(T, B, -1), max_density=1.0)
+    assert events is not None
+    return events
+
+
+def _layer_backward(spec: ConvLayerSpec, pre: ev.SpikeEvents, post: ev.SpikeEvents, counts: Tensor,
+                    weight: Tensor | None, delta: Tensor, need_below: bool) -> tuple[Tensor | None, Tensor | None]:
     """(weight gradient in float64 or None for a pool layer, error below ``[B, C·H·W]`` float64 or None)."""
     p, g = spec.p, spec.geometry
     consts = (float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window)
+    post_s = cpu_conv.Spikes(post.row_ptr, post.cols, counts)
+    pre_s = cpu_conv.Spikes(pre.row_ptr, pre.cols, pre.counts)
     if weight is None:
-        below = cpu_conv.pool_backward(kept, events.row_ptr, events.cols, events.counts, delta, g, *consts)
+        below = cpu_conv.pool_backward(post_s, pre_s, delta, g, *consts)
         return None, below if need_below else None
-    return cpu_conv.conv_backward(kept, events.row_ptr, events.cols, events.counts, weight, delta, g, float(p.v_th),
-                                  need_below, SILENT_POST_PSP, *consts)
+    return cpu_conv.conv_backward(post_s, pre_s, weight, delta, g, float(p.v_th), need_below, SILENT_POST_PSP, *consts)
 
 
 class SpikingConvStackFunction(torch.autograd.Function):
     """A chain of event-driven conv/pool layers as one autograd node: forward = the exact LIF simulation of
-    spec §1 (the spikes of the torch path), backward = HM2-BP's conv and pool rules (spec §3.5)."""
+    spec §1 (the spikes of the torch path), backward = HM2-BP's conv and pool rules (spec §3.5). What it
+    keeps for the backward pass is the spike index of every layer's input and output (4 bytes per spike)
+    and the spike counts."""
 
     @staticmethod
     def forward(ctx: Any, in_spikes: Tensor, events: ev.SpikeEvents, specs: tuple[ConvLayerSpec, ...],  # type: ignore[override]
                 keep: bool, recorded: list[Tensor] | None, *weights: Tensor) -> Tensor:
         """``events`` indexes ``in_spikes``; ``weights`` are the conv layers' in order; ``recorded`` (a list, or
         None) receives every layer's spikes as float32 tensors."""
-        ctx.specs, ctx.events, ctx.in_shape = specs, [], tuple(in_spikes.shape)
-        saved: list[Tensor] = []
+        ctx.specs, ctx.events, ctx.in_shape = specs, [events], tuple(in_spikes.shape)
+        counts: list[Tensor] = []
         remaining = list(weights)
         out: Tensor | None = None
         for i, spec in enumerate(specs):
             last = i == len(specs) - 1
             weight = remaining.pop(0) if spec.conv else None
-            ctx.events.append(events)
-            out, u8, kept = _layer_forward(spec, events, weight, keep, float_out=last)
-            if kept is not None:
-                saved += [kept.spikes, kept.counts] + ([kept.psp_drive] if kept.psp_drive is not None else [])
+            out, u8, cnt = _layer_forward(spec, events, weight, keep, float_out=last)
+            if cnt is not None:
+                counts.append(cnt)
             if recorded is not None:
                 recorded.append(out if out is not None else u8.to(torch.float32))
-            if not last:
-                T, B = u8.shape[:2]
-                events = ev.spike_events(u8.reshape(T, B, -1), max_density=1.0)  # uint8: always indexable
-        ctx.n_weights = len(weights)
+            if not last or keep:
+                events = _index(u8)  # the next layer's input, and this layer's post spikes for the backward
+                ctx.events.append(events)
         if keep:
-            ctx.save_for_backward(*weights, *saved)
+            ctx.save_for_backward(*weights, *counts)
+        ctx.n_weights = len(weights)
         assert out is not None
         return out
 
@@ -119,26 +129,21 @@ class SpikingConvStackFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
         n = ctx.n_weights
-        weights, kept = list(ctx.saved_tensors[:n]), list(ctx.saved_tensors[n:])
-        T, B = ctx.in_shape[:2]
-        layers = []  # (spec, events, Kept, weight) in forward order
-        wi = 0
-        for spec, events in zip(ctx.specs, ctx.events):
-            size = 3 if spec.conv else 2
-            parts, kept = kept[:size], kept[size:]
-            layers.append((spec, events, cpu_conv.Kept(parts[0], parts[1], parts[2] if spec.conv else None),
-                           weights[wi] if spec.conv else None))
-            wi += spec.conv
-        grads: list[Tensor | None] = []
+        weights, counts = list(ctx.saved_tensors[:n]), ctx.saved_tensors[n:]
+        B = ctx.in_shape[1]
+        conv_index = [i for i, spec in enumerate(ctx.specs) if spec.conv]
+        grads: list[Tensor | None] = [None] * n
         delta: Tensor | None = count_error(grad_out).reshape(B, -1)
-        for i in reversed(range(len(layers))):
-            spec, events, k, weight = layers[i]
+        for i in reversed(range(len(ctx.specs))):
+            spec = ctx.specs[i]
+            weight = weights[conv_index.index(i)] if spec.conv else None
             need_below = i > 0 or ctx.needs_input_grad[0]
             assert delta is not None
-            grad_w, delta = _layer_backward(spec, events, k, weight, delta, need_below)
+            grad_w, delta = _layer_backward(spec, ctx.events[i], ctx.events[i + 1], counts[i], weight, delta,
+                                            need_below)
             if weight is not None:
                 assert grad_w is not None
-                grads.insert(0, grad_w.to(weight.dtype))
+                grads[conv_index.index(i)] = grad_w.to(weight.dtype)
         grad_in = None
         if delta is not None and ctx.needs_input_grad[0]:
             grad_in = delta.to(grad_out.dtype).reshape(ctx.in_shape[1:]).unsqueeze(0).expand(ctx.in_shape)

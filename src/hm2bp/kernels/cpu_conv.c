@@ -70,55 +70,52 @@ static void conv_scatter(const layer_args *a, const int64_t *row_ptr, const int3
     }
 }
 
-/* The spikes o [P, nk] (position-major, as the block's state) of step t into out/out_u8 [T, B, K, P]. */
-static void write_spikes(const float *o, int64_t P, int64_t nk, float *out, uint8_t *out_u8) {
-    for (int64_t kk = 0; kk < nk; kk++)
-        for (int64_t p = 0; p < P; p++) {
-            float s = o[p * nk + kk];
-            if (out) out[kk * P + p] = s;
-            out_u8[kk * P + p] = s != 0.0f;
+/* The spikes o [P, nk] (position-major, as the block's state) of one step into out/out_u8 [K, P] (this
+ * block's rows of the step), and cnt [P·nk] += them. Most neurons are silent: the rows are cleared and
+ * only the spikes written, found 8 neurons at a time. */
+static void write_spikes(const float *o, int64_t P, int64_t nk, float *out, uint8_t *out_u8, int32_t *cnt) {
+    int64_t nb = P * nk, n = 0;
+    memset(out_u8, 0, (size_t)nb);
+    if (out) memset(out, 0, (size_t)nb * sizeof(float));
+    for (; n + 8 <= nb; n += 8) {
+        uint32_t any = 0, bits[8];
+        memcpy(bits, o + n, sizeof bits);
+        for (int i = 0; i < 8; i++) any |= bits[i];
+        if (!any) continue;
+        for (int64_t m = n; m < n + 8; m++)
+            if (o[m] != 0.0f) {
+                int64_t i = m % nk * P + m / nk;
+                out_u8[i] = 1;
+                if (out) out[i] = 1.0f;
+                cnt[m]++;
+            }
+    }
+    for (; n < nb; n++)
+        if (o[n] != 0.0f) {
+            int64_t i = n % nk * P + n / nk;
+            out_u8[i] = 1;
+            if (out) out[i] = 1.0f;
+            cnt[n]++;
         }
 }
 
-/* σ's numerator Σ_t C̃_i(t)·drive_i(t) (= Σ_l w_il e_{i|l}) of the n_act neurons that fired, in double:
- * their spikes are gathered from post (offsets off, rows stride apart), drive [T, *] is read at idx. */
-static void psp_drive_of(const uint8_t *post, int64_t stride, int64_t T, const int64_t *off, const int64_t *idx,
-                         int64_t n_act, int64_t ld, const float *drive, const exp_table *et, int32_t t_ref,
-                         int64_t window, uint8_t *fired, double *cm, double *cs, int64_t *prev, double *am,
-                         double *as, double *acc) {
-    double dm = exp(-1.0 / et->tau_m), ds = exp(-1.0 / et->tau_s);
-    gather_columns(post, stride, T, off, n_act, fired);
-    psp_scatter_f64(fired, n_act, T, n_act, et, t_ref, window, cm, cs, prev);
-    for (int64_t q = 0; q < n_act; q++) { am[q] = 0; as[q] = 0; acc[q] = 0; }
-    for (int64_t t = T - 1; t >= 0; t--) {
-        filter_step_f64(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);
-        for (int64_t q = 0; q < n_act; q++) acc[q] += (am[q] + as[q]) * (double)drive[t * ld + idx[q]];
-    }
-}
-
-/* Forward of a conv layer: spikes to out_u8 [T, B, K, Ho, Wo] (and out, float 0/1, when not NULL); with
- * counts [B, K·P] and psp_drive [B, K·P] (double) also what the backward pass needs. wt [n_blocks][C, k, k,
- * nk] holds each channel block's weights, channels innermost. Returns 0 or -1 without memory. */
+/* Forward of a conv layer: spikes to out_u8 [T, B, K, Ho, Wo] (and out, float 0/1, when not NULL), spike
+ * counts to counts [B, K·P] when not NULL. wt [n_blocks][C, k, k, nk] holds each channel block's weights,
+ * channels innermost. Returns 0 or -1 without memory. */
 int hm2bp_conv_forward_f32(const layer_args *a, const int64_t *row_ptr, const int32_t *cols, const float *wt,
-                           float *out, uint8_t *out_u8, int32_t *counts, double *psp_drive) {
+                           float *out, uint8_t *out_u8, int32_t *counts) {
     int64_t T = a->T, B = a->B, K = a->K, P = a->Ho * a->Wo, ckk = a->C * a->k * a->k;
     int64_t nt = a->n_threads > 0 ? a->n_threads : 1, nkb = channel_blocks(B, K, nt);
-    int keep = counts && psp_drive;
-    int failed = 0;
-    exp_table et;
-    if (keep && !exp_table_init(&et, a->psp_tau_m, a->psp_tau_s, T)) return -1;
     int64_t kmax = (K + nkb - 1) / nkb, nb_max = P * kmax;
+    int failed = 0;
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1) reduction(| : failed)
     for (int64_t b = 0; b < B; b++)
         for (int64_t kb = 0; kb < nkb; kb++) {
-            int64_t k0, nk = block_bounds(K, nkb, kb, &k0), nb = P * nk, steps = keep ? T : 1;
-            size_t vec = SCRATCH(nb_max * sizeof(double));
-            if (!scratch_begin(12 * vec + SCRATCH(steps * nb_max * sizeof(float)) + SCRATCH(T * nb_max) +
-                               2 * SCRATCH(T * nb_max * sizeof(double)))) { failed |= 1; continue; }
+            int64_t k0, nk = block_bounds(K, nkb, kb, &k0), nb = P * nk;
+            if (!scratch_begin(6 * SCRATCH(nb_max * sizeof(float)))) { failed |= 1; continue; }
             float *v = scratch_take(nb * sizeof(float)), *x = scratch_take(nb * sizeof(float));
-            float *o = scratch_take(nb * sizeof(float));
+            float *o = scratch_take(nb * sizeof(float)), *d = scratch_take(nb * sizeof(float));
             int32_t *r = scratch_take(nb * sizeof(int32_t)), *cnt = scratch_take(nb * sizeof(int32_t));
-            float *drive = scratch_take(steps * nb * sizeof(float));
             memset(v, 0, (size_t)nb * sizeof(float));
             memset(x, 0, (size_t)nb * sizeof(float));
             memset(r, 0, (size_t)nb * sizeof(int32_t));
@@ -126,40 +123,17 @@ int hm2bp_conv_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
             memset(cnt, 0, (size_t)nb * sizeof(int32_t));
             const float *w = wt + kb * ckk * kmax;
             int64_t base = b * K * P + k0 * P, stride = B * K * P;
-            if (T > 0) write_spikes(o, P, nk, out ? out + base : NULL, out_u8 + base);
+            if (T > 0) write_spikes(o, P, nk, out ? out + base : NULL, out_u8 + base, cnt);
             for (int64_t t = 1; t < T; t++) {
-                float *d = drive + (keep ? (t - 1) * nb : 0);
                 memset(d, 0, (size_t)nb * sizeof(float));
                 conv_scatter(a, row_ptr, cols, (t - 1) * B + b, w, nk, d);
                 lif_step(v, x, r, d, o, nb, a->tau_m, a->tau_s, a->t_ref, a->theta);
-                write_spikes(o, P, nk, out ? out + t * stride + base : NULL, out_u8 + t * stride + base);
-                for (int64_t n = 0; n < nb; n++) cnt[n] += o[n] != 0.0f;
+                write_spikes(o, P, nk, out ? out + t * stride + base : NULL, out_u8 + t * stride + base, cnt);
             }
-            if (!keep) continue;
-            if (T > 0) {
-                memset(drive + (T - 1) * nb, 0, (size_t)nb * sizeof(float));
-                conv_scatter(a, row_ptr, cols, (T - 1) * B + b, w, nk, drive + (T - 1) * nb);
-            }
-            int64_t *off = scratch_take(nb * sizeof(int64_t)), *idx = scratch_take(nb * sizeof(int64_t));
-            int64_t n_act = 0;
-            for (int64_t kk = 0; kk < nk; kk++)
-                for (int64_t p = 0; p < P; p++) {
-                    int32_t c = cnt[p * nk + kk];
-                    counts[base + kk * P + p] = c;
-                    psp_drive[base + kk * P + p] = 0.0;
-                    if (c > 0) { off[n_act] = kk * P + p; idx[n_act++] = p * nk + kk; }
-                }
-            if (n_act == 0) continue;
-            uint8_t *fired = scratch_take(T * n_act);
-            double *cm = scratch_take(T * nb * sizeof(double)), *cs = scratch_take(T * nb * sizeof(double));
-            double *am = scratch_take(nb * sizeof(double)), *as = scratch_take(nb * sizeof(double));
-            double *acc = scratch_take(nb * sizeof(double));
-            int64_t *prev = scratch_take(nb * sizeof(int64_t));
-            psp_drive_of(out_u8 + base, stride, T, off, idx, n_act, nb, drive, &et, a->t_ref, a->window, fired, cm,
-                         cs, prev, am, as, acc);
-            for (int64_t q = 0; q < n_act; q++) psp_drive[base + off[q]] = acc[q];
+            if (counts)
+                for (int64_t kk = 0; kk < nk; kk++)
+                    for (int64_t p = 0; p < P; p++) counts[base + kk * P + p] = cnt[p * nk + kk];
         }
-    if (keep) free(et.mem);
     return failed ? -1 : 0;
 }
 
@@ -186,7 +160,7 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
             memset(r, 0, (size_t)nb * sizeof(int32_t));
             memset(o, 0, (size_t)nb * sizeof(float));
             int64_t base = (b * C + c0) * P, stride = B * C * P;
-            if (T > 0) write_spikes(o, nb, 1, out ? out + base : NULL, out_u8 + base);
+            if (T > 0) write_spikes(o, nb, 1, out ? out + base : NULL, out_u8 + base, cnt);
             for (int64_t t = 1; t < T; t++) {
                 int64_t q0, q1;
                 memset(d, 0, (size_t)nb * sizeof(float));
@@ -196,71 +170,195 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
                     d[c * P + u / p * a->Wo + w / p] += 1.0f;
                 }
                 lif_step(v, x, r, d, o, nb, a->tau_m, a->tau_s, a->t_ref, a->theta);
-                write_spikes(o, nb, 1, out ? out + t * stride + base : NULL, out_u8 + t * stride + base);
-                for (int64_t n = 0; n < nb; n++) cnt[n] += o[n] != 0.0f;
+                write_spikes(o, nb, 1, out ? out + t * stride + base : NULL, out_u8 + t * stride + base, cnt);
             }
             if (counts) memcpy(counts + base, cnt, (size_t)nb * sizeof(int32_t));
         }
     return failed ? -1 : 0;
 }
 
-/* The neurons of a block that fired (position-major index idx, offset off in the sample's [K·P] layout) and
- * their gathered C̃ ingredients; shared by the two backward passes. Returns n_act. */
-static int64_t active_neurons(const int32_t *counts, int64_t P, int64_t nk, int positions_major, int64_t *off,
-                              int64_t *idx) {
-    int64_t n_act = 0;
-    for (int64_t kk = 0; kk < nk; kk++)
-        for (int64_t p = 0; p < P; p++)
-            if (counts[kk * P + p] > 0) {
-                off[n_act] = kk * P + p;
-                idx[n_act++] = positions_major ? p * nk + kk : kk * P + p;
+/* ----------------------------------------------------------------------------------------------
+ * Backward passes. C̃ (spec §2, functional/psp.py) of the neurons of a work item that fired is kept as
+ * a list of its per-spike coefficients sorted by step (a few per post spike, the entries psp_scatter of
+ * cpu_scan.c would add to its dense [T, n] buffers) and filtered backwards in time, step by step.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct { int32_t t, q; double m, s; } psp_entry;
+
+typedef struct {
+    int64_t n_act, t_max;     /* neurons that fired; last step with a coefficient (-1: none) */
+    const int64_t *act;       /* [n_act] their offsets in the item's block */
+    const psp_entry *ent;     /* coefficients, sorted by step */
+    const int64_t *tstart;    /* [T + 1]: the coefficients of step t are ent[tstart[t] : tstart[t + 1]] */
+    int32_t *tlo, *thi;       /* [n_act]: C̃_q(t) is 0 outside [tlo[q], thi[q]] (its first and last coefficient) */
+    double *am, *as, dm, ds;  /* the backward filter's state */
+} psp_stream;
+
+/* Scratch bytes of psp_stream_build for nb neurons with n_sp spikes over T steps. */
+static size_t psp_stream_bytes(int64_t nb, int64_t n_sp, int64_t T) {
+    return 3 * SCRATCH((nb + 1) * sizeof(int64_t)) + SCRATCH(n_sp * sizeof(int32_t)) +
+           2 * SCRATCH(4 * n_sp * sizeof(psp_entry)) + SCRATCH((T + 1) * sizeof(int64_t)) +
+           2 * SCRATCH(nb * sizeof(double)) + 2 * SCRATCH(nb * sizeof(int32_t));
+}
+
+static void push_entry(psp_entry *ent, int64_t *n, int64_t t, int64_t q, double m, double s) {
+    ent[*n].t = (int32_t)t; ent[*n].q = (int32_t)q; ent[*n].m = m; ent[*n].s = s;
+    (*n)++;
+}
+
+/* The coefficients of one neuron's post spikes times[0:n] (ascending), those of psp_scatter in cpu_scan.c. */
+static void neuron_entries(const int32_t *times, int64_t n, int64_t q, const exp_table *et, int32_t t_ref,
+                           int64_t window, psp_entry *ent, int64_t *n_ent) {
+    double c = 1.0 / (1.0 - et->tau_s / et->tau_m);
+    int64_t p = -1;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t t = times[i], a = t - t_ref, lo = t - window < 1 ? 1 : t - window;
+        int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;
+        if (a >= a0) { /* case A: pre spikes in [a0, a] */
+            int64_t span = a - a0 + 1;
+            push_entry(ent, n_ent, a, q, c, -c);
+            push_entry(ent, n_ent, a0 - 1, q, -c * exp_m(et, span), c * exp_s(et, span));
+        }
+        if (p >= 0) { /* case B: pre spikes before the previous post spike (reset branch) */
+            int64_t hi = p - 1 < a ? p - 1 : a;
+            if (hi >= lo) {
+                int64_t sk = t - p - t_ref;
+                double eps = c * (exp_m(et, sk) - exp_s(et, sk));
+                push_entry(ent, n_ent, hi, q, 0.0, eps * exp_s(et, p - hi));
+                push_entry(ent, n_ent, lo - 1, q, 0.0, -eps * exp_s(et, p - lo + 1));
             }
-    return n_act;
+        }
+        p = t;
+    }
 }
 
-
-/* C̃ of the n_act listed neurons of one sample (their spikes gathered from post at off, rows stride apart) as
- * scattered coefficients cm, cs [T, n_act]; returns the last step at which any of them fired (C̃ is 0 after it). */
-static int64_t psp_of_active(const uint8_t *post, int64_t stride, int64_t T, const int64_t *off, int64_t n_act,
-                             const exp_table *et, int32_t t_ref, int64_t window, uint8_t *fired, double *cm,
-                             double *cs, int64_t *prev) {
-    gather_columns(post, stride, T, off, n_act, fired);
-    psp_scatter_f64(fired, n_act, T, n_act, et, t_ref, window, cm, cs, prev);
-    int64_t last = -1;
-    for (int64_t q = 0; q < n_act; q++) last = prev[q] > last ? prev[q] : last;
-    return last;
+/* The stream of the nb neurons [col0, col0 + nb) of sample b, whose spikes are rows t·B + b of the CSR index
+ * (prp, pcols) and whose counts are cnt [nb] (n_sp in all); the memory comes from this thread's scratch. */
+static void psp_stream_build(psp_stream *ps, const int64_t *prp, const int32_t *pcols, int64_t T, int64_t B,
+                             int64_t b, int64_t col0, int64_t nb, const int32_t *cnt, int64_t n_sp,
+                             const exp_table *et, int32_t t_ref, int64_t window) {
+    int64_t *act = scratch_take(nb * sizeof(int64_t)), *qof = scratch_take(nb * sizeof(int64_t));
+    int64_t *start = scratch_take((nb + 1) * sizeof(int64_t));
+    int32_t *times = scratch_take(n_sp * sizeof(int32_t));
+    psp_entry *ent = scratch_take(4 * n_sp * sizeof(psp_entry)), *sorted = scratch_take(4 * n_sp * sizeof(psp_entry));
+    int64_t *tstart = scratch_take((T + 1) * sizeof(int64_t)), n_act = 0, run = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        qof[i] = cnt[i] > 0 ? n_act : -1;
+        if (cnt[i] > 0) { act[n_act] = i; start[n_act++] = run; run += cnt[i]; }
+    }
+    for (int64_t t = 0; t < T && n_act; t++) {  /* each neuron's spike times, ascending */
+        int64_t q0, q1;
+        channel_range(prp, pcols, t * B + b, 1, col0, col0 + nb, &q0, &q1);
+        for (int64_t k = q0; k < q1; k++) times[start[qof[pcols[k] - col0]]++] = (int32_t)t;
+    }
+    for (int64_t q = n_act; q > 0; q--) start[q] = start[q - 1];  /* the fill moved each start one list on */
+    start[0] = 0;
+    int64_t n_ent = 0, t_max = -1;
+    for (int64_t q = 0; q < n_act; q++)
+        neuron_entries(times + start[q], cnt[act[q]], q, et, t_ref, window, ent, &n_ent);
+    for (int64_t t = 0; t <= T; t++) tstart[t] = 0;
+    for (int64_t e = 0; e < n_ent; e++) {
+        tstart[ent[e].t + 1]++;
+        t_max = ent[e].t > t_max ? ent[e].t : t_max;
+    }
+    for (int64_t t = 0; t < T; t++) tstart[t + 1] += tstart[t];
+    for (int64_t e = 0; e < n_ent; e++) sorted[tstart[ent[e].t]++] = ent[e];  /* stable: per neuron in order */
+    for (int64_t t = T; t > 0; t--) tstart[t] = tstart[t - 1];
+    tstart[0] = 0;
+    ps->n_act = n_act; ps->t_max = t_max; ps->act = act; ps->ent = sorted; ps->tstart = tstart;
+    ps->tlo = scratch_take(nb * sizeof(int32_t));
+    ps->thi = scratch_take(nb * sizeof(int32_t));
+    for (int64_t q = 0; q < n_act; q++) { ps->tlo[q] = (int32_t)T; ps->thi[q] = -1; }
+    for (int64_t e = 0; e < n_ent; e++) {
+        int32_t q = ent[e].q, t = ent[e].t;
+        ps->tlo[q] = t < ps->tlo[q] ? t : ps->tlo[q];
+        ps->thi[q] = t > ps->thi[q] ? t : ps->thi[q];
+    }
+    ps->am = scratch_take(nb * sizeof(double));
+    ps->as = scratch_take(nb * sizeof(double));
+    ps->dm = exp(-1.0 / et->tau_m);
+    ps->ds = exp(-1.0 / et->tau_s);
 }
 
-/* The per-sample, per-block parts of the conv backward pass (see hm2bp_conv_backward). */
+static void psp_stream_reset(psp_stream *ps) {
+    for (int64_t q = 0; q < ps->n_act; q++) { ps->am[q] = 0.0; ps->as[q] = 0.0; }
+}
+
+/* One step of the backward filter (steps t_max, t_max − 1, …, 0 in turn): cq[q] = C̃_q(t). */
+static void psp_stream_step(psp_stream *ps, int64_t t, double *restrict cq) {
+    double *restrict am = ps->am, *restrict as = ps->as;
+    for (int64_t q = 0; q < ps->n_act; q++) { am[q] *= ps->dm; as[q] *= ps->ds; }
+    for (int64_t e = ps->tstart[t]; e < ps->tstart[t + 1]; e++) {
+        am[ps->ent[e].q] += ps->ent[e].m;
+        as[ps->ent[e].q] += ps->ent[e].s;
+    }
+    for (int64_t q = 0; q < ps->n_act; q++) cq[q] = am[q] + as[q];
+}
+
+static int64_t sum_counts(const int32_t *cnt, int64_t n) {
+    int64_t s = 0;
+    for (int64_t i = 0; i < n; i++) s += cnt[i];
+    return s;
+}
+
+/* The outputs reached by input (c, u, v): for each, vec [P, nk] at the output and the kernel weights' offset
+ * e in [C, k, k, nk]. g != NULL: g[e:e+nk] += vec; prod != NULL: prod[out] += vec[out]·wt[e] (elementwise);
+ * returns Σ vec[out]·wt[e] when dot (else 0). With live [P, 2], outputs whose range [lo, hi] of steps with
+ * C̃ ≠ 0 does not hold t are skipped. */
+static double conv_visit(const layer_args *a, int64_t c, int64_t u, int64_t v, const double *restrict vec, int64_t nk,
+                         double *restrict g, const double *restrict wt, int dot, double *restrict prod,
+                         const int32_t *live, int64_t t) {
+    int64_t k = a->k, i0, i1, j0, j1;
+    double acc = 0.0;
+    reach(u, a->Ho, k, &i0, &i1);
+    reach(v, a->Wo, k, &j0, &j1);
+    for (int64_t i = i0; i <= i1; i++)
+        for (int64_t jj = j0; jj <= j1; jj++) {
+            int64_t pos = (u - i) * a->Wo + (v - jj), o = pos * nk, e = ((c * k + i) * k + jj) * nk;
+            if (live && (t < live[2 * pos] || t > live[2 * pos + 1])) continue;  /* vec is 0 there */
+            if (g)
+                for (int64_t kk = 0; kk < nk; kk++) g[e + kk] += vec[o + kk];
+            if (prod)
+                for (int64_t kk = 0; kk < nk; kk++) prod[o + kk] += vec[o + kk] * wt[e + kk];
+            if (dot) acc += dot_f64(vec + o, wt + e, nk);
+        }
+    return acc;
+}
+
+/* The inputs of the conv backward pass shared by its work items (see hm2bp_conv_backward). */
 typedef struct {
     const layer_args *a;
-    const uint8_t *post;
-    const int32_t *counts;
-    const int64_t *row_ptr, *counts_in;
-    const int32_t *cols;
-    const double *wt, *wsum, *delta, *psp_drive;
+    const int64_t *prp, *row_ptr, *counts_in;
+    const int32_t *pcols, *cols, *counts;
+    const double *wsum, *delta;
     double v_th, silent_psp;
     int32_t mode;
     const exp_table *et;
 } conv_bw;
 
-/* g [C·k·k, nk] += Σ over the outputs reached by input (c, u, v) of vec [P, nk] at them; with wt the dot
- * products Σ vec·wt over the same outputs are returned (0 without wt). */
-static double conv_gather(const layer_args *a, int64_t c, int64_t u, int64_t v, const double *restrict vec,
-                          int64_t nk, double *restrict g, const double *restrict wt) {
-    int64_t k = a->k, i0, i1, j0, j1;
-    double dot = 0.0;
-    reach(u, a->Ho, k, &i0, &i1);
-    reach(v, a->Wo, k, &j0, &j1);
-    for (int64_t i = i0; i <= i1; i++)
-        for (int64_t jj = j0; jj <= j1; jj++) {
-            const double *restrict vp = vec + ((u - i) * a->Wo + (v - jj)) * nk;
-            int64_t e = ((c * k + i) * k + jj) * nk;
-            if (g)
-                for (int64_t kk = 0; kk < nk; kk++) g[e + kk] += vp[kk];
-            if (wt) dot += dot_f64(vp, wt + e, nk);
+/* One pass over the input spikes of sample b against C̃ of the item's neurons that fired, steps descending:
+ * with scale NULL, prod [P, nk] += C̃·W (σ's numerator Σ_l w_il e_{i|l}); else g += Σ f·C̃ over the outputs
+ * each spike reaches (f = scale [n_act]) and, with th, th[input] += Σ δ̂·C̃·W (δ̂ = dh [n_act]). vec, vec2
+ * [P, nk] hold the step's values at the outputs (0 at silent ones); live [P, 2] the outputs' ranges of steps
+ * with C̃ ≠ 0. */
+static void conv_pass(const conv_bw *z, psp_stream *ps, int64_t b, const int64_t *idx, const int32_t *live,
+                      const double *wt, int64_t nk, const double *scale, const double *dh, double *cq, double *vec,
+                      double *vec2, double *prod, double *g, double *th) {
+    const layer_args *a = z->a;
+    int64_t HW = a->H * a->W;
+    psp_stream_reset(ps);
+    for (int64_t t = ps->t_max; t >= 0; t--) {
+        psp_stream_step(ps, t, cq);
+        for (int64_t q = 0; q < ps->n_act; q++) {
+            vec[idx[q]] = scale ? cq[q] * scale[q] : cq[q];
+            if (th) vec2[idx[q]] = cq[q] * dh[q];
         }
-    return dot;
+        int64_t r = t * a->B + b;
+        for (int64_t q = z->row_ptr[r]; q < z->row_ptr[r + 1]; q++) {
+            int64_t j = z->cols[q], c = j / HW, u = j % HW / a->W, v = j % a->W;
+            conv_visit(a, c, u, v, vec, nk, scale ? g : NULL, wt, 0, scale ? NULL : prod, live, t);
+            if (th) th[j] += conv_visit(a, c, u, v, vec2, nk, NULL, wt, 1, NULL, live, t);
+        }
+    }
 }
 
 /* One work item of the conv backward: sample b, output channels [k0, k0 + nk). g [C·k·k, nk] receives its
@@ -268,75 +366,68 @@ static double conv_gather(const layer_args *a, int64_t c, int64_t u, int64_t v, 
 static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t nk, const double *wt, double *g,
                               double *sums) {
     const layer_args *a = z->a;
-    int64_t T = a->T, B = a->B, K = a->K, P = a->Ho * a->Wo, HW = a->H * a->W, CHW = a->C * HW;
-    int64_t nb = P * nk, base = b * K * P + k0 * P, stride = B * K * P;
+    int64_t T = a->T, K = a->K, P = a->Ho * a->Wo, HW = a->H * a->W, CHW = a->C * HW;
+    int64_t nb = P * nk, base = b * K * P + k0 * P, n_sp = sum_counts(z->counts + base, nb);
     size_t vec = SCRATCH(nb * sizeof(double));
-    if (!scratch_begin(13 * vec + 2 * SCRATCH(T * nb * sizeof(double)) + SCRATCH(T * nb))) return 1;
+    if (!scratch_begin(12 * vec + SCRATCH(2 * P * sizeof(int32_t)) + psp_stream_bytes(nb, n_sp, T))) return 1;
     double *fac = scratch_take(nb * sizeof(double)), *dh = scratch_take(nb * sizeof(double));
     double *fs = scratch_take(nb * sizeof(double)), *dsil = scratch_take(nb * sizeof(double));
-    double *cf = scratch_take(nb * sizeof(double)), *cd = scratch_take(nb * sizeof(double));
+    double *v1 = scratch_take(nb * sizeof(double)), *v2 = scratch_take(nb * sizeof(double));
+    double *psd = scratch_take(nb * sizeof(double)), *cq = scratch_take(nb * sizeof(double));
     double *fa = scratch_take(nb * sizeof(double)), *da = scratch_take(nb * sizeof(double));
-    double *am = scratch_take(nb * sizeof(double)), *as = scratch_take(nb * sizeof(double));
-    int64_t *off = scratch_take(nb * sizeof(int64_t)), *idx = scratch_take(nb * sizeof(int64_t));
-    int64_t *prev = scratch_take(nb * sizeof(int64_t));
+    int64_t *idx = scratch_take(nb * sizeof(int64_t));
+    int32_t *live = scratch_take(2 * P * sizeof(int32_t));
+    psp_stream ps;
+    psp_stream_build(&ps, z->prp, z->pcols, T, a->B, b, base - b * K * P, nb, z->counts + base, n_sp, z->et,
+                     a->t_ref, a->window);
+    for (int64_t n = 0; n < nb; n++) { v1[n] = 0.0; v2[n] = 0.0; psd[n] = 0.0; }
+    for (int64_t p = 0; p < P; p++) { live[2 * p] = (int32_t)T; live[2 * p + 1] = -1; }
+    for (int64_t q = 0; q < ps.n_act; q++) {
+        int64_t p = ps.act[q] % P;
+        idx[q] = p * nk + ps.act[q] / P;  /* position-major */
+        live[2 * p] = ps.tlo[q] < live[2 * p] ? ps.tlo[q] : live[2 * p];
+        live[2 * p + 1] = ps.thi[q] > live[2 * p + 1] ? ps.thi[q] : live[2 * p + 1];
+    }
+    if (ps.n_act > 0) conv_pass(z, &ps, b, idx, live, wt, nk, NULL, NULL, cq, v1, v2, psd, NULL, NULL);
     int any_silent = 0;
     for (int64_t kk = 0; kk < nk; kk++)
         for (int64_t p = 0; p < P; p++) {
             int64_t n = p * nk + kk, i = base + kk * P + p, o = z->counts[i];
             dh[n] = z->delta[i] / z->v_th;
-            fac[n] = layer_factor_f64(z->delta[i], o, z->psp_drive[i], z->wsum[k0 + kk], NULL, z->v_th);
+            fac[n] = layer_factor_f64(z->delta[i], o, psd[n], z->wsum[k0 + kk], NULL, z->v_th);
             fs[n] = o == 0 ? z->silent_psp * fac[n] : 0.0;
             dsil[n] = o == 0 ? dh[n] : 0.0;
             any_silent |= o == 0 && fac[n] != 0.0;
-            cf[n] = 0.0;
-            cd[n] = 0.0;
+            v1[n] = 0.0;
         }
     double *th = sums, *al = sums + CHW, *si = sums + 2 * CHW;
-    int64_t n_act = active_neurons(z->counts + base, P, nk, 1, off, idx);
-    if (n_act > 0) {
-        uint8_t *fired = scratch_take(T * n_act);
-        double *cm = scratch_take(T * n_act * sizeof(double)), *cs = scratch_take(T * n_act * sizeof(double));
-        int64_t last = psp_of_active(z->post + base, stride, T, off, n_act, z->et, a->t_ref, a->window, fired, cm,
-                                     cs, prev);
-        double dm = exp(-1.0 / z->et->tau_m), ds = exp(-1.0 / z->et->tau_s);
-        for (int64_t q = 0; q < n_act; q++) { am[q] = 0; as[q] = 0; fa[q] = fac[idx[q]]; da[q] = dh[idx[q]]; }
-        for (int64_t t = last < T - 1 ? last : T - 1; t >= 0; t--) {  /* C̃(t) = 0 after the last spike */
-            filter_step_f64(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);
-            for (int64_t q = 0; q < n_act; q++) {
-                double c = am[q] + as[q];
-                cf[idx[q]] = c * fa[q];
-                cd[idx[q]] = c * da[q];
-            }
-            int64_t r = t * B + b;
-            for (int64_t q = z->row_ptr[r]; q < z->row_ptr[r + 1]; q++) {
-                int64_t j = z->cols[q], c = j / HW, u = j % HW / a->W, v = j % a->W;
-                conv_gather(a, c, u, v, cf, nk, g, NULL);
-                if (z->mode == 2) th[j] += conv_gather(a, c, u, v, cd, nk, NULL, wt);
-            }
-        }
+    if (ps.n_act > 0) {
+        for (int64_t q = 0; q < ps.n_act; q++) { fa[q] = fac[idx[q]]; da[q] = dh[idx[q]]; }
+        conv_pass(z, &ps, b, idx, live, wt, nk, fa, da, cq, v1, v2, NULL, g, z->mode == 2 ? th : NULL);
     }
     for (int64_t j = 0; j < CHW && (any_silent || z->mode); j++) {  /* spec §2's e = 0.1; the δ̂·W terms */
         int64_t c = j / HW, u = j % HW / a->W, v = j % a->W;
-        if (any_silent && z->counts_in[b * CHW + j] > 0) conv_gather(a, c, u, v, fs, nk, g, NULL);
+        if (any_silent && z->counts_in[b * CHW + j] > 0) conv_visit(a, c, u, v, fs, nk, g, NULL, 0, NULL, NULL, 0);
         if (z->mode) {
-            al[j] += conv_gather(a, c, u, v, dh, nk, NULL, wt);
-            si[j] += conv_gather(a, c, u, v, dsil, nk, NULL, wt);
+            al[j] += conv_visit(a, c, u, v, dh, nk, NULL, wt, 1, NULL, NULL, 0);
+            si[j] += any_silent ? conv_visit(a, c, u, v, dsil, nk, NULL, wt, 1, NULL, NULL, 0) : 0.0;
         }
     }
     return 0;
 }
 
 /* Backward of a conv layer (spec §3.5; the rules of functional/hm2bp.py's conv_backward), in double:
- *   δ̂ = δ/ν; σ = psp_drive/(ν·o) for a neuron that fired, else 0.5·Σ W[k]/ν (wsum [K]); f = δ̂(1 + σ);
+ *   δ̂ = δ/ν; σ = Σ_l w_il e_{i|l}/(ν·o) for a neuron that fired, else 0.5·Σ W[k]/ν (wsum [K]); f = δ̂(1 + σ);
  *   grad [K, C, k, k] = Σ_b Σ_{x,y} f·e (e = Σ_t C̃(t)·s_in(t), or silent_psp for a silent output and an
  *   input that fired);
  *   below [B, C·H·W] (mode 1: the transposed conv of δ̂ with W; mode 2, the effect ratio: Σ δ̂·W·e / o_in +
  *   the transposed conv of the silent outputs' δ̂ where o_in > 0, else of all δ̂; mode 0: none).
- * post [T, B, K, Ho, Wo] uint8 and counts [B, K·P] are the forward's; counts_in [B, C·H·W]; wt is W as
- * [n_blocks][C, k, k, nk] (channels innermost). Returns 0 or -1 without memory. */
-int hm2bp_conv_backward(const layer_args *a, const uint8_t *post, const int32_t *counts, const int64_t *row_ptr,
-                        const int32_t *cols, const int64_t *counts_in, const double *wt, const double *wsum,
-                        const double *delta, const double *psp_drive, double v_th, int32_t mode, double silent_psp,
+ * The output spikes are the CSR index (prp, pcols) over rows t·B + b (columns k·P + p), with counts [B, K·P];
+ * the input's are (row_ptr, cols) with counts_in [B, C·H·W]; wt is W as [n_blocks][C, k, k, nk]. Returns 0
+ * or -1 without memory. */
+int hm2bp_conv_backward(const layer_args *a, const int64_t *prp, const int32_t *pcols, const int32_t *counts,
+                        const int64_t *row_ptr, const int32_t *cols, const int64_t *counts_in, const double *wt,
+                        const double *wsum, const double *delta, double v_th, int32_t mode, double silent_psp,
                         double *grad, double *below) {
     int64_t T = a->T, B = a->B, K = a->K, ckk = a->C * a->k * a->k, CHW = a->C * a->H * a->W;
     int64_t nt = a->n_threads > 0 ? a->n_threads : 1, nkb = channel_blocks(B, K, nt), kmax = (K + nkb - 1) / nkb;
@@ -344,7 +435,7 @@ int hm2bp_conv_backward(const layer_args *a, const uint8_t *post, const int32_t 
     if (!exp_table_init(&et, a->psp_tau_m, a->psp_tau_s, T)) return -1;
     double *part = calloc((size_t)(B * nkb * ckk * kmax) + 1, sizeof(double));
     double *sums = calloc((size_t)(B * nkb * 3 * CHW) + 1, sizeof(double));
-    conv_bw z = {a, post, counts, row_ptr, counts_in, cols, wt, wsum, delta, psp_drive, v_th, silent_psp, mode, &et};
+    conv_bw z = {a, prp, row_ptr, counts_in, pcols, cols, counts, wsum, delta, v_th, silent_psp, mode, &et};
     int failed = !part || !sums;
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1) reduction(| : failed)
     for (int64_t b = 0; b < B; b++)
@@ -382,47 +473,39 @@ int hm2bp_conv_backward(const layer_args *a, const uint8_t *post, const int32_t 
 }
 
 /* Error through a pool layer (spec §3.5): below [B, C·H·W] = δ_pool/p² · r, r = e/o_in when the pool neuron
- * and the input both fired, else 1, e = Σ_t C̃_pool(t)·s_in(t); post [T, B, C, Ho, Wo] uint8 and counts
- * [B, C·P] are the pool's forward spikes, row_ptr/cols/counts_in its input's. Returns 0 or -1 without memory. */
-int hm2bp_pool_backward(const layer_args *a, const uint8_t *post, const int32_t *counts, const int64_t *row_ptr,
-                        const int32_t *cols, const int64_t *counts_in, const double *delta, double *below) {
+ * and the input both fired, else 1, e = Σ_t C̃_pool(t)·s_in(t). The pool's spikes are the CSR index (prp,
+ * pcols) with counts [B, C·P]; its input's are (row_ptr, cols) with counts_in [B, C·H·W]. Returns 0 or -1
+ * without memory. */
+int hm2bp_pool_backward(const layer_args *a, const int64_t *prp, const int32_t *pcols, const int32_t *counts,
+                        const int64_t *row_ptr, const int32_t *cols, const int64_t *counts_in, const double *delta,
+                        double *below) {
     int64_t T = a->T, B = a->B, C = a->C, HW = a->H * a->W, P = a->Ho * a->Wo, p = a->k;
     int64_t nt = a->n_threads > 0 ? a->n_threads : 1, ncb = channel_blocks(B, C, nt);
-    int64_t nc_max = (C + ncb - 1) / ncb, nb_max = P * nc_max;
     exp_table et;
     if (!exp_table_init(&et, a->psp_tau_m, a->psp_tau_s, T)) return -1;
-    double dm = exp(-1.0 / a->psp_tau_m), ds = exp(-1.0 / a->psp_tau_s);
     int failed = 0;
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1) reduction(| : failed)
     for (int64_t b = 0; b < B; b++)
         for (int64_t cb = 0; cb < ncb; cb++) {
             int64_t c0, nc = block_bounds(C, ncb, cb, &c0), nb = P * nc, nin = nc * HW;
-            size_t vec = SCRATCH(nb_max * sizeof(double));
-            if (!scratch_begin(6 * vec + SCRATCH(nc_max * HW * sizeof(double)) + 2 * SCRATCH(T * nb_max * sizeof(double))
-                               + SCRATCH(T * nb_max))) { failed |= 1; continue; }
-            double *ct = scratch_take(nb * sizeof(double)), *e = scratch_take(nin * sizeof(double));
-            double *am = scratch_take(nb * sizeof(double)), *as = scratch_take(nb * sizeof(double));
-            int64_t *off = scratch_take(nb * sizeof(int64_t)), *idx = scratch_take(nb * sizeof(int64_t));
-            int64_t *prev = scratch_take(nb * sizeof(int64_t));
-            int64_t base = (b * C + c0) * P, base_in = (b * C + c0) * HW;
+            int64_t base = (b * C + c0) * P, base_in = (b * C + c0) * HW, n_sp = sum_counts(counts + base, nb);
+            if (!scratch_begin(2 * SCRATCH(nb * sizeof(double)) + SCRATCH(nin * sizeof(double)) +
+                               psp_stream_bytes(nb, n_sp, T))) { failed |= 1; continue; }
+            double *ct = scratch_take(nb * sizeof(double)), *cq = scratch_take(nb * sizeof(double));
+            double *e = scratch_take(nin * sizeof(double));
+            psp_stream ps;
+            psp_stream_build(&ps, prp, pcols, T, B, b, c0 * P, nb, counts + base, n_sp, &et, a->t_ref, a->window);
             for (int64_t i = 0; i < nb; i++) ct[i] = 0.0;
             for (int64_t i = 0; i < nin; i++) e[i] = 0.0;
-            int64_t n_act = active_neurons(counts + base, nb, 1, 0, off, idx);
-            if (n_act > 0) {
-                uint8_t *fired = scratch_take(T * n_act);
-                double *cm = scratch_take(T * n_act * sizeof(double)), *cs = scratch_take(T * n_act * sizeof(double));
-                int64_t last = psp_of_active(post + base, B * C * P, T, off, n_act, &et, a->t_ref, a->window, fired,
-                                             cm, cs, prev);
-                for (int64_t q = 0; q < n_act; q++) { am[q] = 0; as[q] = 0; }
-                for (int64_t t = last < T - 1 ? last : T - 1; t >= 0; t--) {
-                    filter_step_f64(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);
-                    for (int64_t q = 0; q < n_act; q++) ct[off[q]] = am[q] + as[q];
-                    int64_t q0, q1;
-                    channel_range(row_ptr, cols, t * B + b, HW, c0, c0 + nc, &q0, &q1);
-                    for (int64_t q = q0; q < q1; q++) {
-                        int64_t j = cols[q] - c0 * HW, c = j / HW, u = j % HW / a->W, w = j % a->W;
-                        e[j] += ct[c * P + u / p * a->Wo + w / p];
-                    }
+            psp_stream_reset(&ps);
+            for (int64_t t = ps.n_act ? ps.t_max : -1; t >= 0; t--) {
+                psp_stream_step(&ps, t, cq);
+                for (int64_t q = 0; q < ps.n_act; q++) ct[ps.act[q]] = cq[q];
+                int64_t q0, q1;
+                channel_range(row_ptr, cols, t * B + b, HW, c0, c0 + nc, &q0, &q1);
+                for (int64_t q = q0; q < q1; q++) {
+                    int64_t j = cols[q] - c0 * HW, c = j / HW, u = j % HW / a->W, w = j % a->W;
+                    e[j] += ct[c * P + u / p * a->Wo + w / p];
                 }
             }
             for (int64_t j = 0; j < nin; j++) {

@@ -77,11 +77,11 @@ def _build() -> ctypes.CDLL:
         target = _compile(compiler, cpu._FLAGS)
     lib = ctypes.CDLL(str(target))
     args = ctypes.POINTER(LayerArgs)
-    lib.hm2bp_conv_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
+    lib.hm2bp_conv_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
     lib.hm2bp_pool_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr]
     lib.hm2bp_conv_backward.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f64, _i32, _f64,
                                         _ptr, _ptr]
-    lib.hm2bp_pool_backward.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
+    lib.hm2bp_pool_backward.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
     for name in ("hm2bp_conv_forward_f32", "hm2bp_pool_forward_f32", "hm2bp_conv_backward", "hm2bp_pool_backward"):
         getattr(lib, name).restype = ctypes.c_int
     return lib
@@ -147,84 +147,83 @@ def _check(status: int, what: str) -> None:
         raise MemoryError(f"hm2bp {what} kernel: out of memory for its buffers")
 
 
-class Kept(NamedTuple):
-    """What a layer's forward keeps for its backward pass."""
-
-    spikes: Tensor
-    """``[T, B, K, Ho, Wo]`` uint8 output spikes."""
-    counts: Tensor
-    """``[B, K·Ho·Wo]`` int32 spike counts."""
-    psp_drive: Tensor | None
-    """``[B, K·Ho·Wo]`` float64 σ numerator Σ_l w_il e_{i|l} (conv layers only)."""
-
-
 def _ptr_of(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
 def layer_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor | None, g: Geometry, T: int, B: int,
                   tau_m: float, tau_s: float, theta: float, t_ref: int, window: int, keep: bool, float_out: bool
-                  ) -> tuple[Tensor | None, Tensor, Kept | None]:
+                  ) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """Forward of a conv layer (``weight`` float32 ``[K, C, k, k]``) or a pool layer (``weight`` None) from the
     CSR index of its input: (float32 spikes ``[T, B, K, Ho, Wo]`` when ``float_out`` else None, uint8 spikes,
-    with ``keep`` what the backward pass needs)."""
+    with ``keep`` the spike counts ``[B, K·Ho·Wo]`` int32)."""
     lib = library()
     assert lib is not None
     shape = (T, B, g.K, g.Ho, g.Wo)
     out = torch.empty(shape, dtype=torch.float32) if float_out else None
     u8 = torch.empty(shape, dtype=torch.uint8)
-    n = g.K * g.Ho * g.Wo
-    counts = torch.empty(B, n, dtype=torch.int32) if keep else None
+    counts = torch.empty(B, g.K * g.Ho * g.Wo, dtype=torch.int32) if keep else None
     args = _args(g, T, B, tau_m, tau_s, theta, t_ref, window)
-    psp = None
     if weight is not None:
         wt = blocked_weights(weight, B, torch.float32)
-        psp = torch.empty(B, n, dtype=torch.float64) if keep else None
         status = lib.hm2bp_conv_forward_f32(ctypes.byref(args), row_ptr.data_ptr(), cols.data_ptr(), wt.data_ptr(),
-                                            _ptr_of(out), u8.data_ptr(), _ptr_of(counts), _ptr_of(psp))
+                                            _ptr_of(out), u8.data_ptr(), _ptr_of(counts))
     else:
         status = lib.hm2bp_pool_forward_f32(ctypes.byref(args), row_ptr.data_ptr(), cols.data_ptr(), _ptr_of(out),
                                             u8.data_ptr(), _ptr_of(counts))
     _check(status, "conv forward" if weight is not None else "pool forward")
-    return out, u8, None if counts is None else Kept(u8, counts, psp)
+    return out, u8, counts
 
 
-def conv_backward(kept: Kept, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, weight: Tensor, delta: Tensor,
-                  g: Geometry, v_th: float, need_below: bool, silent_psp: float, tau_m: float, tau_s: float,
-                  t_ref: int, window: int) -> tuple[Tensor, Tensor | None]:
-    """HM2-BP backward step of a conv layer in double (``hm2bp_conv_backward``): (weight gradient
-    ``[K, C, k, k]``, error below ``[B, C·H·W]`` or None), from the count error ``delta`` ``[B, K·Ho·Wo]``."""
+class Spikes(NamedTuple):
+    """A layer's spikes as the backward passes read them: the CSR index over rows t·B + b and the counts."""
+
+    row_ptr: Tensor
+    cols: Tensor
+    counts: Tensor
+    """``[B, N]`` (int32 for a layer's output, int64 for an input index)."""
+
+
+def conv_backward(post: Spikes, pre: Spikes, weight: Tensor, delta: Tensor, g: Geometry, v_th: float,
+                  need_below: bool, silent_psp: float, tau_m: float, tau_s: float, t_ref: int, window: int
+                  ) -> tuple[Tensor, Tensor | None]:
+    """HM2-BP backward step of a conv layer in double (``hm2bp_conv_backward``) from its output spikes
+    ``post`` and input spikes ``pre``: (weight gradient ``[K, C, k, k]``, error below ``[B, C·H·W]`` or
+    None), from the count error ``delta`` ``[B, K·Ho·Wo]``."""
     lib = library()
     assert lib is not None
-    T, B = kept.spikes.shape[:2]
+    B = post.counts.shape[0]
+    T = (post.row_ptr.shape[0] - 1) // max(B, 1)
     w64 = weight.detach().to(torch.float64)
     wt = blocked_weights(w64, B, torch.float64)
     wsum = w64.sum((1, 2, 3)).contiguous()
     d = delta.to(torch.float64).contiguous()
-    cin = counts_in.to(torch.int64).contiguous()
+    cout = post.counts.to(torch.int32).contiguous()
+    cin = pre.counts.to(torch.int64).contiguous()
     grad = torch.empty(weight.shape, dtype=torch.float64)
     below = torch.empty(B, g.C * g.H * g.W, dtype=torch.float64) if need_below else None
-    assert kept.psp_drive is not None
     args = _args(g, T, B, tau_m, tau_s, 0.0, t_ref, window)
     _check(lib.hm2bp_conv_backward(
-        ctypes.byref(args), kept.spikes.data_ptr(), kept.counts.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(),
-        cin.data_ptr(), wt.data_ptr(), wsum.data_ptr(), d.data_ptr(), kept.psp_drive.data_ptr(), v_th,
+        ctypes.byref(args), post.row_ptr.data_ptr(), post.cols.data_ptr(), cout.data_ptr(), pre.row_ptr.data_ptr(),
+        pre.cols.data_ptr(), cin.data_ptr(), wt.data_ptr(), wsum.data_ptr(), d.data_ptr(), v_th,
         2 if need_below else 0, silent_psp, grad.data_ptr(), _ptr_of(below)), "conv backward")
     return grad, below
 
 
-def pool_backward(kept: Kept, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, delta: Tensor, g: Geometry,
-                  tau_m: float, tau_s: float, t_ref: int, window: int) -> Tensor:
+def pool_backward(post: Spikes, pre: Spikes, delta: Tensor, g: Geometry, tau_m: float, tau_s: float, t_ref: int,
+                  window: int) -> Tensor:
     """Error through a pool layer in double (``hm2bp_pool_backward``): ``[B, C·H·W]`` from ``delta``
     ``[B, C·Ho·Wo]``."""
     lib = library()
     assert lib is not None
-    T, B = kept.spikes.shape[:2]
+    B = post.counts.shape[0]
+    T = (post.row_ptr.shape[0] - 1) // max(B, 1)
     d = delta.to(torch.float64).contiguous()
-    cin = counts_in.to(torch.int64).contiguous()
+    cout = post.counts.to(torch.int32).contiguous()
+    cin = pre.counts.to(torch.int64).contiguous()
     below = torch.empty(B, g.C * g.H * g.W, dtype=torch.float64)
     args = _args(g, T, B, tau_m, tau_s, 0.0, t_ref, window)
-    _check(lib.hm2bp_pool_backward(ctypes.byref(args), kept.spikes.data_ptr(), kept.counts.data_ptr(),
-                                   row_ptr.data_ptr(), cols.data_ptr(), cin.data_ptr(), d.data_ptr(),
+    _check(lib.hm2bp_pool_backward(ctypes.byref(args), post.row_ptr.data_ptr(), post.cols.data_ptr(), cout.data_ptr(),
+                                   pre.row_ptr.data_ptr(), pre.cols.data_ptr(), cin.data_ptr(), d.data_ptr(),
                                    below.data_ptr()), "pool backward")
     return below
