@@ -178,57 +178,30 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
 }
 
 /* ----------------------------------------------------------------------------------------------
- * Backward passes. C̃ (spec §2, functional/psp.py) of the neurons of a work item that fired is kept as
- * a list of its per-spike coefficients sorted by step (a few per post spike, the entries psp_scatter of
- * cpu_scan.c would add to its dense [T, n] buffers) and filtered backwards in time, step by step.
+ * Backward passes. C̃ (spec §2, functional/psp.py) of the neurons of a work item that fired is filtered
+ * backwards in time, step by step, from the coefficients psp_scatter of cpu_scan.c would scatter into dense
+ * [T, n] buffers. Each coefficient of post spike k at t_k (previous spike p) lies at a step fixed by t_k or
+ * p: a = t_k − T_ref (case A's +c, and case B's upper end when p − 1 > a), p − 1 (case A's lower end when
+ * a0 = p, case B's upper end) or lo − 1 = max(0, t_k − window − 1) (case A's lower end when a0 = lo, case
+ * B's lower end). So at step t they come from the post spikes of steps t + T_ref, t + 1 (through the next
+ * spike of the same neuron) and t + window + 1 (all steps ≤ window + 1 at t = 0): no sorting, no buffer.
  * ---------------------------------------------------------------------------------------------- */
-typedef struct { int32_t t, q; double m, s; } psp_entry;
-
 typedef struct {
-    int64_t n_act, t_max;     /* neurons that fired; last step with a coefficient (-1: none) */
-    const int64_t *act;       /* [n_act] their offsets in the item's block */
-    const psp_entry *ent;     /* coefficients, sorted by step */
-    const int64_t *tstart;    /* [T + 1]: the coefficients of step t are ent[tstart[t] : tstart[t + 1]] */
-    int32_t *tlo, *thi;       /* [n_act]: C̃_q(t) is 0 outside [tlo[q], thi[q]] (its first and last coefficient) */
-    double *am, *as, dm, ds;  /* the backward filter's state */
+    int64_t n_act, n_sp, t_max, T, t_ref, window;
+    const int64_t *act;      /* [n_act] offsets, in the item's block, of the neurons that fired */
+    const int64_t *rstart;   /* [T + 1] the block's post spikes of step t are rstart[t] … rstart[t + 1] − 1 */
+    const int32_t *sq, *st;  /* [n_sp] neuron (index into act) and step of each spike */
+    const int32_t *sprev;    /* [n_sp] the neuron's previous spike step (−1: none) */
+    const int32_t *snext;    /* [n_sp] the index of the neuron's next spike (−1: none) */
+    int32_t *tlo, *thi;      /* [n_act] C̃_q(t) is 0 outside [tlo[q], thi[q]] */
+    double *am, *as, dm, ds, c;
+    const exp_table *et;
 } psp_stream;
 
 /* Scratch bytes of psp_stream_build for nb neurons with n_sp spikes over T steps. */
 static size_t psp_stream_bytes(int64_t nb, int64_t n_sp, int64_t T) {
-    return 3 * SCRATCH((nb + 1) * sizeof(int64_t)) + SCRATCH(n_sp * sizeof(int32_t)) +
-           2 * SCRATCH(4 * n_sp * sizeof(psp_entry)) + SCRATCH((T + 1) * sizeof(int64_t)) +
-           2 * SCRATCH(nb * sizeof(double)) + 2 * SCRATCH(nb * sizeof(int32_t));
-}
-
-static void push_entry(psp_entry *ent, int64_t *n, int64_t t, int64_t q, double m, double s) {
-    ent[*n].t = (int32_t)t; ent[*n].q = (int32_t)q; ent[*n].m = m; ent[*n].s = s;
-    (*n)++;
-}
-
-/* The coefficients of one neuron's post spikes times[0:n] (ascending), those of psp_scatter in cpu_scan.c. */
-static void neuron_entries(const int32_t *times, int64_t n, int64_t q, const exp_table *et, int32_t t_ref,
-                           int64_t window, psp_entry *ent, int64_t *n_ent) {
-    double c = 1.0 / (1.0 - et->tau_s / et->tau_m);
-    int64_t p = -1;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t t = times[i], a = t - t_ref, lo = t - window < 1 ? 1 : t - window;
-        int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;
-        if (a >= a0) { /* case A: pre spikes in [a0, a] */
-            int64_t span = a - a0 + 1;
-            push_entry(ent, n_ent, a, q, c, -c);
-            push_entry(ent, n_ent, a0 - 1, q, -c * exp_m(et, span), c * exp_s(et, span));
-        }
-        if (p >= 0) { /* case B: pre spikes before the previous post spike (reset branch) */
-            int64_t hi = p - 1 < a ? p - 1 : a;
-            if (hi >= lo) {
-                int64_t sk = t - p - t_ref;
-                double eps = c * (exp_m(et, sk) - exp_s(et, sk));
-                push_entry(ent, n_ent, hi, q, 0.0, eps * exp_s(et, p - hi));
-                push_entry(ent, n_ent, lo - 1, q, 0.0, -eps * exp_s(et, p - lo + 1));
-            }
-        }
-        p = t;
-    }
+    return 4 * SCRATCH(nb * sizeof(int64_t)) + SCRATCH((T + 1) * sizeof(int64_t)) +
+           4 * SCRATCH(n_sp * sizeof(int32_t)) + 2 * SCRATCH(nb * sizeof(double)) + 2 * SCRATCH(nb * sizeof(int32_t));
 }
 
 /* The stream of the nb neurons [col0, col0 + nb) of sample b, whose spikes are rows t·B + b of the CSR index
@@ -237,60 +210,93 @@ static void psp_stream_build(psp_stream *ps, const int64_t *prp, const int32_t *
                              int64_t b, int64_t col0, int64_t nb, const int32_t *cnt, int64_t n_sp,
                              const exp_table *et, int32_t t_ref, int64_t window) {
     int64_t *act = scratch_take(nb * sizeof(int64_t)), *qof = scratch_take(nb * sizeof(int64_t));
-    int64_t *start = scratch_take((nb + 1) * sizeof(int64_t));
-    int32_t *times = scratch_take(n_sp * sizeof(int32_t));
-    psp_entry *ent = scratch_take(4 * n_sp * sizeof(psp_entry)), *sorted = scratch_take(4 * n_sp * sizeof(psp_entry));
-    int64_t *tstart = scratch_take((T + 1) * sizeof(int64_t)), n_act = 0, run = 0;
+    int64_t *last_k = scratch_take(nb * sizeof(int64_t)), *first = scratch_take(nb * sizeof(int64_t));
+    int64_t *rstart = scratch_take((T + 1) * sizeof(int64_t));
+    int32_t *sq = scratch_take(n_sp * sizeof(int32_t)), *st = scratch_take(n_sp * sizeof(int32_t));
+    int32_t *sprev = scratch_take(n_sp * sizeof(int32_t)), *snext = scratch_take(n_sp * sizeof(int32_t));
+    int64_t n_act = 0, n = 0, t_max = -1;
     for (int64_t i = 0; i < nb; i++) {
         qof[i] = cnt[i] > 0 ? n_act : -1;
-        if (cnt[i] > 0) { act[n_act] = i; start[n_act++] = run; run += cnt[i]; }
+        if (cnt[i] > 0) { last_k[n_act] = -1; act[n_act++] = i; }
     }
-    for (int64_t t = 0; t < T && n_act; t++) {  /* each neuron's spike times, ascending */
-        int64_t q0, q1;
-        channel_range(prp, pcols, t * B + b, 1, col0, col0 + nb, &q0, &q1);
-        for (int64_t k = q0; k < q1; k++) times[start[qof[pcols[k] - col0]]++] = (int32_t)t;
+    rstart[0] = 0;
+    for (int64_t t = 0; t < T; t++) {
+        int64_t q0 = 0, q1 = 0;
+        if (n_act) channel_range(prp, pcols, t * B + b, 1, col0, col0 + nb, &q0, &q1);
+        for (int64_t k = q0; k < q1 && n < n_sp; k++, n++) {
+            int64_t q = qof[pcols[k] - col0], lk = last_k[q];
+            sq[n] = (int32_t)q; st[n] = (int32_t)t; snext[n] = -1;
+            sprev[n] = lk >= 0 ? st[lk] : -1;
+            if (lk >= 0) snext[lk] = (int32_t)n;
+            else first[q] = t;
+            last_k[q] = n;
+            t_max = t;
+        }
+        rstart[t + 1] = n;
     }
-    for (int64_t q = n_act; q > 0; q--) start[q] = start[q - 1];  /* the fill moved each start one list on */
-    start[0] = 0;
-    int64_t n_ent = 0, t_max = -1;
-    for (int64_t q = 0; q < n_act; q++)
-        neuron_entries(times + start[q], cnt[act[q]], q, et, t_ref, window, ent, &n_ent);
-    for (int64_t t = 0; t <= T; t++) tstart[t] = 0;
-    for (int64_t e = 0; e < n_ent; e++) {
-        tstart[ent[e].t + 1]++;
-        t_max = ent[e].t > t_max ? ent[e].t : t_max;
-    }
-    for (int64_t t = 0; t < T; t++) tstart[t + 1] += tstart[t];
-    for (int64_t e = 0; e < n_ent; e++) sorted[tstart[ent[e].t]++] = ent[e];  /* stable: per neuron in order */
-    for (int64_t t = T; t > 0; t--) tstart[t] = tstart[t - 1];
-    tstart[0] = 0;
-    ps->n_act = n_act; ps->t_max = t_max; ps->act = act; ps->ent = sorted; ps->tstart = tstart;
     ps->tlo = scratch_take(nb * sizeof(int32_t));
     ps->thi = scratch_take(nb * sizeof(int32_t));
-    for (int64_t q = 0; q < n_act; q++) { ps->tlo[q] = (int32_t)T; ps->thi[q] = -1; }
-    for (int64_t e = 0; e < n_ent; e++) {
-        int32_t q = ent[e].q, t = ent[e].t;
-        ps->tlo[q] = t < ps->tlo[q] ? t : ps->tlo[q];
-        ps->thi[q] = t > ps->thi[q] ? t : ps->thi[q];
+    for (int64_t q = 0; q < n_act; q++) {
+        int64_t lo = first[q] - window - 1;
+        ps->tlo[q] = (int32_t)(lo > 0 ? lo : 0);
+        ps->thi[q] = last_k[q] >= 0 ? st[last_k[q]] : -1;
     }
+    ps->n_act = n_act; ps->n_sp = n; ps->t_max = t_max; ps->T = T; ps->t_ref = t_ref; ps->window = window;
+    ps->act = act; ps->rstart = rstart; ps->sq = sq; ps->st = st; ps->sprev = sprev; ps->snext = snext;
     ps->am = scratch_take(nb * sizeof(double));
     ps->as = scratch_take(nb * sizeof(double));
     ps->dm = exp(-1.0 / et->tau_m);
     ps->ds = exp(-1.0 / et->tau_s);
+    ps->c = 1.0 / (1.0 - et->tau_s / et->tau_m);
+    ps->et = et;
 }
 
 static void psp_stream_reset(psp_stream *ps) {
     for (int64_t q = 0; q < ps->n_act; q++) { ps->am[q] = 0.0; ps->as[q] = 0.0; }
 }
 
+/* ε(s_k)·c-scaled reset-branch factor of case B for post spike t_k after p (spec §2). */
+static inline double case_b_eps(const psp_stream *ps, int64_t tk, int64_t p) {
+    int64_t sk = tk - p - ps->t_ref;
+    return ps->c * (exp_m(ps->et, sk) - exp_s(ps->et, sk));
+}
+
+/* The coefficients at step t (see the block comment above), added to the filter state. */
+static void psp_stream_add(psp_stream *ps, int64_t t) {
+    const exp_table *et = ps->et;
+    int64_t T = ps->T, W = ps->window;
+    double c = ps->c, *am = ps->am, *as = ps->as;
+    if (t + ps->t_ref < T)  /* post spikes at t + T_ref: case A's +c at a = t */
+        for (int64_t n = ps->rstart[t + ps->t_ref]; n < ps->rstart[t + ps->t_ref + 1]; n++) {
+            int64_t q = ps->sq[n], tk = t + ps->t_ref, p = ps->sprev[n], lo = tk - W < 1 ? 1 : tk - W;
+            int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;
+            if (t >= a0) { am[q] += c; as[q] += -c; }
+            if (p >= 0 && p - 1 > t && t >= lo) as[q] += case_b_eps(ps, tk, p) * exp_s(et, p - t);
+        }
+    if (t + 1 < T)  /* post spikes at p = t + 1, through the neuron's next spike t_k: the ends at p − 1 */
+        for (int64_t n0 = ps->rstart[t + 1]; n0 < ps->rstart[t + 2]; n0++) {
+            int64_t n = ps->snext[n0];
+            if (n < 0) continue;
+            int64_t q = ps->sq[n], tk = ps->st[n], p = t + 1, a = tk - ps->t_ref, lo = tk - W < 1 ? 1 : tk - W;
+            if (p >= lo && a >= p) { am[q] += -c * exp_m(et, a - p + 1); as[q] += c * exp_s(et, a - p + 1); }
+            if (p - 1 <= a && p - 1 >= lo) as[q] += case_b_eps(ps, tk, p) * exp_s(et, 1);
+        }
+    int64_t r0 = t == 0 ? 0 : t + W + 1, r1 = t + W + 1 < T - 1 ? t + W + 1 : T - 1;
+    for (int64_t n = r0 <= r1 ? ps->rstart[r0] : 0; r0 <= r1 && n < ps->rstart[r1 + 1]; n++) {  /* the ends at lo − 1 */
+        int64_t q = ps->sq[n], tk = ps->st[n], p = ps->sprev[n], a = tk - ps->t_ref, lo = tk - W < 1 ? 1 : tk - W;
+        if (p < lo && a >= lo) { am[q] += -c * exp_m(et, a - lo + 1); as[q] += c * exp_s(et, a - lo + 1); }
+        if (p >= 0) {
+            int64_t hi = p - 1 < a ? p - 1 : a;
+            if (hi >= lo) as[q] += -case_b_eps(ps, tk, p) * exp_s(et, p - lo + 1);
+        }
+    }
+}
+
 /* One step of the backward filter (steps t_max, t_max − 1, …, 0 in turn): cq[q] = C̃_q(t). */
 static void psp_stream_step(psp_stream *ps, int64_t t, double *restrict cq) {
     double *restrict am = ps->am, *restrict as = ps->as;
     for (int64_t q = 0; q < ps->n_act; q++) { am[q] *= ps->dm; as[q] *= ps->ds; }
-    for (int64_t e = ps->tstart[t]; e < ps->tstart[t + 1]; e++) {
-        am[ps->ent[e].q] += ps->ent[e].m;
-        as[ps->ent[e].q] += ps->ent[e].s;
-    }
+    psp_stream_add(ps, t);
     for (int64_t q = 0; q < ps->n_act; q++) cq[q] = am[q] + as[q];
 }
 
@@ -300,28 +306,43 @@ static int64_t sum_counts(const int32_t *cnt, int64_t n) {
     return s;
 }
 
-/* The outputs reached by input (c, u, v): for each, vec [P, nk] at the output and the kernel weights' offset
- * e in [C, k, k, nk]. g != NULL: g[e:e+nk] += vec; prod != NULL: prod[out] += vec[out]·wt[e] (elementwise);
- * returns Σ vec[out]·wt[e] when dot (else 0). With live [P, 2], outputs whose range [lo, hi] of steps with
- * C̃ ≠ 0 does not hold t are skipped. */
-static double conv_visit(const layer_args *a, int64_t c, int64_t u, int64_t v, const double *restrict vec, int64_t nk,
-                         double *restrict g, const double *restrict wt, int dot, double *restrict prod,
-                         const int32_t *live, int64_t t) {
+enum { VISIT_ADD, VISIT_PROD, VISIT_GRAD_DOT, VISIT_DOTS };
+
+/* The outputs reached by input (c, u, v): at each, v1 and v2 [P, nk] at the output o and the kernel
+ * weights wt at their offset e in [C, k, k, nk]. VISIT_ADD: g[e] += v1[o]; VISIT_PROD: prod[o] += v1[o]·wt[e]
+ * (elementwise); VISIT_GRAD_DOT: g[e] += v1[o] and acc[kk] += v2[o]·wt[e]; VISIT_DOTS: acc[kk] += v1[o]·wt[e]
+ * and acc[nk + kk] += v2[o]·wt[e] (acc: per-channel partial sums, so that the loops vectorise). With live
+ * [P, 2], outputs whose range of steps with C̃ ≠ 0 does not hold t are skipped (v1, v2 are 0 there). Kind is
+ * a constant at every call, so each use compiles to its own loop. */
+static inline __attribute__((always_inline)) void conv_visit(
+    const layer_args *a, int kind, int64_t c, int64_t u, int64_t v, const double *restrict v1,
+    const double *restrict v2, int64_t nk, double *restrict g, const double *restrict wt, double *restrict prod,
+    double *restrict acc, const int32_t *live, int64_t t) {
     int64_t k = a->k, i0, i1, j0, j1;
-    double acc = 0.0;
     reach(u, a->Ho, k, &i0, &i1);
     reach(v, a->Wo, k, &j0, &j1);
     for (int64_t i = i0; i <= i1; i++)
         for (int64_t jj = j0; jj <= j1; jj++) {
             int64_t pos = (u - i) * a->Wo + (v - jj), o = pos * nk, e = ((c * k + i) * k + jj) * nk;
-            if (live && (t < live[2 * pos] || t > live[2 * pos + 1])) continue;  /* vec is 0 there */
-            if (g)
-                for (int64_t kk = 0; kk < nk; kk++) g[e + kk] += vec[o + kk];
-            if (prod)
-                for (int64_t kk = 0; kk < nk; kk++) prod[o + kk] += vec[o + kk] * wt[e + kk];
-            if (dot) acc += dot_f64(vec + o, wt + e, nk);
+            if (live && (t < live[2 * pos] || t > live[2 * pos + 1])) continue;
+            const double *restrict x = v1 + o, *restrict y = v2 + o, *restrict w = wt + e;
+            double *restrict ge = g + e, *restrict po = prod + o;
+            if (kind == VISIT_ADD)
+                for (int64_t kk = 0; kk < nk; kk++) ge[kk] += x[kk];
+            if (kind == VISIT_PROD)
+                for (int64_t kk = 0; kk < nk; kk++) po[kk] += x[kk] * w[kk];
+            if (kind == VISIT_GRAD_DOT)
+                for (int64_t kk = 0; kk < nk; kk++) { ge[kk] += x[kk]; acc[kk] += y[kk] * w[kk]; }
+            if (kind == VISIT_DOTS)
+                for (int64_t kk = 0; kk < nk; kk++) { acc[kk] += x[kk] * w[kk]; acc[nk + kk] += y[kk] * w[kk]; }
         }
-    return acc;
+}
+
+/* Σ acc[0:n], clearing it. */
+static double drain(double *acc, int64_t n) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) { s += acc[i]; acc[i] = 0.0; }
+    return s;
 }
 
 /* The inputs of the conv backward pass shared by its work items (see hm2bp_conv_backward). */
@@ -342,7 +363,7 @@ typedef struct {
  * with C̃ ≠ 0. */
 static void conv_pass(const conv_bw *z, psp_stream *ps, int64_t b, const int64_t *idx, const int32_t *live,
                       const double *wt, int64_t nk, const double *scale, const double *dh, double *cq, double *vec,
-                      double *vec2, double *prod, double *g, double *th) {
+                      double *vec2, double *prod, double *g, double *th, double *acc) {
     const layer_args *a = z->a;
     int64_t HW = a->H * a->W;
     psp_stream_reset(ps);
@@ -355,8 +376,14 @@ static void conv_pass(const conv_bw *z, psp_stream *ps, int64_t b, const int64_t
         int64_t r = t * a->B + b;
         for (int64_t q = z->row_ptr[r]; q < z->row_ptr[r + 1]; q++) {
             int64_t j = z->cols[q], c = j / HW, u = j % HW / a->W, v = j % a->W;
-            conv_visit(a, c, u, v, vec, nk, scale ? g : NULL, wt, 0, scale ? NULL : prod, live, t);
-            if (th) th[j] += conv_visit(a, c, u, v, vec2, nk, NULL, wt, 1, NULL, live, t);
+            if (!scale) {
+                conv_visit(a, VISIT_PROD, c, u, v, vec, NULL, nk, NULL, wt, prod, NULL, live, t);
+            } else if (th) {
+                conv_visit(a, VISIT_GRAD_DOT, c, u, v, vec, vec2, nk, g, wt, NULL, acc, live, t);
+                th[j] += drain(acc, nk);
+            } else {
+                conv_visit(a, VISIT_ADD, c, u, v, vec, NULL, nk, g, NULL, NULL, NULL, live, t);
+            }
         }
     }
 }
@@ -369,7 +396,8 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
     int64_t T = a->T, K = a->K, P = a->Ho * a->Wo, HW = a->H * a->W, CHW = a->C * HW;
     int64_t nb = P * nk, base = b * K * P + k0 * P, n_sp = sum_counts(z->counts + base, nb);
     size_t vec = SCRATCH(nb * sizeof(double));
-    if (!scratch_begin(12 * vec + SCRATCH(2 * P * sizeof(int32_t)) + psp_stream_bytes(nb, n_sp, T))) return 1;
+    if (!scratch_begin(12 * vec + SCRATCH(2 * P * sizeof(int32_t)) + SCRATCH(2 * nk * sizeof(double)) +
+                       psp_stream_bytes(nb, n_sp, T))) return 1;
     double *fac = scratch_take(nb * sizeof(double)), *dh = scratch_take(nb * sizeof(double));
     double *fs = scratch_take(nb * sizeof(double)), *dsil = scratch_take(nb * sizeof(double));
     double *v1 = scratch_take(nb * sizeof(double)), *v2 = scratch_take(nb * sizeof(double));
@@ -377,6 +405,8 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
     double *fa = scratch_take(nb * sizeof(double)), *da = scratch_take(nb * sizeof(double));
     int64_t *idx = scratch_take(nb * sizeof(int64_t));
     int32_t *live = scratch_take(2 * P * sizeof(int32_t));
+    double *acc = scratch_take(2 * nk * sizeof(double));
+    for (int64_t kk = 0; kk < 2 * nk; kk++) acc[kk] = 0.0;
     psp_stream ps;
     psp_stream_build(&ps, z->prp, z->pcols, T, a->B, b, base - b * K * P, nb, z->counts + base, n_sp, z->et,
                      a->t_ref, a->window);
@@ -388,7 +418,7 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
         live[2 * p] = ps.tlo[q] < live[2 * p] ? ps.tlo[q] : live[2 * p];
         live[2 * p + 1] = ps.thi[q] > live[2 * p + 1] ? ps.thi[q] : live[2 * p + 1];
     }
-    if (ps.n_act > 0) conv_pass(z, &ps, b, idx, live, wt, nk, NULL, NULL, cq, v1, v2, psd, NULL, NULL);
+    if (ps.n_act > 0) conv_pass(z, &ps, b, idx, live, wt, nk, NULL, NULL, cq, v1, v2, psd, NULL, NULL, acc);
     int any_silent = 0;
     for (int64_t kk = 0; kk < nk; kk++)
         for (int64_t p = 0; p < P; p++) {
@@ -403,14 +433,16 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
     double *th = sums, *al = sums + CHW, *si = sums + 2 * CHW;
     if (ps.n_act > 0) {
         for (int64_t q = 0; q < ps.n_act; q++) { fa[q] = fac[idx[q]]; da[q] = dh[idx[q]]; }
-        conv_pass(z, &ps, b, idx, live, wt, nk, fa, da, cq, v1, v2, NULL, g, z->mode == 2 ? th : NULL);
+        conv_pass(z, &ps, b, idx, live, wt, nk, fa, da, cq, v1, v2, NULL, g, z->mode == 2 ? th : NULL, acc);
     }
     for (int64_t j = 0; j < CHW && (any_silent || z->mode); j++) {  /* spec §2's e = 0.1; the δ̂·W terms */
         int64_t c = j / HW, u = j % HW / a->W, v = j % a->W;
-        if (any_silent && z->counts_in[b * CHW + j] > 0) conv_visit(a, c, u, v, fs, nk, g, NULL, 0, NULL, NULL, 0);
+        if (any_silent && z->counts_in[b * CHW + j] > 0)
+            conv_visit(a, VISIT_ADD, c, u, v, fs, NULL, nk, g, NULL, NULL, NULL, NULL, 0);
         if (z->mode) {
-            al[j] += conv_visit(a, c, u, v, dh, nk, NULL, wt, 1, NULL, NULL, 0);
-            si[j] += any_silent ? conv_visit(a, c, u, v, dsil, nk, NULL, wt, 1, NULL, NULL, 0) : 0.0;
+            conv_visit(a, VISIT_DOTS, c, u, v, dh, dsil, nk, NULL, wt, NULL, acc, NULL, 0);
+            al[j] += drain(acc, nk);
+            si[j] += drain(acc + nk, nk);
         }
     }
     return 0;
