@@ -11,6 +11,7 @@ sent down are sums over spikes (in double). The rules are those of ``hm2bp.conv_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -44,7 +45,7 @@ def pool_geometry(C: int, H: int, W: int, p: int) -> cpu_conv.Geometry:
     return cpu_conv.Geometry(C, H, W, C, p, -(-H // p), -(-W // p))
 
 
-def usable(x: Tensor, weights: list[Tensor]) -> bool:
+def usable(x: Tensor, weights: Sequence[Tensor]) -> bool:
     """The compiled conv path takes these tensors (CPU, float32 weights, the library loads)."""
     return (x.device.type == "cpu" and all(w.dtype == torch.float32 and w.device.type == "cpu" for w in weights)
             and x.shape[0] > 0 and x.shape[1] > 0 and cpu_conv.library() is not None)
@@ -150,7 +151,7 @@ class SpikingConvStackFunction(torch.autograd.Function):
         return (grad_in, None, None, None, None, *grads)
 
 
-def stack_forward(specs: tuple[ConvLayerSpec, ...], weights: list[Tensor], x: Tensor, recorded: list[Tensor] | None
+def stack_forward(specs: tuple[ConvLayerSpec, ...], weights: Sequence[Tensor], x: Tensor, recorded: list[Tensor] | None
                   ) -> Tensor | None:
     """Run the conv/pool layers ``specs`` (conv weights in order) on ``x`` ``[T, B, C, H, W]`` on the event path,
     or return None when it does not apply (not on the CPU, not float32, no compiler, graded input): the caller

@@ -194,6 +194,7 @@ typedef struct {
     const int32_t *sprev;    /* [n_sp] the neuron's previous spike step (−1: none) */
     const int32_t *snext;    /* [n_sp] the index of the neuron's next spike (−1: none) */
     int32_t *tlo, *thi;      /* [n_act] C̃_q(t) is 0 outside [tlo[q], thi[q]] */
+    int64_t *cover;          /* [n_act] lower end of the window opened last (cpu_scan.c's psp_cover) */
     double *am, *as, dm, ds, c;
     const exp_table *et;
 } psp_stream;
@@ -201,7 +202,8 @@ typedef struct {
 /* Scratch bytes of psp_stream_build for nb neurons with n_sp spikes over T steps. */
 static size_t psp_stream_bytes(int64_t nb, int64_t n_sp, int64_t T) {
     return 4 * SCRATCH(nb * sizeof(int64_t)) + SCRATCH((T + 1) * sizeof(int64_t)) +
-           4 * SCRATCH(n_sp * sizeof(int32_t)) + 2 * SCRATCH(nb * sizeof(double)) + 2 * SCRATCH(nb * sizeof(int32_t));
+           4 * SCRATCH(n_sp * sizeof(int32_t)) + 2 * SCRATCH(nb * sizeof(double)) + 2 * SCRATCH(nb * sizeof(int32_t)) +
+           SCRATCH(nb * sizeof(int64_t));
 }
 
 /* The stream of the nb neurons [col0, col0 + nb) of sample b, whose spikes are rows t·B + b of the CSR index
@@ -245,6 +247,7 @@ static void psp_stream_build(psp_stream *ps, const int64_t *prp, const int32_t *
     ps->act = act; ps->rstart = rstart; ps->sq = sq; ps->st = st; ps->sprev = sprev; ps->snext = snext;
     ps->am = scratch_take(nb * sizeof(double));
     ps->as = scratch_take(nb * sizeof(double));
+    ps->cover = scratch_take(nb * sizeof(int64_t));
     ps->dm = exp(-1.0 / et->tau_m);
     ps->ds = exp(-1.0 / et->tau_s);
     ps->c = 1.0 / (1.0 - et->tau_s / et->tau_m);
@@ -252,7 +255,7 @@ static void psp_stream_build(psp_stream *ps, const int64_t *prp, const int32_t *
 }
 
 static void psp_stream_reset(psp_stream *ps) {
-    for (int64_t q = 0; q < ps->n_act; q++) { ps->am[q] = 0.0; ps->as[q] = 0.0; }
+    for (int64_t q = 0; q < ps->n_act; q++) { ps->am[q] = 0.0; ps->as[q] = 0.0; ps->cover[q] = INT64_MAX; }
 }
 
 /* ε(s_k)·c-scaled reset-branch factor of case B for post spike t_k after p (spec §2). */
@@ -270,6 +273,7 @@ static void psp_stream_add(psp_stream *ps, int64_t t) {
         for (int64_t n = ps->rstart[t + ps->t_ref]; n < ps->rstart[t + ps->t_ref + 1]; n++) {
             int64_t q = ps->sq[n], tk = t + ps->t_ref, p = ps->sprev[n], lo = tk - W < 1 ? 1 : tk - W;
             int64_t a0 = p >= 0 ? (p > lo ? p : lo) : lo;
+            ps->cover[q] = lo;  /* its window [lo, t] opens */
             if (t >= a0) { am[q] += c; as[q] += -c; }
             if (p >= 0 && p - 1 > t && t >= lo) as[q] += case_b_eps(ps, tk, p) * exp_s(et, p - t);
         }
@@ -292,12 +296,19 @@ static void psp_stream_add(psp_stream *ps, int64_t t) {
     }
 }
 
-/* One step of the backward filter (steps t_max, t_max − 1, …, 0 in turn): cq[q] = C̃_q(t). */
+/* One step of the backward filter (steps t_max, t_max − 1, …, 0 in turn): cq[q] = C̃_q(t), set to 0 (and
+ * the state with it) where t lies outside every window of the neuron, where the cancelling coefficients
+ * would leave rounding residuals. */
 static void psp_stream_step(psp_stream *ps, int64_t t, double *restrict cq) {
     double *restrict am = ps->am, *restrict as = ps->as;
     for (int64_t q = 0; q < ps->n_act; q++) { am[q] *= ps->dm; as[q] *= ps->ds; }
     psp_stream_add(ps, t);
-    for (int64_t q = 0; q < ps->n_act; q++) cq[q] = am[q] + as[q];
+    for (int64_t q = 0; q < ps->n_act; q++) {  /* exactly 0 outside every window (spec §2; #13 item 4) */
+        int in = t >= ps->cover[q];
+        am[q] = in ? am[q] : 0.0;
+        as[q] = in ? as[q] : 0.0;
+        cq[q] = am[q] + as[q];
+    }
 }
 
 static int64_t sum_counts(const int32_t *cnt, int64_t n) {

@@ -35,7 +35,7 @@ _i32, _f64, _ptr = ctypes.c_int32, ctypes.c_double, ctypes.c_void_p
 class LayerArgs(ctypes.Structure):
     """``layer_args`` of ``cpu_conv.c`` (same fields, same order)."""
 
-    _fields_ = [(name, ctypes.c_int64) for name in ("T", "B", "C", "H", "W", "K", "k", "Ho", "Wo")] + [
+    _fields_ = [(name, ctypes.c_int64) for name in ("T", "B", "C", "H", "W", "K", "k", "Ho", "Wo")] + [  # type: ignore[assignment]
         ("tau_m", ctypes.c_float), ("tau_s", ctypes.c_float), ("theta", ctypes.c_float), ("t_ref", ctypes.c_int32),
         ("window", ctypes.c_int64), ("psp_tau_m", ctypes.c_double), ("psp_tau_s", ctypes.c_double),
         ("n_threads", ctypes.c_int32),
