@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..functional import conv_events
 from ..functional.autograd import (
     LinearSpec,
     OutputSpec,
@@ -214,6 +215,9 @@ class SpikingConv2d(nn.Module):
         x = x.to(self.weight.dtype)
         if self.rule == "bptt":
             return simulate_lif_bptt(conv_drive(x, self.weight), self.params)
+        out = conv_stack_forward([self], x, None)
+        if out is not None:
+            return out
         return SpikingConv2dFunction.apply(x, self.weight, self.params, self.backward_dtype, self.name)
 
     def extra_repr(self) -> str:
@@ -256,10 +260,37 @@ class SpikingPool2d(nn.Module):
             raise ValueError(f"SpikingPool2d: expected [T, B, C, H, W], got {list(x.shape)}")
         if self.rule == "bptt":
             return simulate_lif_bptt(pool_drive(x, self.pool), self.params)
+        out = conv_stack_forward([self], x, None)
+        if out is not None:
+            return out
         return SpikingPool2dFunction.apply(x, self.pool, self.params, self.backward_dtype, self.name)
 
     def extra_repr(self) -> str:
         return f"pool={self.pool}, v_th={self.params.v_th}"
+
+
+def conv_stack_forward(layers: list[SpikingConv2d | SpikingPool2d], x: Tensor, recorded: list[Tensor] | None
+                       ) -> Tensor | None:
+    """Run consecutive HM2-BP conv/pool layers on ``x`` ``[T, B, C, H, W]`` as one event-driven autograd node
+    (``functional/conv_events.py``), or return None when their input takes the dense path (not on the CPU,
+    not float32, no compiler, graded spikes): the caller then runs the layers one by one. ``recorded`` (a
+    list, or None) receives every layer's spikes. Same spikes either way."""
+    if x.dim() != 5:
+        return None
+    specs = []
+    C, H, W = x.shape[2:]
+    for layer in layers:
+        if isinstance(layer, SpikingConv2d):
+            if C != layer.in_channels or min(H, W) < layer.kernel_size:
+                return None  # the layer's own forward reports the shape
+            g = conv_events.conv_geometry(C, H, W, layer.out_channels, layer.kernel_size)
+        else:
+            g = conv_events.pool_geometry(C, H, W, layer.pool)
+        specs.append(conv_events.ConvLayerSpec(isinstance(layer, SpikingConv2d), g, layer.params, layer.name))
+        C, H, W = g.K, g.Ho, g.Wo
+    weights = [layer.weight for layer in layers if isinstance(layer, SpikingConv2d)]
+    x = x.to(torch.float32) if x.is_floating_point() else x
+    return conv_events.stack_forward(tuple(specs), weights, x, recorded)
 
 
 class Reservoir(nn.Module):
