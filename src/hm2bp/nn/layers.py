@@ -146,10 +146,8 @@ def linear_stack_forward(layers: list[SpikingLinear], x: Tensor, labels: Tensor 
     first = layers[0]
     _check_input(x, 3, first.name, (first.in_features,))
     weights = [layer.weight for layer in layers]
-    if any(w.dtype != torch.float32 or w.device.type != "cpu" for w in weights):
-        return None
-    x = x.to(torch.float32) if x.is_floating_point() else x
-    events = input_events(x, first.weight, first.name)
+    x = x.to(first.weight.dtype) if x.is_floating_point() else x
+    events = input_events(x, first.weight, first.name, *weights[1:])
     if events is None:
         return None
     specs = tuple(layer.spec(labels if i == len(layers) - 1 else None) for i, layer in enumerate(layers))
