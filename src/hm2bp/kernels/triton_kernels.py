@@ -65,28 +65,38 @@ def lif_scan_kernel(drive, out, consts, T, M, t_ref, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def lif_scan_lateral_kernel(drive, lateral, out, consts, T, B, N, t_ref, BLOCK_N: tl.constexpr):
-    """The LIF scan of one sample (program b) whose ``N`` neurons are coupled through ``lateral`` ``[N, N]``
-    (w[i, l]) on the previous step's spikes: current_i = drive_i + Σ_l w[i, l]·s_l(t−1). ``drive``/``out`` are
-    ``[T, B, N]``; the weight tile stays in registers for the whole window."""
-    b = tl.program_id(0).to(tl.int64)
+def lif_scan_lateral_kernel(drive, lateral, out, consts, T, B, N, t_ref, BLOCK_B: tl.constexpr,
+                            BLOCK_N: tl.constexpr):
+    """The LIF scan of ``BLOCK_B`` samples (one program) whose ``N`` neurons are coupled through ``lateral``
+    ``[N, N]`` (w[i, l]) on the previous step's spikes: current_i = drive_i + Σ_l w[i, l]·s_l(t−1).
+    ``drive``/``out`` are ``[T, B, N]``."""
+    samples = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     rows = tl.arange(0, BLOCK_N)
-    mask = rows < N
+    in_n = rows < N
+    mask = (samples < B)[:, None] & in_n[None, :]
     tau_m = tl.load(consts)
     tau_s = tl.load(consts + 1)
     theta = tl.load(consts + 2)
-    t_ref64 = tl.full([BLOCK_N], t_ref, dtype=tl.int64)
-    w = tl.load(lateral + rows[:, None] * N + rows[None, :], mask=mask[:, None] & mask[None, :], other=0.0)
-    v = tl.zeros([BLOCK_N], dtype=tau_m.dtype)
-    x = tl.zeros([BLOCK_N], dtype=tau_m.dtype)
-    prev = tl.zeros([BLOCK_N], dtype=tau_m.dtype)
-    r = tl.zeros([BLOCK_N], dtype=tl.int64)
-    src = drive + b * N + rows
-    dst = out + b * N + rows
+    t_ref64 = tl.full([BLOCK_B, BLOCK_N], t_ref, dtype=tl.int64)
+    w_rows = lateral + rows * N  # w[i, ·]
+    v = tl.zeros([BLOCK_B, BLOCK_N], dtype=tau_m.dtype)
+    x = tl.zeros([BLOCK_B, BLOCK_N], dtype=tau_m.dtype)
+    prev = tl.zeros([BLOCK_B, BLOCK_N], dtype=tau_m.dtype)
+    r = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.int64)
+    offsets = samples[:, None] * N + rows[None, :]
+    src = drive + offsets
+    dst = out + offsets
     step = B * N
     tl.store(dst, v, mask=mask)
     for _ in range(1, T):
-        cur = tl.load(src, mask=mask, other=0.0) + tl.sum(w * prev[None, :], axis=1)
+        # [b, i] = Σ_l w[i, l]·s[b, l] summed in the order l = 0, 1, …, as the C kernel and torch's matmul
+        # do at these sizes: with graded weights a tree reduction would round differently.
+        lat = tl.zeros([BLOCK_B, BLOCK_N], dtype=tau_m.dtype)
+        for l in range(N):
+            s_l = tl.sum(tl.where(rows[None, :] == l, prev, 0.0), axis=1)
+            w_l = tl.load(w_rows + l, mask=in_n, other=0.0)
+            lat = lat + w_l[None, :] * s_l[:, None]
+        cur = tl.load(src, mask=mask, other=0.0) + lat
         v, x, r, fired = _lif_step(v, x, r, cur, tau_m, tau_s, theta, t_ref64)
         prev = tl.where(mask, fired.to(v.dtype), 0.0)
         src += step

@@ -23,10 +23,14 @@ MAX_LATERAL = 64
 """Largest layer whose lateral weight tile the fused LIF kernel keeps in registers (outputs have ~10)."""
 
 
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _block(columns: int) -> int:
-    """Lanes per program: 128 on a GPU; under the interpreter one wide program (its cost is per operation)."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return min(1024, triton.next_power_of_2(max(columns, 1)))
+    """Lanes per program: 128 on a GPU; under the interpreter few wide programs (its cost is per operation)."""
+    if _interpreted():
+        return min(8192, triton.next_power_of_2(max(columns, 1)))
     return 128
 
 
@@ -52,8 +56,11 @@ def lif_scan_lateral(drive: Tensor, lateral: Tensor, consts: Tensor, t_ref: int)
     T, B, N = drive.shape
     out = torch.empty_like(drive)
     if T > 0 and B > 0 and N > 0:
-        wrap_triton(lif_scan_lateral_kernel)[(B,)](drive, lateral, out, consts, T, B, N, t_ref,
-                                                   BLOCK_N=max(16, triton.next_power_of_2(N)))
+        block_n = max(16, triton.next_power_of_2(N))
+        # samples per program: a few on a GPU (the [b, i, l] product lives in registers), all when interpreted
+        block_b = triton.next_power_of_2(B) if _interpreted() else max(1, 2048 // (block_n * block_n))
+        wrap_triton(lif_scan_lateral_kernel)[(triton.cdiv(B, block_b),)](
+            drive, lateral, out, consts, T, B, N, t_ref, BLOCK_B=block_b, BLOCK_N=block_n)
     return out
 
 
