@@ -19,9 +19,9 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-from hm2bp.functional.params import NeuronParams  # noqa: E402
-from hm2bp.kernels import backend as seam  # noqa: E402
-from hm2bp.kernels.backend import get_backend  # noqa: E402
+from hm2bp.functional.params import NeuronParams
+from hm2bp.kernels import backend as seam
+from hm2bp.kernels.backend import get_backend
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICES = [

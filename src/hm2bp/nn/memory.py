@@ -74,7 +74,7 @@ def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value
 def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     """Free memory of the device: MemAvailable on Linux CPUs, free memory on CUDA; None if unknown."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # free memory: a device property, not a backend choice
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     try:
