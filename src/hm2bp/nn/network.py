@@ -139,7 +139,7 @@ class SpikingNetwork(nn.Module):
         """The HM2-BP SpikingLinear layers from ``start`` on, up to the first other layer."""
         run: list[SpikingLinear] = []
         for layer in layers[start:]:
-            if not isinstance(layer, SpikingLinear) or layer.rule != "hm2bp":
+            if not isinstance(layer, SpikingLinear) or not layer.learning_rule.fuses_linear_stack:
                 break
             run.append(layer)
         return run
