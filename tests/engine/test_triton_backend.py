@@ -95,6 +95,9 @@ def test_psp_coefficients_match_torch(triton_backend, device: str, p: NeuronPara
     tol = 2e-6 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(got.cpu(), expected, rtol=tol, atol=tol)
     assert float(expected.abs().max()) > 0.1
+    # exactly 0 outside every post spike's window, as on the other paths (issue 13 item 4)
+    outside = expected == 0
+    assert int(outside[:, 3:].sum()) > 0 and torch.equal(got.cpu()[outside], expected[outside])
 
 
 def _train_step(arch: str, thresholds: list[float], T: int, batch: int, backend: str, device: str

@@ -119,7 +119,8 @@ def psp_coefficients_kernel(spikes, coef_m, coef_s, consts, T, M, t_ref, window,
     c = 1/(1 − τ_s/τ_m) and d_x = exp(−1/τ_x).
 
     A forward pass over t scatters each post spike's few coefficients (cases A and B of ``psp.py``) into the
-    rows they belong to; a backward pass filters them, C̃(t) = Σ_x Σ_{t' ≥ t} d_x^{t'−t} C_x[t']."""
+    rows they belong to; a backward pass filters them, C̃(t) = Σ_x Σ_{t' ≥ t} d_x^{t'−t} C_x[t'], and leaves
+    exact zeros outside the windows (as ``torch_backend._reverse_filter`` and the C kernels do)."""
     cols = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < M
     tau_m = tl.load(consts)
@@ -158,11 +159,22 @@ def psp_coefficients_kernel(spikes, coef_m, coef_s, consts, T, M, t_ref, window,
     d_s = tl.load(consts + 4)
     acc_m = tl.zeros([BLOCK], dtype=tau_m.dtype)
     acc_s = tl.zeros([BLOCK], dtype=tau_m.dtype)
+    # Outside every window [max(1, t_k − window), t_k − T_ref] C̃ is exactly 0 (spec §2); the cancelling
+    # coefficients would leave rounding residuals there, so the accumulators are reset. Walking t down, the
+    # window of the spike at t + T_ref opens, and the last one opened reaches lowest: one bound per column.
+    bound = tl.full([BLOCK], T, dtype=tl.int64)
+    t = tl.full([BLOCK], T - 1, dtype=tl.int64)
     plane_m += (T - 1) * M64
     plane_s += (T - 1) * M64
+    opening = spikes + cols + (T - 1 + t_ref) * M64
     for _ in range(T):
-        acc_m = acc_m * d_m + tl.load(plane_m, mask=mask, other=0.0)
-        acc_s = acc_s * d_s + tl.load(plane_s, mask=mask, other=0.0)
+        opens = mask & (t + t_ref < T) & (tl.load(opening, mask=mask & (t + t_ref < T), other=0) != 0)
+        bound = tl.where(opens, tl.maximum(t + t_ref - window, 1), bound)
+        cover = t >= bound
+        acc_m = tl.where(cover, acc_m * d_m + tl.load(plane_m, mask=mask, other=0.0), 0.0)
+        acc_s = tl.where(cover, acc_s * d_s + tl.load(plane_s, mask=mask, other=0.0), 0.0)
         tl.store(plane_m, acc_m + acc_s, mask=mask)
         plane_m -= M64
         plane_s -= M64
+        opening -= M64
+        t -= 1
