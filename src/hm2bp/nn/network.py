@@ -98,7 +98,7 @@ class SpikingNetwork(nn.Module):
         """The HM2-BP SpikingConv2d/SpikingPool2d layers from ``start`` on, up to the first other layer."""
         run: list[SpikingConv2d | SpikingPool2d] = []
         for layer in layers[start:]:
-            if not isinstance(layer, (SpikingConv2d, SpikingPool2d)) or layer.rule != "hm2bp":
+            if not isinstance(layer, (SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_linear_stack:
                 break
             run.append(layer)
         return run
@@ -108,7 +108,7 @@ class SpikingNetwork(nn.Module):
         """The HM2-BP SpikingLinear layers from ``start`` on, up to the first other layer."""
         run: list[SpikingLinear] = []
         for layer in layers[start:]:
-            if not isinstance(layer, SpikingLinear) or layer.rule != "hm2bp":
+            if not isinstance(layer, SpikingLinear) or not layer.learning_rule.fuses_linear_stack:
                 break
             run.append(layer)
         return run
