@@ -179,13 +179,19 @@ def _limit(n: int, limit: int) -> int:
     return n if limit <= 0 else min(n, limit)
 
 
+#: Datasets ``hm2bp download NAME DIR`` can fetch (hm2bp.data.download.DATASETS).
+_DOWNLOADABLE = ("mnist", "emnist", "nmnist", "fsdd")
+
+
 def _need_dir(d: DataConfig, what: str) -> Path:
+    get = (f"; to fetch it: hm2bp download {d.dataset} DIR, then --data-dir DIR" if d.dataset in _DOWNLOADABLE
+           else "")
     if not d.data_dir:
         raise ConfigError(f"dataset {d.dataset!r} needs a data folder: pass --data-dir DIR (or data.data_dir=DIR) "
-                          f"pointing at {what}")
+                          f"pointing at {what}{get}")
     root = Path(d.data_dir).expanduser()
     if not root.is_dir():
-        raise DataFormatError(root, f"data folder not found; it should hold {what}")
+        raise DataFormatError(root, f"data folder not found; it should hold {what}{get}")
     return root
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,8 +292,10 @@ def evaluate_checkpoint(
     n: int | None = None,
     device: str = "cpu",
     batch_size: int | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[EvalResult, RunConfig, dict[str, Any]]:
-    """Evaluate a checkpoint on the test set of its own config (``data_dir`` if the data moved).
+    """Evaluate a checkpoint on the test set of its own config (``data_dir`` if the data moved; dotted
+    ``overrides`` such as ``data.n_test=0`` change the data, not the network).
 
     Returns ``(result, config, checkpoint)``.
     """
@@ -301,8 +303,7 @@ def evaluate_checkpoint(
 
     dev = resolve_device(device)
     model, cfg, ck = model_from_checkpoint(path, dev)
-    if data_dir:
-        cfg = apply_overrides(cfg, [f"data.data_dir={data_dir}"])
+    cfg = apply_overrides(cfg, ([f"data.data_dir={data_dir}"] if data_dir else []) + list(overrides))
     with num_threads(cfg.train.threads):
         _, test_set = load_datasets(cfg)
         res = evaluate(model, test_set, batch_size=batch_size or cfg.train.eval_batch_size, device=dev, n=n)
