@@ -82,12 +82,13 @@ def test_download_mnist(server: ThreadingHTTPServer, tmp_path: Path, capsys: pyt
     assert len(server.log) == n  # type: ignore[attr-defined]  # verified copies: nothing fetched again
 
 
-def _fsdd_tarball(tamper: bool = False) -> bytes:
+def _fsdd_tarball(n: int | None = None, tamper: bool = False) -> bytes:
+    """The v1.0.10 tag tarball's layout with the first ``n`` recordings (one altered with ``tamper``)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for p in sorted((SHARED / "fsdd" / "recordings").glob("*.wav")):
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as t:
+        for p in sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))[:n]:
             data = p.read_bytes()
-            if tamper and p.name == "3_theo_7.wav":
+            if tamper and p.name == "0_george_1.wav":
                 data = data[:-1] + bytes([data[-1] ^ 1])
             info = tarfile.TarInfo(f"free-spoken-digit-dataset-1.0.10/recordings/{p.name}")
             info.size = len(data)
@@ -99,29 +100,60 @@ def _fsdd_tarball(tamper: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def test_download_fsdd_verified_by_content(server: ThreadingHTTPServer, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture()
+def fsdd_copy() -> Path:
     if not (SHARED / "fsdd" / "recordings").is_dir():
         pytest.skip("no local FSDD copy")
-    files: dict[str, bytes] = server.files  # type: ignore[attr-defined]
-    files["bad/v1.0.10.tar.gz"] = _fsdd_tarball(tamper=True)
+    return SHARED / "fsdd"
+
+
+def test_registered_fsdd_digest_is_the_local_copy(fsdd_copy: Path) -> None:
+    from hm2bp.data.archives import folder_content_digest
+
+    (f,) = dl.DATASETS["fsdd"].files
+    assert folder_content_digest(fsdd_copy, "recordings/*.wav") == (f.content_sha256, f.n_members)
+
+
+def test_download_tarball_verified_by_content(server: ThreadingHTTPServer, tmp_path: Path, fsdd_copy: Path,
+                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The FSDD mechanism on 20 recordings: a regenerated archive is checked by the files it holds."""
+    from hm2bp.data.archives import content_digest
+
+    files = sorted((fsdd_copy / "recordings").glob("*.wav"))[:20]  # the recordings _fsdd_tarball(20) holds
+
+    want = content_digest([(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files])
+    (real,) = dl.DATASETS["fsdd"].files
+    monkeypatch.setitem(dl.DATASETS, "fsdd", dl.RemoteDataset(
+        (dl.RemoteFile(real.name, None, None, real.source, unpack="tar.gz", pattern=real.pattern, strip=1,
+                       n_members=20, content_sha256=want),), ("http://127.0.0.1:1/",), "test"))
+    srv: dict[str, bytes] = server.files  # type: ignore[attr-defined]
+    srv["bad/v1.0.10.tar.gz"] = _fsdd_tarball(20, tamper=True)
     bad = tmp_path / "bad"
     assert main(["download", "fsdd", str(bad), "--mirror", _base(server) + "bad/", *FAST]) == 1
     assert "failed verification" in capsys.readouterr().err
     assert list(bad.iterdir()) == []  # nothing unpacked, the archive deleted
-
-    files["v1.0.10.tar.gz"] = _fsdd_tarball()
+    srv["v1.0.10.tar.gz"] = _fsdd_tarball(20)
     root = tmp_path / "fsdd"
     assert main(["download", "fsdd", str(root), "--mirror", _base(server), *FAST]) == 0
-    assert len(list((root / "recordings").glob("*.wav"))) == 3000
-    assert not (root / "fsdd-v1.0.10.tar.gz").exists() and not (root / "README.md").exists()
+    assert sorted(p.name for p in (root / "recordings").iterdir()) == [p.name for p in files]
+    assert not (root / real.name).exists() and not (root / "README.md").exists()
+    n = len(server.log)  # type: ignore[attr-defined]
+    assert main(["download", "fsdd", str(root), "--mirror", _base(server), *FAST]) == 0
+    assert len(server.log) == n  # type: ignore[attr-defined]  # unpacked already: nothing fetched
+
+
+@pytest.mark.slow
+def test_download_fsdd_end_to_end(server: ThreadingHTTPServer, tmp_path: Path, fsdd_copy: Path) -> None:
+    """All 3,000 recordings against the registered digest; the loaders read the result."""
+    server.files["v1.0.10.tar.gz"] = _fsdd_tarball()  # type: ignore[attr-defined]
+    root = tmp_path / "fsdd"
+    assert main(["download", "fsdd", str(root), "--mirror", _base(server), *FAST]) == 0
     from hm2bp.data.speech import load_fsdd
 
     assert len(load_fsdd(root, "train")) == 2700 and len(load_fsdd(root, "test")) == 300
     n = len(server.log)  # type: ignore[attr-defined]
-    assert main(["download", "fsdd", str(root), "--mirror", _base(server), *FAST]) == 0
     # a copy placed by hand is recognised by its content: the read-only shared folder is not written to
-    assert main(["download", "fsdd", str(SHARED / "fsdd"), "--mirror", _base(server), *FAST]) == 0
+    assert main(["download", "fsdd", str(fsdd_copy), "--mirror", _base(server), *FAST]) == 0
     assert len(server.log) == n  # type: ignore[attr-defined]
 
 
@@ -179,5 +211,5 @@ def test_missing_data_errors_name_the_download_command(tmp_path: Path, capsys: p
     for preset, name in (("mnist_fc", "mnist"), ("fsdd", "fsdd"), ("nmnist_fc", "nmnist"), ("emnist_fc", "emnist")):
         assert main(["train", preset, "--data-dir", str(tmp_path / "none"), "--quiet", "--out", str(tmp_path / "r")]) != 0
         assert f"hm2bp download {name}" in capsys.readouterr().err, preset
-        assert main(["train", preset, "--quiet", "--out", str(tmp_path / "r")]) == 2
-        assert f"hm2bp download {name}" in capsys.readouterr().err, preset
+    assert main(["train", "mnist_fc", "--quiet", "--out", str(tmp_path / "r")]) == 2
+    assert "hm2bp download mnist" in capsys.readouterr().err
