@@ -28,7 +28,7 @@ import torch
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
 
-__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "load_datasets", "sample_generator"]
+__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "load_datasets", "sample_generator", "collate_time_major"]
 
 
 def sample_generator(*keys: int | str) -> torch.Generator:
@@ -38,8 +38,14 @@ def sample_generator(*keys: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
-class SpikeDataset:
-    """Base class: ``labels`` (int64 ``[N]``), ``n_classes``, ``n_inputs``, ``T`` and :meth:`get`."""
+class SpikeDataset(torch.utils.data.Dataset):
+    """Base class: ``labels`` (int64 ``[N]``), ``n_classes``, ``n_inputs``, ``T`` and :meth:`get`.
+
+    Also a map-style ``torch.utils.data.Dataset``: item ``i`` is ``(spikes bool [T, n_inputs], label)`` of
+    epoch :attr:`epoch` (:meth:`set_epoch`); batch items time-major with :func:`collate_time_major`, e.g.
+    ``DataLoader(ds, batch_size=32, collate_fn=collate_time_major)`` gives ``([T, B, n_inputs], [B])``.
+    The trainer itself calls :meth:`get` on whole batches (faster: one encoding call per batch).
+    """
 
     def __init__(self, labels: np.ndarray | torch.Tensor, n_classes: int, n_inputs: int, T: int, name: str) -> None:
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
@@ -47,13 +53,32 @@ class SpikeDataset:
         self.n_inputs = int(n_inputs)
         self.T = int(T)
         self.name = name
+        self.epoch = 0
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"{self.name}: index {i} out of range for {n} samples")
+        i = int(i) % n
+        return self.get([i], self.epoch)[:, 0], int(self.labels[i])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose rasters ``dataset[i]`` returns (fresh encodings and augmentation vary by epoch)."""
+        self.epoch = int(epoch)
+
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         """Input spikes ``bool [T, B, n_inputs]`` of samples ``indices`` in ``epoch``."""
         raise NotImplementedError
+
+
+def collate_time_major(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DataLoader`` collate function: items ``(spikes [T, ...], label)`` → ``(spikes [T, B, ...], labels [B])``,
+    the time-major layout the networks take."""
+    xs, ys = zip(*items)
+    return torch.stack(xs, dim=1), torch.as_tensor(ys, dtype=torch.int64)
 
 
 class _PackedCache:
