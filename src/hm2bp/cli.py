@@ -232,7 +232,7 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
               f"(batch {cfg.train.batch_size}{procs}), {epochs} -> {cfg.out_dir}", flush=True)
     result = train(cfg, resume=args.resume, quiet=quiet, echo=lambda s: print(s, flush=True))
     if not quiet:
-        print(f"best test accuracy: {100 * result.best_test_acc:.2f}%  (run folder {result.out_dir})")
+        print(f"run folder {result.out_dir}")  # the summary line above names the checkpoint chosen on validation
     if main_proc:
         print(f"test accuracy: {100 * result.test_acc:.2f}%", flush=True)
     return 0

@@ -161,7 +161,14 @@ class DataConfig:
         nmnist_bin_us: N-MNIST time bin in µs.
         emnist_subset: EMNIST subset ("balanced" = 47 classes).
         digits_n_test: size of the held-out test split of scikit-learn's digits.
-        split_seed: seed of the digits train/test split and of data-order shuffles done once at load.
+        split_seed: seed of the digits train/test split, of data-order shuffles done once at load and of
+            the validation split.
+        n_val, val_fraction: hold out this many (or this fraction of the) training samples as a validation
+            set (0 = none; at most one of the two). They are drawn, seeded by ``split_seed`` only, from the
+            first ``n_train`` training samples, which then train on the rest: the same split in every epoch,
+            on resume, on every distributed rank and for every ``train.seed``. Validation rasters are fixed
+            and never augmented. The validation set picks ``best.pt`` and drives early stopping; the test
+            set is only reported.
         cache_mb: keep deterministic rasters in memory, bit-packed, up to this many MiB per split.
     """
 
@@ -177,6 +184,8 @@ class DataConfig:
     emnist_subset: str = "balanced"
     digits_n_test: int = 360
     split_seed: int = 0
+    n_val: int = 0
+    val_fraction: float = 0.0
     cache_mb: float = 1024.0
 
     def __post_init__(self) -> None:
@@ -199,6 +208,13 @@ class DataConfig:
         _check_positive(s, "cache_mb", self.cache_mb, allow_zero=True)
         if self.split_seed < 0:
             _fail(s, "split_seed", f"must be >= 0; got {self.split_seed}")
+        if self.n_val < 0:
+            _fail(s, "n_val", f"must be >= 0 (0 = no validation split); got {self.n_val}")
+        if not (math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1):
+            _fail(s, "val_fraction", f"must lie in [0, 1); got {self.val_fraction}")
+        if self.n_val and self.val_fraction:
+            _fail(s, "n_val", f"give either data.n_val or data.val_fraction, not both; got n_val={self.n_val}, "
+                              f"val_fraction={self.val_fraction}")
         if self.augment and self.dataset not in ("mnist", "emnist", "digits"):
             _fail(s, "augment", f"image augmentation applies to image datasets only, not {self.dataset!r}")
 
@@ -229,6 +245,8 @@ class TrainConfig:
         threads: CPU threads for torch (0 = torch's default).
         eval_batch_size: batch size of the evaluation passes.
         max_steps: stop each epoch after this many updates (0 = no limit; for smoke tests).
+        early_stop_patience: stop when the validation accuracy has not improved for this many epochs
+            (0 = off; needs a validation split, ``data.n_val`` or ``data.val_fraction``).
         out_dir: run folder for config.json, metrics.jsonl, plots ("" = runs/<name>).
         checkpoint_dir: folder of last.pt / best.pt ("" = out_dir).
         tensorboard: also log to TensorBoard when it is installed.
@@ -253,6 +271,7 @@ class TrainConfig:
     threads: int = 0
     eval_batch_size: int = 256
     max_steps: int = 0
+    early_stop_patience: int = 0
     out_dir: str = ""
     checkpoint_dir: str = ""
     tensorboard: bool = True
@@ -291,6 +310,8 @@ class TrainConfig:
             _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
         if self.max_steps < 0:
             _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
+        if self.early_stop_patience < 0:
+            _fail(s, "early_stop_patience", f"must be >= 0 (0 = off); got {self.early_stop_patience}")
 
 
 @dataclass(frozen=True)
@@ -308,6 +329,9 @@ class RunConfig:
         if self.data.dataset == "digits" and self.model.arch.split("-")[0] not in ("64", "8x8"):
             raise ConfigError(f"model.arch: the digits images have 64 pixels, so the input must be 64 or 8x8; "
                               f"got {self.model.arch!r}")
+        if self.train.early_stop_patience and not (self.data.n_val or self.data.val_fraction):
+            raise ConfigError(f"train.early_stop_patience={self.train.early_stop_patience} needs a validation split: "
+                              "set data.n_val or data.val_fraction (the test set is never used to stop)")
 
     @property
     def out_dir(self) -> Path:

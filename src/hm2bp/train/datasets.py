@@ -14,10 +14,16 @@ resumed run sees exactly the inputs of an uninterrupted one, with no data RNG st
   authors' preprocessed ``.dat`` cochleagrams.
 
 Deterministic rasters are cached in memory (bit-packed) up to ``data.cache_mb``.
+
+A validation split (``data.n_val`` / ``data.val_fraction``) is held out of the (first ``n_train``)
+training samples by :func:`validation_split`: a seeded, sorted pair of disjoint index sets that depends on
+the pool size, the size asked for and ``data.split_seed`` only (not on ``train.seed``, the rank or the
+epoch). Its samples keep fixed, unaugmented rasters (split "val").
 """
 
 from __future__ import annotations
 
+import typing
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +34,8 @@ import torch
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
 
-__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "load_datasets", "sample_generator", "collate_time_major"]
+__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "Splits", "load_datasets", "load_splits", "sample_generator",
+           "validation_size", "validation_split", "collate_time_major"]
 
 
 def sample_generator(*keys: int | str) -> torch.Generator:
@@ -71,6 +78,10 @@ class SpikeDataset(torch.utils.data.Dataset):
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         """Input spikes ``bool [T, B, n_inputs]`` of samples ``indices`` in ``epoch``."""
+        raise NotImplementedError
+
+    def subset(self, indices: np.ndarray, split: str) -> SpikeDataset:
+        """The samples ``indices`` (in that order) as a dataset of their own, playing the role ``split``."""
         raise NotImplementedError
 
 
@@ -128,6 +139,14 @@ class ImageSpikes(SpikeDataset):
         self.max_rate_div = max_rate_div
         # fixed rasters are encoded once, on first use, and kept bit-packed while the budget lasts
         self._cache = _PackedCache(cache_mb)
+        self._kwargs = {"n_classes": n_classes, "T": T, "name": name, "seed": seed, "encoding": encoding,
+                        "augment": augment, "shared_field": shared_field, "max_rate_div": max_rate_div,
+                        "cache_mb": cache_mb}
+
+    def subset(self, indices: np.ndarray, split: str) -> ImageSpikes:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return ImageSpikes(self.images[idx].numpy(), self.labels[idx].numpy(), split=split,
+                           **self._kwargs)  # type: ignore[arg-type]
 
     def _encode(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         from ..encoding import augment as warp
@@ -177,6 +196,12 @@ class FileSpikes(SpikeDataset):
         self.paths = list(paths)
         self.to_raster = to_raster
         self._cache = _PackedCache(cache_mb)
+        self._cache_mb = cache_mb
+
+    def subset(self, indices: np.ndarray, split: str) -> FileSpikes:
+        idx = [int(i) for i in indices]
+        return FileSpikes([self.paths[i] for i in idx], self.labels[idx].numpy(), self.n_classes, self.n_inputs,
+                          self.T, self.to_raster, name=self.name, cache_mb=self._cache_mb)
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64).tolist()
@@ -319,8 +344,54 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
     return out[0], out[1]
 
 
+def validation_size(n_pool: int, d: DataConfig) -> int:
+    """How many of ``n_pool`` training samples ``d`` holds out for validation (0 = no split)."""
+    n = d.n_val if d.n_val else round(d.val_fraction * n_pool)
+    if n and not 0 < n < n_pool:
+        key = "n_val" if d.n_val else "val_fraction"
+        raise ConfigError(f"data.{key}: the validation split takes {n} of the {n_pool} training samples; it must "
+                          f"leave at least one to train on")
+    return n
+
+
+def validation_split(n_pool: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted index arrays ``(train, val)`` covering ``0 … n_pool − 1``, ``len(val) = n_val``.
+
+    A pure function of its arguments: the same split on every rank, on resume and for every ``train.seed``.
+    """
+    perm = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(b"validation")])).permutation(n_pool)
+    val = np.sort(perm[:n_val])
+    keep = np.ones(n_pool, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
+
+
+class Splits(typing.NamedTuple):
+    """The datasets of a run: ``val`` is None without a validation split."""
+
+    train: SpikeDataset
+    val: SpikeDataset | None
+    test: SpikeDataset
+
+
+def load_splits(cfg: RunConfig) -> Splits:
+    """Training, validation (or None) and test sets of a run, checked against the architecture."""
+    pool, test = _load_pool(cfg)
+    n_val = validation_size(len(pool), cfg.data)
+    if not n_val:
+        return Splits(pool, None, test)
+    tr_idx, val_idx = validation_split(len(pool), n_val, cfg.data.split_seed)
+    return Splits(pool.subset(tr_idx, "train"), pool.subset(val_idx, "val"), test)
+
+
 def load_datasets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
-    """Build the training and test sets of a run and check them against the architecture."""
+    """Training set (without any validation samples) and test set of a run."""
+    s = load_splits(cfg)
+    return s.train, s.test
+
+
+def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
+    """All (first ``n_train``) training samples and the test set, checked against the architecture."""
     name = cfg.data.dataset
     if name in ("digits", "mnist", "emnist"):
         train, test = _image_sets(cfg)

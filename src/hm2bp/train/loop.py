@@ -12,8 +12,11 @@ Online mode is batch 1 with Adam and the authors' lr schedule, boosting and 5000
 procedure of the reference code. Mini-batch mode averages the per-sample rules over a batch.
 
 After each epoch: boost weights are updated from the predictions recorded during the training pass
-(spec §4.4), the whole test set is evaluated, a line goes to ``metrics.jsonl``, and ``last.pt`` (plus
-``best.pt`` when the test accuracy improves) is written atomically.
+(spec §4.4), the validation set (if any, ``data.n_val``) and the whole test set are evaluated, a line goes
+to ``metrics.jsonl``, and ``last.pt`` (plus ``best.pt`` when the selection accuracy improves) is written
+atomically. The selection accuracy is the validation accuracy; only a run without a validation split
+falls back to the test accuracy (the authors' procedure, spec §4.5). Early stopping
+(``train.early_stop_patience``) watches the validation accuracy only.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``, mini-batch mode) each process runs its share of every mini-batch
 and of the test set; gradients, predictions and metrics are reduced across processes and rank 0 alone
@@ -44,6 +47,7 @@ from .boosting import update_boost_weights
 from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, sample_generator
+from .user_datasets import resolve_datasets
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
 
@@ -67,7 +71,12 @@ class EvalResult:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the per-epoch records, final and best test accuracy, the run folder."""
+    """What :func:`train` returns: the per-epoch records, final and best test accuracy, the run folder.
+
+    ``selected_*`` describe the epoch whose weights are in ``best.pt``: chosen on ``selected_on``
+    ("val", or "test" for a run without a validation split); ``best_test_acc`` is the maximum test accuracy
+    over the epochs (reported, not used for selection when there is a validation split).
+    """
 
     metrics: list[dict[str, Any]]
     test_acc: float
@@ -75,6 +84,12 @@ class TrainResult:
     out_dir: Path
     model: SpikingNetwork
     last_eval: EvalResult | None = field(default=None, repr=False)
+    val_acc: float | None = None
+    selected_on: str = "test"
+    selected_epoch: int = -1
+    selected_test_acc: float = float("nan")
+    selected_val_acc: float | None = None
+    stopped_early: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,6 +364,7 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     echo: Callable[[str], None] | None = print,
+    datasets: Any = None,
 ) -> TrainResult:
     """Train a network as configured; returns the metrics and the final/best test accuracy.
 
@@ -358,13 +374,16 @@ def train(
             a ``last.pt`` yet, the run starts fresh (and says so).
         quiet: no progress bar and no per-epoch lines.
         echo: where per-epoch summary lines go (None = nowhere).
+        datasets: your own data instead of ``cfg.data``'s: ``(train, test)``, ``(train, test, val)`` or a
+            dict with those keys; each a SpikeDataset or any map-style dataset of ``(spikes [T, inputs],
+            label)`` items (:mod:`hm2bp.train.user_datasets`), checked against ``cfg.model``.
 
     Started by ``torchrun`` with ``WORLD_SIZE > 1`` (or inside an initialised process group), it trains
     data-parallel (:mod:`hm2bp.train.distributed`); every process returns the same result.
     """
     t = cfg.train
     with D.session(t.device, t.mode, t.batch_size) as (ctx, device), num_threads(t.threads):
-        return _train(cfg, device, resume=resume, quiet=quiet, echo=echo, ctx=ctx)
+        return _train(cfg, device, resume=resume, quiet=quiet, echo=echo, ctx=ctx, datasets=datasets)
 
 
 class _NoLog:
@@ -378,7 +397,7 @@ class _NoLog:
 
 
 def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
-           echo: Callable[[str], None] | None, ctx: D.DistContext | None = None) -> TrainResult:
+           echo: Callable[[str], None] | None, ctx: D.DistContext | None = None, datasets: Any = None) -> TrainResult:
     t = cfg.train
     main = ctx is None or ctx.is_main
     quiet = quiet or not main
@@ -396,7 +415,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
         if diff:
             raise ConfigError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)} "
                               f"({last_path}); only {', '.join(sorted(_RESUMABLE))} may change")
-    train_set, test_set = load_datasets(cfg)
+    train_set, val_set, test_set = resolve_datasets(cfg, datasets)
     model = build_model(cfg).to(device)
     # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
     check_training_fits(model, cfg.model.T, t.batch_size, device)
@@ -427,8 +446,12 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     t_start = time.perf_counter()
     last_eval: EvalResult | None = None
     use_reg = t.reg_lambda > 0 and t.reg_beta >= 0
+    stopped_early = False
     try:
         for epoch in range(st.epoch, t.epochs):
+            if _early_stop_due(st.metrics, t.early_stop_patience):  # checked first: also right after a resume
+                stopped_early = True
+                break
             t_epoch = time.perf_counter()
             lr = lr_at_epoch(t.lr, epoch, t.lr_schedule)
             for group in opt.param_groups:
@@ -504,9 +527,12 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 mask = preds >= 0
                 st.boost[mask] = update_boost_weights(st.boost[mask], train_set.labels[mask], preds[mask],
                                                       train_set.n_classes)
+            val_eval = (None if val_set is None
+                        else _evaluate_all(model, val_set, ctx, t.eval_batch_size, device, epoch))
             last_eval = _evaluate_all(model, test_set, ctx, t.eval_batch_size, device, epoch)
-            improved = last_eval.accuracy > st.best
-            st.best = max(st.best, last_eval.accuracy)
+            score = last_eval.accuracy if val_eval is None else val_eval.accuracy
+            improved = score > st.best  # st.best: the selection accuracy (validation, else test)
+            st.best = max(st.best, score)
             st.epoch = epoch + 1
             now = time.perf_counter()
             record = {
@@ -515,8 +541,9 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 "train_loss": loss_sum / max(seen, 1),
                 "train_cost_as_logged": cost_sum / max(seen, 1),
                 "train_acc": correct / max(seen, 1),
+                "val_acc": None if val_eval is None else val_eval.accuracy,
                 "test_acc": last_eval.accuracy,
-                "best_test_acc": st.best,
+                "best_test_acc": max([last_eval.accuracy] + [m["test_acc"] for m in st.metrics]),
                 "epoch_time_s": now - t_epoch,
                 "wall_time_s": st.wall_offset + now - t_start,
                 "step": st.step,
@@ -526,13 +553,16 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 "skipped_steps": skipped,
             }
             st.metrics.append(record)
+            record.update(_selected_fields(st.metrics))
             log.log(record)
             if main:
                 # best.pt before last.pt: a kill between the two then repeats the epoch on resume
                 save_run_checkpoints(_checkpoint(cfg, model, opt, st), last_path, best_path if improved else None)
+            val_txt = "" if val_eval is None else f"val {100 * val_eval.accuracy:.2f}%  "
             say(f"epoch {epoch + 1}/{t.epochs}  lr {lr:.3g}  loss {record['train_loss']:.3f}  "
-                f"train {100 * record['train_acc']:.2f}%  test {100 * last_eval.accuracy:.2f}%  "
-                f"(best {100 * st.best:.2f}%)  {record['epoch_time_s']:.1f}s")
+                f"train {100 * record['train_acc']:.2f}%  {val_txt}test {100 * last_eval.accuracy:.2f}%  "
+                f"(best {'val' if val_eval is not None else 'test'} {100 * st.best:.2f}%)  "
+                f"{record['epoch_time_s']:.1f}s")
     finally:
         log.close()
     if last_eval is None:  # resumed a finished run: evaluate once so the result is complete
@@ -540,4 +570,71 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     if t.plots and main:
         _plots_at_end(model, test_set, out_dir, st.metrics, last_eval, device, say)
     D.barrier(ctx)  # the files of rank 0 are complete when any process returns
-    return TrainResult(st.metrics, last_eval.accuracy, st.best, out_dir, model, last_eval)
+    result = TrainResult(st.metrics, last_eval.accuracy, max(m["test_acc"] for m in st.metrics) if st.metrics
+                         else last_eval.accuracy, out_dir, model, last_eval, stopped_early=stopped_early)
+    _fill_selection(result)
+    say(summary_line(result))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Model selection on the validation split, early stopping, the final summary
+# --------------------------------------------------------------------------------------------------
+def _selected(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the epoch in ``best.pt``: the first with the highest validation accuracy (test
+    accuracy for a run without a validation split)."""
+    if not metrics:
+        return None
+    key = "val_acc" if metrics[-1].get("val_acc") is not None else "test_acc"
+    best = metrics[0]
+    for m in metrics[1:]:
+        if m[key] > best[key]:
+            best = m
+    return best
+
+
+def _selected_fields(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    sel = _selected(metrics)
+    assert sel is not None
+    on_val = sel.get("val_acc") is not None
+    return {"selected_on": "val" if on_val else "test", "selected_epoch": sel["epoch"],
+            "best_val_acc": sel["val_acc"] if on_val else None, "selected_test_acc": sel["test_acc"]}
+
+
+def _early_stop_due(metrics: list[dict[str, Any]], patience: int) -> bool:
+    """True when ``patience`` > 0 epochs have passed since the selected (best validation) epoch."""
+    sel = _selected(metrics)
+    if not patience or sel is None or sel.get("val_acc") is None:
+        return False
+    return int(metrics[-1]["epoch"]) - int(sel["epoch"]) >= patience
+
+
+def _fill_selection(result: TrainResult) -> None:
+    sel = _selected(result.metrics)
+    if sel is None:
+        return
+    result.val_acc = result.metrics[-1].get("val_acc")
+    result.selected_on = "val" if sel.get("val_acc") is not None else "test"
+    result.selected_epoch = int(sel["epoch"])
+    result.selected_test_acc = float(sel["test_acc"])
+    result.selected_val_acc = sel.get("val_acc")
+
+
+def summary_line(result: TrainResult) -> str:
+    """One line: test accuracy of the checkpoint chosen on validation (``best.pt``) and of the last epoch."""
+    if result.selected_epoch < 0:
+        return "summary: no epoch trained"
+    last = result.metrics[-1]
+
+    def pct(v: float | None) -> str:
+        return f"{100 * (v or 0.0):.2f}%"
+
+    if result.selected_on == "val":
+        chosen = (f"best.pt = epoch {result.selected_epoch + 1} chosen on validation (val "
+                  f"{pct(result.selected_val_acc)}): test {pct(result.selected_test_acc)}")
+    else:
+        chosen = (f"best.pt = epoch {result.selected_epoch + 1} chosen on the TEST set (no validation split; "
+                  f"set data.n_val): test {pct(result.selected_test_acc)}")
+    val_last = "" if last.get("val_acc") is None else f"val {pct(last['val_acc'])}, "
+    stop = ", stopped early" if result.stopped_early else ""
+    return f"summary: {chosen}; last epoch {int(last['epoch']) + 1}: {val_last}test {pct(last['test_acc'])}{stop}"

@@ -19,7 +19,7 @@ from ..errors import DataFormatError
 
 __all__ = ["MetricsLog", "read_metrics"]
 
-_TB_KEYS = ("lr", "train_loss", "train_cost_as_logged", "train_acc", "test_acc", "best_test_acc", "mean_output_count", "boost_max")
+_TB_KEYS = ("lr", "train_loss", "train_cost_as_logged", "train_acc", "val_acc", "test_acc", "best_test_acc", "mean_output_count", "boost_max")
 
 
 class MetricsLog:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..config import RunConfig
-from .datasets import SpikeDataset, load_datasets
+from .datasets import SpikeDataset
+from .user_datasets import resolve_datasets
 
 __all__ = ["RunPlan", "make_plan", "format_plan"]
 
@@ -98,19 +100,17 @@ def _time_eval(cfg: RunConfig, test_set: SpikeDataset, device: torch.device, cap
     return (time.perf_counter() - t0) / b
 
 
-def make_plan(cfg: RunConfig, datasets: tuple[SpikeDataset, ...] | None = None, *, timing_steps: int = 2,
+def make_plan(cfg: RunConfig, datasets: Any = None, *, timing_steps: int = 2,
               device: str | torch.device | None = None) -> RunPlan:
-    """The plan of ``cfg``: loads the datasets (or uses ``datasets`` = (train, test[, val])) and, when
-    ``timing_steps`` > 0, times that many training steps and one evaluation batch."""
+    """The plan of ``cfg``: loads the datasets (or uses ``datasets``, as :func:`~hm2bp.train.train` takes
+    them) and, when ``timing_steps`` > 0, times that many training steps and one evaluation batch."""
     from ..nn.memory import available_memory_bytes, training_step_bytes
     from .loop import build_model, num_threads, resolve_device
 
     t = cfg.train
     dev = resolve_device(t.device) if device is None else torch.device(device)
     with num_threads(t.threads):
-        sets = tuple(datasets) if datasets is not None else tuple(load_datasets(cfg))
-        train_set, test_set = sets[0], sets[1]
-        val = sets[2] if len(sets) > 2 and sets[2] is not None else None
+        train_set, val, test_set = resolve_datasets(cfg, datasets)
         steps = math.ceil(len(train_set) / t.batch_size)
         if t.max_steps:
             steps = min(steps, t.max_steps)

@@ -25,7 +25,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from .datasets import SpikeDataset
+from .datasets import SpikeDataset, Splits, load_splits
 
 __all__ = ["MapSpikes", "as_spike_dataset", "check_dataset", "resolve_datasets"]
 
@@ -105,14 +105,12 @@ def as_spike_dataset(obj: Any, cfg: RunConfig, role: str = "training") -> SpikeD
     return ds
 
 
-def resolve_datasets(cfg: RunConfig, datasets: Any = None) -> tuple[SpikeDataset, SpikeDataset, SpikeDataset | None]:
-    """(train, test, validation or None): the built-in datasets of ``cfg`` when ``datasets`` is None, else the
-    user's, given as ``(train, test)``, ``(train, test, val)`` or a mapping with keys train/test[/val]."""
+def resolve_datasets(cfg: RunConfig, datasets: Any = None) -> Splits:
+    """The run's :class:`~hm2bp.train.datasets.Splits`: the built-in datasets of ``cfg`` when ``datasets`` is
+    None, else the user's, given as ``(train, test)``, ``(train, test, val)`` or a mapping with keys
+    train/test[/val] (each a SpikeDataset or a map-style dataset of ``(spikes, label)``)."""
     if datasets is None:
-        from .datasets import load_datasets
-
-        loaded = tuple(load_datasets(cfg))
-        return loaded[0], loaded[1], (loaded[2] if len(loaded) > 2 else None)
+        return load_splits(cfg)
     if isinstance(datasets, Mapping):
         unknown = set(datasets) - {"train", "test", "val"}
         if unknown or not {"train", "test"} <= set(datasets):
@@ -122,7 +120,10 @@ def resolve_datasets(cfg: RunConfig, datasets: Any = None) -> tuple[SpikeDataset
         parts = [*datasets, None][:3]
     else:
         raise ConfigError("datasets: give (train, test), (train, test, val) or {'train': ..., 'test': ...}")
+    if parts[2] is None and (cfg.data.n_val or cfg.data.val_fraction):
+        raise ConfigError("data.n_val / data.val_fraction split the built-in training set; with your own datasets "
+                          "pass the validation set as the third one: datasets=(train, test, val)")
     train = as_spike_dataset(parts[0], cfg, "training")
     test = as_spike_dataset(parts[1], cfg, "test")
     val = as_spike_dataset(parts[2], cfg, "validation") if parts[2] is not None else None
-    return train, test, val
+    return Splits(train, val, test)
