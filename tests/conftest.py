@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,18 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden" / "mm-bp-snn"
 DATA = SHARED / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Speech features the tests compute are cached in a temporary folder, not in ~/.cache."""
+    before = os.environ.get("HM2BP_CACHE")
+    os.environ["HM2BP_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if before is None:
+        os.environ.pop("HM2BP_CACHE", None)
+    else:
+        os.environ["HM2BP_CACHE"] = before
 
 
 @pytest.fixture

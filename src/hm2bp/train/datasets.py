@@ -311,17 +311,23 @@ def _cochleagram(path: Path) -> np.ndarray:
 
 
 def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
+    from ..data.feature_cache import cached_raster, speech_params
     from ..data.speech import load_fsdd, load_speech_folder
     from ..encoding import bsa_encode
 
     d, T = cfg.data, cfg.model.T
     n_in = 78
 
-    def to_raster(p: Path) -> np.ndarray:
+    def features(p: Path) -> np.ndarray:
         coch = _cochleagram(p)
         if coch.shape[0] != n_in:
             raise DataFormatError(p, f"cochleagram has {coch.shape[0]} channels, expected {n_in}")
         return bsa_encode(coch, T)
+
+    params = speech_params(T, n_in)
+
+    def to_raster(p: Path) -> np.ndarray:  # Lyon + BSA take ~0.3 s per utterance: cached on disk
+        return cached_raster(p, params, features)
 
     out = []
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
