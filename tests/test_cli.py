@@ -218,3 +218,12 @@ def test_run_folder_works_from_anywhere_and_eval_takes_overrides(tmp_path: Path,
     assert "/20 correct" in capsys.readouterr().out
     assert main(["eval", "work/run/last.pt", "--model.arch=784-10"]) == 2
     assert "the network is the checkpoint's" in capsys.readouterr().err
+
+
+def test_all_extra_does_not_pull_tonic() -> None:
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert extras["tonic"] == ["tonic>=1.4"] and not any("tonic" in r for r in extras["data"])
+    assert extras["all"] == ["hm2bp[data,train,nir]"]
