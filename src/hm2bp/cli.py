@@ -27,7 +27,7 @@ from . import __version__
 from .config import RunConfig, apply_overrides, list_presets, load_config
 from .errors import ConfigError, HM2BPError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 _SECTIONS = ("model.", "data.", "train.")
 
@@ -59,7 +59,7 @@ def _split_dotted(argv: list[str]) -> tuple[list[str], list[str]]:
     i = 0
     while i < len(argv):
         tok = argv[i]
-        bare = tok[2:] if tok.startswith("--") else tok
+        bare = tok.removeprefix("--")
         key = bare.split("=", 1)[0]
         if key.startswith(_SECTIONS) and (tok.startswith("--") or "=" in tok):
             if "=" in bare:

@@ -23,9 +23,16 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from .config import DATASETS, DataConfig, ModelConfig, RunConfig, TrainConfig, config_to_dict
+from .config import (
+    DATASETS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    config_to_dict,
+)
 
-__all__ = ["KeyDoc", "RANGES", "key_docs", "format_config", "format_key_list", "cli_value"]
+__all__ = ["RANGES", "KeyDoc", "cli_value", "format_config", "format_key_list", "key_docs"]
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
@@ -147,7 +154,7 @@ def key_docs() -> dict[str, KeyDoc]:
         for f in dataclasses.fields(cls):
             key = f"{section}.{f.name}"
             tp = hints[f.name]
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
             allowed = RANGES.get(key, "true | false" if tp is bool else "")
             docs[key] = KeyDoc(key, meanings.get(f.name, ""), _type_name(tp), default, allowed)
     return docs

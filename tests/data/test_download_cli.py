@@ -29,7 +29,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         files: dict[str, bytes] = self.server.files  # type: ignore[attr-defined]
         name = self.path.lstrip("/")
         self.server.log.append(name)  # type: ignore[attr-defined]

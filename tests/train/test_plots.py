@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from hm2bp.train import plots  # noqa: E402
+from hm2bp.train import plots
 
 
 @pytest.fixture()

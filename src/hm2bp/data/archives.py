@@ -14,6 +14,7 @@ sources whose archives are regenerated on request (GitHub's tag tarballs) and lo
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -27,8 +28,14 @@ from typing import IO, Any
 from ..errors import DataFormatError
 from ..io.files import fsync_dir
 
-__all__ = ["content_digest", "archive_content_digest", "folder_content_digest", "unpack_archive", "is_unpacked",
-           "marker_path"]
+__all__ = [
+    "archive_content_digest",
+    "content_digest",
+    "folder_content_digest",
+    "is_unpacked",
+    "marker_path",
+    "unpack_archive",
+]
 
 #: Refuse archives that unpack to more than this (the largest registered one, N-MNIST train, is ~1 GB).
 MAX_UNPACKED_BYTES = 8 * 2**30
@@ -89,7 +96,7 @@ def archive_content_digest(archive: Path, kind: str, pattern: str) -> tuple[str,
     entries = []
     for name, _, f in _read_members(archive, kind, pattern):
         h = hashlib.sha256()
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(functools.partial(f.read, 1 << 20), b""):
             h.update(chunk)
         entries.append((PurePosixPath(name).name, h.hexdigest()))
     return content_digest(entries), len(entries)

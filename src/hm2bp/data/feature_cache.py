@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cache_dir", "feature_key", "cached_raster", "speech_params", "FEATURE_VERSION"]
+__all__ = ["FEATURE_VERSION", "cache_dir", "cached_raster", "feature_key", "speech_params"]
 
 _MAGIC = b"HM2BPFC1"
 #: Bump when the feature code changes its output for the same inputs (old entries then miss).

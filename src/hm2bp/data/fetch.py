@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import DataFormatError
 from .download import DATASETS, DownloadError, RemoteFile, fetch_dataset
 
-__all__ = ["run_download", "PartFileProgress"]
+__all__ = ["PartFileProgress", "run_download"]
 
 #: What the loaders need after the download, per dataset (the --data-dir to pass).
 _NEXT = {

@@ -19,7 +19,7 @@ from ..config import RunConfig
 from .datasets import SpikeDataset
 from .user_datasets import resolve_datasets
 
-__all__ = ["RunPlan", "make_plan", "format_plan"]
+__all__ = ["RunPlan", "format_plan", "make_plan"]
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,8 @@ def format_plan(cfg: RunConfig, plan: RunPlan) -> str:
     lines = [
         f"plan for {cfg.name}: {cfg.data.dataset} {cfg.model.arch}, T={cfg.model.T}, {t.mode} on {plan.device}",
         f"  samples:          {sizes}",
-        f"  steps:            {plan.steps_per_epoch:,} per epoch{cap} x {plan.epochs} "
-        f"epoch{'s' if plan.epochs != 1 else ''} = {plan.total_steps:,} (batch {t.batch_size})",
+        (f"  steps:            {plan.steps_per_epoch:,} per epoch{cap} x {plan.epochs} "
+         f"epoch{'s' if plan.epochs != 1 else ''} = {plan.total_steps:,} (batch {t.batch_size})"),
         f"  one step:         {step} (measured)",
         f"  one epoch:        {_duration(plan.epoch_s)} (training and evaluation, estimated)",
         f"  whole run:        {_duration(plan.total_s)} (estimated)",
