@@ -225,7 +225,9 @@ class TrainConfig:
         optimizer: "adam" (β1 0.9, β2 0.999, ε 1e-8) or "sgd" (with ``momentum``).
         lr: base learning rate.
         lr_schedule: "code": the authors' current code, epochs 0 and 1 use lr, epoch e ≥ 1 uses lr/√e
-            (epoch 2 → 7.07e-4 for lr 1e-3); "sqrt": the older CNN run, lr/√(e+1); "constant".
+            (epoch 2 → 7.07e-4 for lr 1e-3); "sqrt": the older CNN run, lr/√(e+1); "constant"; "cosine": every
+            update, from lr down to 0 over all ``epochs`` (the mini-batch recipe).
+        warmup_steps: linear learning-rate warm-up over the first updates (0 = none).
         momentum: SGD momentum μ.
         reg_lambda, reg_beta, reg_limit: weight regulariser λ, β, L (spec §4.1); λ = 0 switches it off.
         boosting: per-sample boost weights updated after each epoch (spec §4.4).
@@ -251,6 +253,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     lr_schedule: str = "code"
+    warmup_steps: int = 0
     momentum: float = 0.9
     reg_lambda: float = 10.0
     reg_beta: float = 0.04
@@ -282,7 +285,9 @@ class TrainConfig:
             _fail(s, "epochs", f"must be >= 1; got {self.epochs}")
         _check_choice(s, "optimizer", self.optimizer, ("adam", "sgd"))
         _check_positive(s, "lr", self.lr)
-        _check_choice(s, "lr_schedule", self.lr_schedule, ("code", "sqrt", "constant"))
+        _check_choice(s, "lr_schedule", self.lr_schedule, ("code", "sqrt", "constant", "cosine"))
+        if self.warmup_steps < 0:
+            _fail(s, "warmup_steps", f"must be >= 0 (0 = no warm-up); got {self.warmup_steps}")
         if not 0 <= self.momentum < 1:
             _fail(s, "momentum", f"must lie in [0, 1); got {self.momentum}")
         _check_positive(s, "reg_lambda", self.reg_lambda, allow_zero=True)
@@ -540,11 +545,49 @@ def load_config(source: str | os.PathLike[str] | None = None, overrides: Iterabl
         path = preset_path(text)
     d = _read_json(path) if path.suffix.lower() == ".json" else _read_toml(path)
     d.setdefault("name", path.stem)
+    overrides = list(overrides)
     try:
+        d = _with_mode_recipe(d, overrides)
         cfg = config_from_dict(d)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return apply_overrides(cfg, overrides)
+
+
+#: Optional TOML table of a preset holding the mini-batch recipe: ``[minibatch.train]``, ``[minibatch.model]``,
+#: ``[minibatch.data]`` keys that replace the preset's own when the run is in mini-batch mode.
+RECIPE_SECTION = "minibatch"
+
+
+def _mode_of(d: Mapping[str, Any], overrides: Sequence[str]) -> str:
+    mode = d.get("train", {}).get("mode", TrainConfig.mode) if isinstance(d.get("train", {}), Mapping) else ""
+    for item in overrides:
+        key, value = _split_override(item)
+        if key == "train.mode":
+            mode = value.strip()
+    return str(mode)
+
+
+def _with_mode_recipe(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``d`` without its ``[minibatch]`` table, whose keys are merged in when the run (after ``overrides``)
+    is in mini-batch mode: preset < preset's mini-batch recipe < command-line overrides. An online run
+    (the authors' exact procedure) ignores the table."""
+    recipe = d.get(RECIPE_SECTION)
+    if recipe is None:
+        return d
+    out = {k: v for k, v in d.items() if k != RECIPE_SECTION}
+    if not isinstance(recipe, Mapping) or set(recipe) - set(_SECTIONS):
+        raise ConfigError(f"[{RECIPE_SECTION}] must hold only the tables [{RECIPE_SECTION}.model], "
+                          f"[{RECIPE_SECTION}.data], [{RECIPE_SECTION}.train]")
+    if _mode_of(d, overrides) != "minibatch":
+        return out
+    for section, values in recipe.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{RECIPE_SECTION}.{section}] must be a table of keys")
+        out[section] = {**out.get(section, {}), **values}
+    # so that the preset's online batch size 1 is not checked against an online mode before the overrides
+    out["train"] = {**out.get("train", {}), "mode": "minibatch"}
+    return out
 
 
 def write_config_json(cfg: RunConfig, path: str | os.PathLike[str]) -> None:

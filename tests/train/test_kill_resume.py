@@ -60,7 +60,7 @@ OVERRIDES = ["model.arch=64-40-10", "model.thresholds=1.5,4", "model.T=30", "mod
              "model.margin=1", "data.n_train=300", "data.n_test=100", "train.batch_size=20", "train.lr=0.02",
              "train.tensorboard=false"]
 FINAL_FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
-TIME_KEYS = {"epoch_time_s", "wall_time_s"}
+TIME_KEYS = {"epoch_time_s", "train_time_s", "wall_time_s"}
 TEMP = re.compile(r"^\..+\.tmp$")
 PROC_TIMEOUT = 300.0
 

@@ -48,7 +48,7 @@ from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, load_splits, sample_generator
 from .metrics import MetricsLog
-from .schedule import lr_at_epoch, shuffle_order
+from .schedule import lr_at_epoch, lr_at_step, per_step_schedule, shuffle_order
 
 __all__ = ["TrainResult", "EvalResult", "train", "evaluate", "evaluate_checkpoint", "build_model", "resolve_device",
            "model_from_checkpoint"]
@@ -447,7 +447,12 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 stopped_early = True
                 break
             t_epoch = time.perf_counter()
-            lr = lr_at_epoch(t.lr, epoch, t.lr_schedule)
+            steps_per_epoch = len(_batches(n_train, t.batch_size))
+            if t.max_steps:
+                steps_per_epoch = min(steps_per_epoch, t.max_steps)
+            per_step = per_step_schedule(t.lr_schedule, t.warmup_steps)
+            lr = (lr_at_step(t.lr, epoch, epoch * steps_per_epoch, t.epochs * steps_per_epoch, t.lr_schedule,
+                             t.warmup_steps) if per_step else lr_at_epoch(t.lr, epoch, t.lr_schedule))
             for group in opt.param_groups:
                 group["lr"] = lr
             st.order = shuffle_order(st.order, t.shuffle, st.shuffle_gen, t.n_swaps)
@@ -462,6 +467,10 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 if ctx is not None:
                     idx = D.shard(idx, ctx)
                 b = int(idx.numel())
+                if per_step:  # global step from the epoch, so that a resumed run gets the same rates
+                    for group in opt.param_groups:
+                        group["lr"] = lr_at_step(t.lr, epoch, epoch * steps_per_epoch + n_step,
+                                                 t.epochs * steps_per_epoch, t.lr_schedule, t.warmup_steps)
                 opt.zero_grad(set_to_none=True)
                 if b:
                     x = train_set.get(idx, epoch).to(device)  # bool: each layer converts what it needs
@@ -521,6 +530,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 mask = preds >= 0
                 st.boost[mask] = update_boost_weights(st.boost[mask], train_set.labels[mask], preds[mask],
                                                       train_set.n_classes)
+            train_time = time.perf_counter() - t_epoch  # the training pass and boost update, no evaluation
             val_eval = (None if val_set is None
                         else _evaluate_all(model, val_set, ctx, t.eval_batch_size, device, epoch))
             last_eval = _evaluate_all(model, test_set, ctx, t.eval_batch_size, device, epoch)
@@ -539,6 +549,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
                 "test_acc": last_eval.accuracy,
                 "best_test_acc": max([last_eval.accuracy] + [m["test_acc"] for m in st.metrics]),
                 "epoch_time_s": now - t_epoch,
+                "train_time_s": train_time,
                 "wall_time_s": st.wall_offset + now - t_start,
                 "step": st.step,
                 "mean_output_count": count_sum / max(seen * train_set.n_classes, 1),
