@@ -158,9 +158,9 @@ class DataConfig:
         split_seed: seed of the digits train/test split, of data-order shuffles done once at load and of
             the validation split.
         n_val, val_fraction: hold out this many (or this fraction of the) training samples as a validation
-            set (0 = none; at most one of the two). They are drawn, seeded by ``split_seed`` only, from the
-            first ``n_train`` training samples, which then train on the rest: the same split in every epoch,
-            on resume, on every distributed rank and for every ``train.seed``. Validation rasters are fixed
+            set (0 = none; at most one of the two; an override of one clears the other, e.g. a preset's
+            ``val_fraction``). They are drawn, seeded by ``split_seed`` only, from the first ``n_train``
+            training samples, which then train on the rest: the same split in every epoch, on resume, on every distributed rank and for every ``train.seed``. Validation rasters are fixed
             and never augmented. The validation set picks ``best.pt`` and drives early stopping; the test
             set is only reported.
         cache_mb: keep deterministic rasters in memory, bit-packed, up to this many MiB per split.
@@ -487,7 +487,13 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
             raise ConfigError(f"override {item!r}: unknown key {key!r}; known keys of [{section}]: "
                               f"{', '.join(sorted(hints))}")
         d[section][attr] = _cast(section, attr, hints[attr], value)
+        if section == "data" and attr in _ALTERNATIVES:  # setting one of the two sizes clears the other
+            d["data"][_ALTERNATIVES[attr]] = 0
     return config_from_dict(d)
+
+
+#: Keys that are two ways of giving one quantity: an override of one clears the other.
+_ALTERNATIVES = {"n_val": "val_fraction", "val_fraction": "n_val"}
 
 
 def list_presets() -> list[str]:
