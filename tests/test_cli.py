@@ -40,7 +40,7 @@ def test_train_resume_eval_plot_end_to_end(tmp_path: Path, capsys: pytest.Captur
     assert main(["train", "digits", "--epochs", "2", "--out", str(run), "--resume", "--no-plots", *TINY]) == 0
     acc_train = _last_line(capsys.readouterr().out)
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
     assert main(["eval", str(run / "last.pt")]) == 0
     out = capsys.readouterr().out
@@ -119,11 +119,11 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path: Path, capsys: pytest.C
     run = tmp_path / "run"
     assert main(["train", "digits", "--epochs", "1", "--out", str(run), "--resume", "--no-plots", *TINY]) == 0
     assert _last_line(capsys.readouterr().out).startswith("test accuracy: ")
-    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0]
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert any(run.rglob("last.pt"))
     # ... and a second --resume continues from that checkpoint
     assert main(["train", "digits", "--epochs", "2", "--out", str(run), "--resume", "--no-plots", *TINY]) == 0
-    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_python_dash_m_runs_the_same_main() -> None:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,22 +31,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from .arch import parse as parse_architecture
+from .bounds import check_model_bounds, check_train_bounds
 from .errors import ConfigError
 
 __all__ = [
-    "ModelConfig",
-    "DataConfig",
-    "TrainConfig",
-    "RunConfig",
     "DATASETS",
-    "list_presets",
-    "preset_path",
-    "load_config",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
-    "apply_overrides",
+    "list_presets",
+    "load_config",
+    "preset_path",
     "write_config_json",
 ]
 
@@ -101,10 +102,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         s = "model"
         _check_types(self, s)
-        from .nn.network import parse_architecture  # local: keeps `import hm2bp.config` light
-
         try:
-            _, layers = parse_architecture(self.arch)
+            layers = parse_architecture(self.arch).layers
         except ConfigError as e:
             raise ConfigError(f"model.arch: {e}") from None
         if len(self.thresholds) != len(layers):
@@ -131,10 +130,11 @@ class ModelConfig:
         _check_positive(s, "margin", self.margin, allow_zero=True)
         _check_positive(s, "fc_init", self.fc_init)
         _check_positive(s, "conv_init", self.conv_init)
+        check_model_bounds(self)  # float32 range, spiking thresholds, tau in steps (#18 items 4, 17)
 
     @property
     def n_classes(self) -> int:
-        return int(self.arch.split("-")[-1])
+        return parse_architecture(self.arch).n_classes
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,11 @@ class TrainConfig:
             (0 = off; needs a validation split, ``data.n_val`` or ``data.val_fraction``).
         out_dir: run folder for config.json, metrics.jsonl, plots ("" = runs/<name>).
         checkpoint_dir: folder of last.pt / best.pt ("" = out_dir).
+        checkpoint_every_steps: also write last.pt inside an epoch after every this many updates (0 = off).
+        checkpoint_every_minutes: also write last.pt inside an epoch when this many minutes passed since the
+            last checkpoint (0 = off). Either kind keeps the exact data order and RNG state: ``--resume``
+            continues at the next update and ends bit-identical to an uninterrupted run. Ctrl-C (SIGINT) or
+            SIGTERM writes one too.
         tensorboard: also log to TensorBoard when it is installed.
         plots: write PNG plots at the end of training when matplotlib is installed.
     """
@@ -269,6 +274,8 @@ class TrainConfig:
     early_stop_patience: int = 0
     out_dir: str = ""
     checkpoint_dir: str = ""
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 10.0
     tensorboard: bool = True
     plots: bool = True
 
@@ -307,8 +314,13 @@ class TrainConfig:
             _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
         if self.max_steps < 0:
             _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
+        if self.checkpoint_every_steps < 0:
+            _fail(s, "checkpoint_every_steps", f"must be >= 0 (0 = off); got {self.checkpoint_every_steps}")
+        if not 0 <= self.checkpoint_every_minutes < float("inf"):
+            _fail(s, "checkpoint_every_minutes", f"must be >= 0 minutes (0 = off); got {self.checkpoint_every_minutes}")
         if self.early_stop_patience < 0:
             _fail(s, "early_stop_patience", f"must be >= 0 (0 = off); got {self.early_stop_patience}")
+        check_train_bounds(self)  # counts that drive allocations, device index (#18 items 11, 17)
 
 
 @dataclass(frozen=True)
@@ -321,9 +333,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\\0"):
-            raise ConfigError(f"name: must be a non-empty string without path separators; got {self.name!r}")
-        if self.data.dataset == "digits" and self.model.arch.split("-")[0] not in ("64", "8x8"):
+        if (not isinstance(self.name, str) or not self.name.strip(" .") or any(c in self.name for c in "/\\\0")
+                or self.name != self.name.strip()):
+            # the run folder is runs/<name>: '.', '..' or a separator would put the run files elsewhere
+            raise ConfigError(f"name: must be a folder name inside runs/ (no path separators or surrounding spaces, "
+                              f"not '.' or '..'); got {self.name!r}")
+        if self.data.dataset == "digits" and parse_architecture(self.model.arch).input_shape not in ((64,), (1, 8, 8)):
             raise ConfigError(f"model.arch: the digits images have 64 pixels, so the input must be 64 or 8x8; "
                               f"got {self.model.arch!r}")
         if self.train.early_stop_patience and not (self.data.n_val or self.data.val_fraction):

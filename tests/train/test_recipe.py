@@ -48,9 +48,9 @@ def test_every_preset_has_a_minibatch_recipe_that_online_runs_ignore(name: str, 
 
 
 def test_command_line_overrides_beat_the_recipe() -> None:
-    mb = load_config("mnist_fc", ["train.mode=minibatch"])
+    assert load_config("mnist_fc", ["train.mode=minibatch"]).data.val_fraction > 0
     cfg = load_config("mnist_fc", ["train.mode=minibatch", "train.lr=3e-4", "train.batch_size=7", "data.n_val=0"])
-    assert (cfg.train.lr, cfg.train.batch_size, cfg.data.val_fraction, cfg.data.n_val) == (3e-4, 7, mb.data.val_fraction, 0)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.data.val_fraction, cfg.data.n_val) == (3e-4, 7, 0.0, 0)
 
 
 def test_recipe_also_applies_when_the_file_says_minibatch(tmp_path: Path) -> None:
@@ -95,6 +95,8 @@ def test_cosine_run_logs_its_rates(tmp_path: Path) -> None:
             "train.threads=1", "train.mode=minibatch", "train.batch_size=5", "train.lr=0.01", "train.lr_schedule=cosine", "train.warmup_steps=3", "train.epochs=2"]
     res = train(load_config("digits", [*over, f"train.out_dir={tmp_path}"]), quiet=True)
     steps = res.metrics[0]["step"]  # updates per epoch (24 samples, batch 5: 5)
-    assert res.metrics[0]["lr"] == pytest.approx(0.01 / 3)  # warm-up: the first update runs at lr/3
-    assert res.metrics[1]["lr"] == pytest.approx(lr_at_step(0.01, 1, steps, 2 * steps, "cosine"))
-    assert 0 < res.metrics[1]["lr"] < 0.01
+    assert steps == 5 and res.metrics[1]["step"] == 10
+    # a record holds the rate of the epoch's last update
+    assert res.metrics[0]["lr"] == pytest.approx(lr_at_step(0.01, 0, 4, 10, "cosine", 3))
+    assert res.metrics[1]["lr"] == pytest.approx(lr_at_step(0.01, 1, 9, 10, "cosine", 3))
+    assert 0 < res.metrics[1]["lr"] < res.metrics[0]["lr"] < 0.01

@@ -18,8 +18,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["have_matplotlib", "plot_curves", "plot_raster", "plot_count_histograms", "plot_confusion",
-           "plot_all", "plot_run"]
+__all__ = [
+    "have_matplotlib",
+    "plot_all",
+    "plot_confusion",
+    "plot_count_histograms",
+    "plot_curves",
+    "plot_raster",
+    "plot_run",
+]
 
 
 def have_matplotlib() -> bool:
@@ -56,7 +63,8 @@ def _save(fig: Any, path: Path) -> Path:
 def plot_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Loss, accuracies and learning rate per epoch."""
     plt = _plt()
-    ep = [m["epoch"] + 1 for m in metrics]
+    first = metrics[0]["epoch"] if metrics else 1  # logs before epochs were counted from 1 start at 0
+    ep = [m["epoch"] + (1 - first if first == 0 else 0) for m in metrics]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(ep, [m["train_loss"] for m in metrics], "o-", ms=3)
     axes[0].set(xlabel="epoch", ylabel="train loss", title="training loss")
@@ -168,9 +176,9 @@ def plot_all(model: Any, test_set: Any, out_dir: str | os.PathLike[str], *, metr
                              title=f"test sample 0: label {label}, predicted {pred}"))
     paths.append(plot_count_histograms([s.sum(0) for s in layers], out / "counts_hist.png", names[1:]))
     if eval_result is None:
-        from .loop import evaluate
+        from .evaluate import evaluate
 
-        eval_result = evaluate(model, test_set, device=device)
+        eval_result = evaluate(model, test_set, device=device, show_progress=True, desc="evaluation for the plots")
     paths.append(plot_confusion(eval_result.labels, eval_result.predictions, test_set.n_classes,
                                 out / "confusion.png"))
     return paths
@@ -181,7 +189,8 @@ def plot_run(run_dir: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
     """Make the plots of a finished (or interrupted) run folder from its checkpoint and metrics."""
     from ..config import apply_overrides
     from .datasets import load_datasets
-    from .loop import model_from_checkpoint, num_threads
+    from .evaluate import model_from_checkpoint
+    from .runtime import num_threads
     from .metrics import read_metrics
 
     run = Path(run_dir)
