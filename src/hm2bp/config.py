@@ -52,6 +52,8 @@ __all__ = [
 
 #: Datasets the trainer can load (see :mod:`hm2bp.train.datasets`).
 DATASETS = ("digits", "mnist", "emnist", "nmnist", "ti46", "fsdd")
+C_INT_MAX = 2**31 - 1
+"""Largest step count, T_ref, layer size or batch: the compiled kernels take them as 32-bit integers."""
 
 
 def _fail(section: str, key: str, problem: str) -> typing.NoReturn:
@@ -106,6 +108,8 @@ class ModelConfig:
             layers = parse_architecture(self.arch).layers
         except ConfigError as e:
             raise ConfigError(f"model.arch: {e}") from None
+        if max(spec.size for spec in layers) > C_INT_MAX:
+            _fail(s, "arch", f"layer sizes must be <= {C_INT_MAX}; got {self.arch!r}")
         if len(self.thresholds) != len(layers):
             _fail(s, "thresholds", f"architecture {self.arch!r} has {len(layers)} conv/pool/FC layers, so it needs "
                                    f"{len(layers)} thresholds; got {len(self.thresholds)} ({list(self.thresholds)})")
@@ -114,12 +118,14 @@ class ModelConfig:
                 _fail(s, "thresholds", f"every threshold must be > 0; got {list(self.thresholds)}")
         if self.T < 2:
             _fail(s, "T", f"must be >= 2 time steps; got {self.T}")
+        if self.T > C_INT_MAX:
+            _fail(s, "T", f"must be <= {C_INT_MAX} time steps; got {self.T}")
         _check_positive(s, "tau_m", self.tau_m)
         _check_positive(s, "tau_s", self.tau_s)
         if self.tau_m == self.tau_s:
             _fail(s, "tau_s", "must differ from tau_m (the PSP kernel divides by 1 − tau_s/tau_m)")
-        if self.t_ref < 0:
-            _fail(s, "t_ref", f"must be >= 0; got {self.t_ref}")
+        if not 0 <= self.t_ref <= self.T:
+            _fail(s, "t_ref", f"must lie in [0, T] = [0, {self.T}] steps; got {self.t_ref}")
         _check_positive(s, "lateral_inhibition", self.lateral_inhibition, allow_zero=True)
         _check_choice(s, "loss", self.loss, ("rate", "softmax"))
         if not 0 <= self.undesired < self.desired:
@@ -283,8 +289,8 @@ class TrainConfig:
         s = "train"
         _check_types(self, s)
         _check_choice(s, "mode", self.mode, ("online", "minibatch"))
-        if self.batch_size < 1:
-            _fail(s, "batch_size", f"must be >= 1; got {self.batch_size}")
+        if not 1 <= self.batch_size <= C_INT_MAX:
+            _fail(s, "batch_size", f"must lie in [1, {C_INT_MAX}]; got {self.batch_size}")
         if self.mode == "online" and self.batch_size != 1:
             _fail(s, "batch_size", f"online mode updates after every sample, so batch_size must be 1; got "
                                    f"{self.batch_size} (use train.mode=minibatch for larger batches)")
@@ -310,8 +316,8 @@ class TrainConfig:
             _fail(s, "device", f"must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {dev!r}")
         if not 0 <= self.threads <= 4096:
             _fail(s, "threads", f"must be between 0 (torch's default) and 4096; got {self.threads}")
-        if self.eval_batch_size < 1:
-            _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
+        if not 1 <= self.eval_batch_size <= C_INT_MAX:
+            _fail(s, "eval_batch_size", f"must lie in [1, {C_INT_MAX}]; got {self.eval_batch_size}")
         if self.max_steps < 0:
             _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
         if self.checkpoint_every_steps < 0:

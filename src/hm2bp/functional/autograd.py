@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import LateralGainWarning, NumericalError
-from ..kernels import cpu
+from ..kernels.backend import NonFiniteInput
 from . import events as ev
 from .hm2bp import (
     conv_backward,
@@ -150,17 +150,16 @@ def _event_forward(events: ev.SpikeEvents, weight: Tensor, spec: LinearSpec, kee
     checks W as it reads it: no extra pass over the weights)."""
     try:
         return ev.forward(events, weight, spec.p, spec.lateral_weight, keep, float_out)
-    except cpu.NonFiniteWeights:
+    except NonFiniteInput:
         raise NumericalError(f"{spec.name}: the weights contain NaN or inf") from None
 
 
-def input_events(in_spikes: Tensor, weight: Tensor, name: str) -> ev.SpikeEvents | None:
-    """The event index of a layer's input, or None for the dense path (the float32 kernels reproduce the
-    spikes exactly; other dtypes take the dense path). NaN/inf input → NumericalError naming the layer."""
-    if weight.dtype != torch.float32:
-        return None
+def input_events(in_spikes: Tensor, weight: Tensor, name: str, *more_weights: Tensor) -> ev.SpikeEvents | None:
+    """The event index of a layer's input (or of a chain's, whose further weights are ``more_weights``), or
+    None for the dense path (the backend for these tensors has no event path for their dtype, or the input is
+    dense or graded). NaN/inf input → NumericalError naming the layer."""
     try:
-        return ev.spike_events(in_spikes)
+        return ev.spike_events(in_spikes, weights=(weight, *more_weights))
     except NumericalError:
         check_finite(in_spikes, None, name)  # names the layer and the time steps
         raise
