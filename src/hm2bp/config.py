@@ -170,9 +170,9 @@ class DataConfig:
         split_seed: seed of the digits train/test split, of data-order shuffles done once at load and of
             the validation split.
         n_val, val_fraction: hold out this many (or this fraction of the) training samples as a validation
-            set (0 = none; at most one of the two). They are drawn, seeded by ``split_seed`` only, from the
-            first ``n_train`` training samples, which then train on the rest: the same split in every epoch,
-            on resume, on every distributed rank and for every ``train.seed``. Validation rasters are fixed
+            set (0 = none; at most one of the two; an override of one clears the other, e.g. a preset's
+            ``val_fraction``). They are drawn, seeded by ``split_seed`` only, from the first ``n_train``
+            training samples, which then train on the rest: the same split in every epoch, on resume, on every distributed rank and for every ``train.seed``. Validation rasters are fixed
             and never augmented. The validation set picks ``best.pt`` and drives early stopping; the test
             set is only reported.
         cache_mb: keep deterministic rasters in memory, bit-packed, up to this many MiB per split.
@@ -237,7 +237,9 @@ class TrainConfig:
         optimizer: "adam" (β1 0.9, β2 0.999, ε 1e-8) or "sgd" (with ``momentum``).
         lr: base learning rate.
         lr_schedule: "code": the authors' current code, epochs 0 and 1 use lr, epoch e ≥ 1 uses lr/√e
-            (epoch 2 → 7.07e-4 for lr 1e-3); "sqrt": the older CNN run, lr/√(e+1); "constant".
+            (epoch 2 → 7.07e-4 for lr 1e-3); "sqrt": the older CNN run, lr/√(e+1); "constant"; "cosine": every
+            update, from lr down to 0 over all ``epochs`` (the mini-batch recipe).
+        warmup_steps: linear learning-rate warm-up over the first updates (0 = none).
         momentum: SGD momentum μ.
         reg_lambda: weight regulariser strength λ (spec §4.1); 0 switches it off.
         reg_beta: weight regulariser β (spec §4.1).
@@ -270,6 +272,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     lr_schedule: str = "code"
+    warmup_steps: int = 0
     momentum: float = 0.9
     reg_lambda: float = 10.0
     reg_beta: float = 0.04
@@ -303,7 +306,9 @@ class TrainConfig:
             _fail(s, "epochs", f"must be >= 1; got {self.epochs}")
         _check_choice(s, "optimizer", self.optimizer, ("adam", "sgd"))
         _check_positive(s, "lr", self.lr)
-        _check_choice(s, "lr_schedule", self.lr_schedule, ("code", "sqrt", "constant"))
+        _check_choice(s, "lr_schedule", self.lr_schedule, ("code", "sqrt", "constant", "cosine"))
+        if self.warmup_steps < 0:
+            _fail(s, "warmup_steps", f"must be >= 0 (0 = no warm-up); got {self.warmup_steps}")
         if not 0 <= self.momentum < 1:
             _fail(s, "momentum", f"must lie in [0, 1); got {self.momentum}")
         _check_positive(s, "reg_lambda", self.reg_lambda, allow_zero=True)
@@ -511,7 +516,13 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
             raise ConfigError(f"override {item!r}: unknown key {key!r}; known keys of [{section}]: "
                               f"{', '.join(sorted(hints))}")
         d[section][attr] = _cast(section, attr, hints[attr], value)
+        if section == "data" and attr in _ALTERNATIVES:  # setting one of the two sizes clears the other
+            d["data"][_ALTERNATIVES[attr]] = 0
     return config_from_dict(d)
+
+
+#: Keys that are two ways of giving one quantity: an override of one clears the other.
+_ALTERNATIVES = {"n_val": "val_fraction", "val_fraction": "n_val"}
 
 
 def list_presets() -> list[str]:
@@ -569,11 +580,49 @@ def load_config(source: str | os.PathLike[str] | None = None, overrides: Iterabl
         path = preset_path(text)
     d = _read_json(path) if path.suffix.lower() == ".json" else _read_toml(path)
     d.setdefault("name", path.stem)
+    overrides = list(overrides)
     try:
+        d = _with_mode_recipe(d, overrides)
         cfg = config_from_dict(d)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return apply_overrides(cfg, overrides)
+
+
+#: Optional TOML table of a preset holding the mini-batch recipe: ``[minibatch.train]``, ``[minibatch.model]``,
+#: ``[minibatch.data]`` keys that replace the preset's own when the run is in mini-batch mode.
+RECIPE_SECTION = "minibatch"
+
+
+def _mode_of(d: Mapping[str, Any], overrides: Sequence[str]) -> str:
+    mode = d.get("train", {}).get("mode", TrainConfig.mode) if isinstance(d.get("train", {}), Mapping) else ""
+    for item in overrides:
+        key, value = _split_override(item)
+        if key == "train.mode":
+            mode = value.strip()
+    return str(mode)
+
+
+def _with_mode_recipe(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``d`` without its ``[minibatch]`` table, whose keys are merged in when the run (after ``overrides``)
+    is in mini-batch mode: preset < preset's mini-batch recipe < command-line overrides. An online run
+    (the authors' exact procedure) ignores the table."""
+    recipe = d.get(RECIPE_SECTION)
+    if recipe is None:
+        return d
+    out = {k: v for k, v in d.items() if k != RECIPE_SECTION}
+    if not isinstance(recipe, Mapping) or set(recipe) - set(_SECTIONS):
+        raise ConfigError(f"[{RECIPE_SECTION}] must hold only the tables [{RECIPE_SECTION}.model], "
+                          f"[{RECIPE_SECTION}.data], [{RECIPE_SECTION}.train]")
+    if _mode_of(d, overrides) != "minibatch":
+        return out
+    for section, values in recipe.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{RECIPE_SECTION}.{section}] must be a table of keys")
+        out[section] = {**out.get(section, {}), **values}
+    # so that the preset's online batch size 1 is not checked against an online mode before the overrides
+    out["train"] = {**out.get("train", {}), "mode": "minibatch"}
+    return out
 
 
 def write_config_json(cfg: RunConfig, path: str | os.PathLike[str]) -> None:

@@ -24,7 +24,7 @@ ONLINE = TINY + ["data.n_train=12", "train.mode=online", "train.batch_size=1", "
 MINIBATCH = TINY + ["train.mode=minibatch", "train.batch_size=5", "data.encoding=fresh",
                     "train.shuffle=permutation", "train.optimizer=sgd", "train.lr=0.01"]
 
-_TIME_KEYS = {"epoch_time_s", "wall_time_s"}
+_TIME_KEYS = {"epoch_time_s", "train_time_s", "wall_time_s"}
 
 
 def _strip_times(metrics: list[dict]) -> list[dict]:

@@ -57,7 +57,7 @@ from .metrics import MetricsLog
 from .preflight import preflight, warn_if_threads_changed
 from .rundir import RunLock, check_run_folder
 from .runtime import build_model, num_threads, resolve_device
-from .schedule import lr_at_epoch, shuffle_order
+from .schedule import lr_at_epoch, lr_at_step, per_step_schedule, shuffle_order
 from .selection import early_stop_due, fill_selection, selected_fields, summary_line
 from .state import EpochProgress, TrainState, check_resumable, fresh_state, make_checkpoint, restore_state
 from .update_checks import report_epoch_updates
@@ -165,6 +165,7 @@ class Trainer:
         self.show_progress = True  # evaluation progress (the training pass has its own hook)
         self._t_start = time.perf_counter()
         self._t_epoch = self._t_start
+        self._train_time = 0.0
 
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -214,9 +215,10 @@ class Trainer:
 
     def begin_epoch(self, epoch: int) -> EpochProgress:
         """The learning rate and data order of ``epoch`` (kept when resuming inside it)."""
-        lr = lr_at_epoch(self.t.lr, epoch, self.t.lr_schedule)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        if self._per_step:
+            self._set_lr(epoch, 0)
+        else:
+            self._set_lr_value(lr_at_epoch(self.t.lr, epoch, self.t.lr_schedule))
         st = self.st
         if st.progress is None:
             st.order = shuffle_order(st.order, self.t.shuffle, st.shuffle_gen, self.t.n_swaps)
@@ -224,6 +226,21 @@ class Trainer:
         self._t_epoch = time.perf_counter() - st.progress.elapsed
         self._emit("on_epoch_start", st.progress)
         return st.progress
+
+    @property
+    def _per_step(self) -> bool:
+        return per_step_schedule(self.t.lr_schedule, self.t.warmup_steps)
+
+    def _set_lr_value(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def _set_lr(self, epoch: int, batch: int) -> None:
+        """The per-update rate (cosine, warm-up) of batch ``batch`` of ``epoch``: a function of the global
+        update index, so that a run resumed mid-epoch gets the same rates."""
+        n = self.n_batches
+        self._set_lr_value(lr_at_step(self.t.lr, epoch, epoch * n + batch, self.t.epochs * n, self.t.lr_schedule,
+                                      self.t.warmup_steps))
 
     def run_epoch(self, ep: EpochProgress) -> None:
         """The updates of the epoch's training pass from batch ``ep.batch`` on; hooks after every update."""
@@ -241,6 +258,8 @@ class Trainer:
         if ctx is not None:
             idx = D.shard(idx, ctx)
         b = int(idx.numel())
+        if self._per_step:
+            self._set_lr(ep.epoch, ep.batch)
         self.opt.zero_grad(set_to_none=True)
         if b:
             x = self.train_set.get(idx, ep.epoch).to(device)  # bool: each layer converts what it needs
@@ -340,6 +359,7 @@ class Trainer:
         # names the cause of skipped updates; an epoch whose every update was skipped is an error
         report_epoch_updates(self.cfg, self.model, ep.epoch, ep.skipped, ep.batch, self.main)
         boost = self._boosted(preds)
+        self._train_time = time.perf_counter() - self._t_epoch  # the training pass, without evaluation
         try:
             val_eval = (None if self.val_set is None
                         else self._evaluate(self.val_set, ep.epoch, "validation"))
@@ -388,6 +408,7 @@ class Trainer:
             "test_acc": self.last_eval.accuracy,
             "best_test_acc": max([self.last_eval.accuracy] + [m["test_acc"] for m in st.metrics]),
             "epoch_time_s": now - self._t_epoch,
+            "train_time_s": self._train_time,
             "wall_time_s": st.wall_offset + now - self._t_start,
             "step": st.step,
             "mean_output_count": count_sum / max(seen * self.train_set.n_classes, 1),
