@@ -81,7 +81,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     names = sorted(p.name for p in dist_dir.iterdir())
     assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl"], names
     lines = (dist_dir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
 @pytest.mark.requires("sklearn")

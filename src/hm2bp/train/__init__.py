@@ -12,20 +12,18 @@ from typing import Any
 from .boosting import update_boost_weights
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .datasets import SpikeDataset, load_datasets
-from .loop import (
-    EvalResult,
-    TrainResult,
-    build_model,
-    evaluate,
-    evaluate_checkpoint,
-    model_from_checkpoint,
-    resolve_device,
-    train,
-)
+from .evaluate import EvalResult, evaluate, evaluate_checkpoint, model_from_checkpoint
+from .interrupt import TrainingInterrupted
+from .loop import TrainResult, Trainer, train
+from .rundir import RunFolderError
+from .runtime import build_model, resolve_device
 from .schedule import lr_at_epoch, shuffle_order
 
 __all__ = [
     "CheckpointError",
+    "RunFolderError",
+    "Trainer",
+    "TrainingInterrupted",
     "EvalResult",
     "SpikeDataset",
     "TrainResult",
