@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.data import feature_cache as fc
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = shared_paths.DATA
 
 
 class Counting:
@@ -39,7 +40,7 @@ def test_hit_and_keys(tmp_path: Path) -> None:
     audio.write_bytes(b"RIFF" + b"\1" * 100)  # another content under the same name: another entry
     fc.cached_raster(audio, {"T": 50}, f, root)
     assert f.calls == 3 and len(_entries(root)) == 3
-    assert not [p for p in root.rglob("*.tmp")]  # atomic writes leave no temp files
+    assert not list(root.rglob("*.tmp"))  # atomic writes leave no temp files
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "other_key", "empty"])
