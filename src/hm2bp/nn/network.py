@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +47,7 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleList(layers)
         for i, layer in enumerate(self.layers):
             if hasattr(layer, "name"):
-                layer.name = f"layers.{i} ({type(layer).__name__})"
+                layer.name = f"layers.{i} ({type(layer).__name__})"  # type: ignore[assignment]  # a str, not a submodule
         self.input_shape = tuple(input_shape)
         self.arch = arch
         self.hidden_spikes: list[Tensor] = []
@@ -164,7 +165,7 @@ def build_network(
     for v in thresholds:
         if not (isinstance(v, (int, float)) and v > 0):
             raise ConfigError(f"thresholds must be positive numbers, got {list(thresholds)}")
-    neuron = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype, rule=rule)
+    neuron: dict[str, Any] = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype, rule=rule)
     layers: list[nn.Module] = []
     for n, (spec, shape, v_th) in enumerate(zip(specs, a.input_shapes, thresholds)):
         last = n == len(specs) - 1
