@@ -19,7 +19,7 @@ import numpy as np
 
 from hm2bp.errors import DataFormatError
 
-__all__ = ["read_idx", "load_mnist", "load_emnist", "read_emnist_mapping"]
+__all__ = ["load_emnist", "load_mnist", "read_emnist_mapping", "read_idx"]
 
 # IDX type byte → numpy big-endian dtype
 _IDX_DTYPES: dict[int, str] = {

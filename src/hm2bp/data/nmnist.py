@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,14 +27,14 @@ from hm2bp.errors import DataFormatError
 
 __all__ = [
     "EVENT_DTYPE",
-    "read_nmnist_events",
-    "read_nmnist_dat",
-    "nmnist_raster",
-    "stabilize",
-    "events_to_raster",
-    "load_nmnist",
-    "from_tonic",
     "TonicRaster",
+    "events_to_raster",
+    "from_tonic",
+    "load_nmnist",
+    "nmnist_raster",
+    "read_nmnist_dat",
+    "read_nmnist_events",
+    "stabilize",
 ]
 
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("p", "i1"), ("t", "<i8")])

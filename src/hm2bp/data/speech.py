@@ -25,13 +25,13 @@ import numpy as np
 from hm2bp.errors import DataFormatError
 
 __all__ = [
-    "read_wav",
-    "read_sphere",
-    "read_audio",
-    "read_lyon_text",
-    "lyon_features",
     "load_fsdd",
     "load_speech_folder",
+    "lyon_features",
+    "read_audio",
+    "read_lyon_text",
+    "read_sphere",
+    "read_wav",
 ]
 
 _EXTRA_HINT = "install the optional data extra: pip install hm2bp[data]"

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import SpikeDataset
 
-__all__ = ["check_dataset_spikes", "warn_if_silent", "PROBE_SAMPLES"]
+__all__ = ["PROBE_SAMPLES", "check_dataset_spikes", "warn_if_silent"]
 
 #: Samples of each split looked at before training (the first ones of the loaded order).
 PROBE_SAMPLES = 16
@@ -52,7 +52,7 @@ def check_dataset_spikes(ds: SpikeDataset, split: str) -> None:
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # the per-sample warnings would repeat the point
-            silent = not bool(ds.get(np.arange(n), 0).any())
+            silent = not bool(ds.get(list(range(n)), 0).any())
     if silent:
         what = _KEYS.get(ds.name, "the data files and model.T")
         raise ConfigError(

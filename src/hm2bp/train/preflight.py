@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..nn.memory import available_memory_bytes
 from ..nn.network import parse_architecture
 
-__all__ = ["preflight", "check_checkpoint_matches", "ThreadsChangedWarning", "warn_if_threads_changed", "check_run_folder", "arch_sizes", "weight_bytes", "eval_bytes_lower_bound"]
+__all__ = ["ThreadsChangedWarning", "arch_sizes", "check_checkpoint_matches", "check_run_folder", "eval_bytes_lower_bound", "preflight", "warn_if_threads_changed", "weight_bytes"]
 
 _GIB = 1024**3
 
