@@ -48,6 +48,7 @@ from ..nn.memory import check_training_fits
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_run_checkpoints
 from .datasets import SpikeDataset, load_datasets, load_splits, sample_generator
 from .preflight import check_checkpoint_matches, preflight, warn_if_threads_changed
+from .input_checks import check_layers_fire
 from .update_checks import report_epoch_updates
 from .metrics import MetricsLog
 from .schedule import lr_at_epoch, shuffle_order
@@ -418,6 +419,7 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, quiet: bool,
     model = build_model(cfg).to(device)
     # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
     check_training_fits(model, cfg.model.T, t.batch_size, device)
+    check_layers_fire(model, train_set, cfg.model.thresholds, device)  # a hidden layer that never fires warns
     opt = _make_optimizer(cfg, model)
     n_train = len(train_set)
     st = _State(epoch=0, step=0, order=torch.arange(n_train), boost=torch.ones(n_train, dtype=torch.float64),
