@@ -7,8 +7,8 @@ the training loop with one line each, so the checks live here, in one place.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
