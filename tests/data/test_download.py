@@ -27,12 +27,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shared_paths
 from hm2bp.data.download import DATASETS, DownloadError, download, fetch_dataset, sha256_file
 from hm2bp.errors import ConfigError, DataFormatError
 
 pytestmark = pytest.mark.reliability
 
-SHARED_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+SHARED_MNIST = shared_paths.DATA / "mnist"
 FAST = dict(timeout=5.0, backoff=0.0)
 
 
@@ -72,7 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         b = self.server.behaviour  # type: ignore[attr-defined]
         rng = self.headers.get("Range")
         name = self.path.lstrip("/")
@@ -484,7 +485,7 @@ def test_fetch_mnist_from_local_mirrors(server: Server, tmp_path: Path) -> None:
 
 
 def test_fetch_errors(server: Server, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="registered: mnist"):
+    with pytest.raises(ConfigError, match="registered: emnist, fsdd, mnist, nmnist"):
         fetch_dataset("cifar10", tmp_path)
     for f in DATASETS["mnist"].files:
         server.behaviour.files[f.source] = gzip.compress(b"not mnist", mtime=0)

@@ -14,8 +14,9 @@ import gzip
 import re
 import struct
 import wave
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ def _audio_ok(result: tuple[np.ndarray, int]) -> bool:
 
 def _sphere_bytes(n: int = 300) -> bytes:
     samples = (np.arange(n) * 101 % 3000 - 1500).astype("<i2")
-    fields = ["sample_count -i %d" % n, "sample_n_bytes -i 2", "channel_count -i 1", "sample_byte_format -s2 01",
+    fields = [f"sample_count -i {n}", "sample_n_bytes -i 2", "channel_count -i 1", "sample_byte_format -s2 01",
               "sample_rate -i 12500", "sample_coding -s3 pcm"]
     head = ("\n".join(["NIST_1A", "   1024", *fields, "end_head"]) + "\n").encode()
     return head + b" " * (1024 - len(head)) + samples.tobytes()
