@@ -287,13 +287,15 @@ def download(
     say = echo or (lambda s: None)
 
     pace = _Pace(deadline, min_rate, rate_window)
-    return _download_loop(url, dest, raw_part, unpacked, sha=sha, expected_size=expected_size, limit=limit,
-                          gunzip=gunzip, timeout=timeout, retries=retries, backoff=backoff, say=say, pace=pace)
+    return _download_loop(url, dest, raw_part, unpacked, sha=sha, algo=algo, check=check,
+                          expected_size=expected_size, limit=limit, gunzip=gunzip, timeout=timeout, retries=retries,
+                          backoff=backoff, say=say, pace=pace)
 
 
-def _download_loop(url: str, dest: Path, raw_part: Path, unpacked: Path, *, sha: str, expected_size: int | None,
-                   limit: int | None, gunzip: bool, timeout: float, retries: int, backoff: float,
-                   say: Callable[[str], None], pace: _Pace) -> Path:
+def _download_loop(url: str, dest: Path, raw_part: Path, unpacked: Path, *, sha: str | None, algo: str,
+                   check: Callable[[Path], str | None] | None,
+                   expected_size: int | None, limit: int | None, gunzip: bool, timeout: float, retries: int,
+                   backoff: float, say: Callable[[str], None], pace: _Pace) -> Path:
     """The attempts of :func:`download`: fetch (resuming), retry transient faults, verify, rename."""
     failures = 0
     restarted = False  # restarted from scratch after a resumed download failed verification
