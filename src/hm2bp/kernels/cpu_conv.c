@@ -70,33 +70,72 @@ static void conv_scatter(const layer_args *a, const int64_t *row_ptr, const int3
     }
 }
 
-/* The spikes o [P, nk] (position-major, as the block's state) of one step into out/out_u8 [K, P] (this
- * block's rows of the step), and cnt [P·nk] += them. Most neurons are silent: the rows are cleared and
- * only the spikes written, found 8 neurons at a time. */
-static void write_spikes(const float *o, int64_t P, int64_t nk, float *out, uint8_t *out_u8, int32_t *cnt) {
+/* The LIF update of cpu_scan.c's lif_step (spec §1.1: the same float operations in the same order) for n
+ * neurons, writing the spikes as bytes f8 and adding them to cnt. With τ_m and τ_s powers of two (64 and 8
+ * in every config), v/τ is computed as v·(1/τ): the same float (both are the correctly rounded value of the
+ * same real number) for a fraction of the cost of a division, which dominated the scan. */
+static void lif_step_u8(float *restrict v, float *restrict x, int32_t *restrict r, const float *restrict cur,
+                        uint8_t *restrict f8, int32_t *restrict cnt, int64_t n, float tau_m, float tau_s,
+                        int32_t t_ref, float theta, int pow2) {
+#define LIF_BODY(SCALE_M, SCALE_S)                                                                 \
+    for (int64_t c = 0; c < n; c++) {                                                              \
+        float vv = v[c], xx = x[c];                                                                \
+        vv = vv - SCALE_M(vv);                                                                     \
+        xx = xx - SCALE_S(xx);                                                                     \
+        xx = xx + cur[c];                                                                          \
+        vv = vv + SCALE_S(xx);                                                                     \
+        int32_t rc = r[c], clamped = rc > 0;                                                       \
+        vv = clamped ? 0.0f : vv;                                                                  \
+        rc = rc - clamped;                                                                         \
+        int32_t fire = vv > theta;                                                                 \
+        f8[c] = (uint8_t)fire;                                                                     \
+        cnt[c] += fire;                                                                            \
+        r[c] = fire ? t_ref : rc;                                                                  \
+        v[c] = fire ? 0.0f : vv;                                                                   \
+        x[c] = xx;                                                                                 \
+    }
+    if (pow2) {
+        float im = 1.0f / tau_m, is = 1.0f / tau_s;
+#define MUL_M(z) ((z) * im)
+#define MUL_S(z) ((z) * is)
+        LIF_BODY(MUL_M, MUL_S)
+    } else {
+#define DIV_M(z) ((z) / tau_m)
+#define DIV_S(z) ((z) / tau_s)
+        LIF_BODY(DIV_M, DIV_S)
+    }
+#undef LIF_BODY
+#undef MUL_M
+#undef MUL_S
+#undef DIV_M
+#undef DIV_S
+}
+
+/* 1 when τ (> 0) is a power of two, so that 1/τ is exact and z/τ = z·(1/τ) for every float z. */
+static int power_of_two(float tau) {
+    int e;
+    return frexpf(tau, &e) == 0.5f;
+}
+
+/* The spikes f8 [P, nk] (position-major, as the block's state) of one step into out/out_u8 [K, P] (this
+ * block's rows of the step). Most neurons are silent: the rows are cleared and only the spikes written,
+ * found 8 at a time. */
+static void write_spikes(const uint8_t *f8, int64_t P, int64_t nk, float *out, uint8_t *out_u8) {
     int64_t nb = P * nk, n = 0;
     memset(out_u8, 0, (size_t)nb);
     if (out) memset(out, 0, (size_t)nb * sizeof(float));
-    for (; n + 8 <= nb; n += 8) {
-        uint32_t any = 0, bits[8];
-        memcpy(bits, o + n, sizeof bits);
-        for (int i = 0; i < 8; i++) any |= bits[i];
-        if (!any) continue;
-        for (int64_t m = n; m < n + 8; m++)
-            if (o[m] != 0.0f) {
+    for (; n < nb; n += 8) {
+        uint64_t word = 0;
+        if (n + 8 <= nb) memcpy(&word, f8 + n, 8);
+        else word = 1;  /* the tail: look at each */
+        if (!word) continue;
+        for (int64_t m = n; m < n + 8 && m < nb; m++)
+            if (f8[m]) {
                 int64_t i = m % nk * P + m / nk;
                 out_u8[i] = 1;
                 if (out) out[i] = 1.0f;
-                cnt[m]++;
             }
     }
-    for (; n < nb; n++)
-        if (o[n] != 0.0f) {
-            int64_t i = n % nk * P + n / nk;
-            out_u8[i] = 1;
-            if (out) out[i] = 1.0f;
-            cnt[n]++;
-        }
 }
 
 /* Forward of a conv layer: spikes to out_u8 [T, B, K, Ho, Wo] (and out, float 0/1, when not NULL), spike
@@ -107,28 +146,29 @@ int hm2bp_conv_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
     int64_t T = a->T, B = a->B, K = a->K, P = a->Ho * a->Wo, ckk = a->C * a->k * a->k;
     int64_t nt = a->n_threads > 0 ? a->n_threads : 1, nkb = channel_blocks(B, K, nt);
     int64_t kmax = (K + nkb - 1) / nkb, nb_max = P * kmax;
-    int failed = 0;
+    int failed = 0, pow2 = power_of_two(a->tau_m) && power_of_two(a->tau_s);
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1) reduction(| : failed)
     for (int64_t b = 0; b < B; b++)
         for (int64_t kb = 0; kb < nkb; kb++) {
             int64_t k0, nk = block_bounds(K, nkb, kb, &k0), nb = P * nk;
             if (!scratch_begin(6 * SCRATCH(nb_max * sizeof(float)))) { failed |= 1; continue; }
             float *v = scratch_take(nb * sizeof(float)), *x = scratch_take(nb * sizeof(float));
-            float *o = scratch_take(nb * sizeof(float)), *d = scratch_take(nb * sizeof(float));
+            uint8_t *o = scratch_take(nb);
+            float *d = scratch_take(nb * sizeof(float));
             int32_t *r = scratch_take(nb * sizeof(int32_t)), *cnt = scratch_take(nb * sizeof(int32_t));
             memset(v, 0, (size_t)nb * sizeof(float));
             memset(x, 0, (size_t)nb * sizeof(float));
             memset(r, 0, (size_t)nb * sizeof(int32_t));
-            memset(o, 0, (size_t)nb * sizeof(float));
+            memset(o, 0, (size_t)nb);
             memset(cnt, 0, (size_t)nb * sizeof(int32_t));
             const float *w = wt + kb * ckk * kmax;
             int64_t base = b * K * P + k0 * P, stride = B * K * P;
-            if (T > 0) write_spikes(o, P, nk, out ? out + base : NULL, out_u8 + base, cnt);
+            if (T > 0) write_spikes(o, P, nk, out ? out + base : NULL, out_u8 + base);
             for (int64_t t = 1; t < T; t++) {
                 memset(d, 0, (size_t)nb * sizeof(float));
                 conv_scatter(a, row_ptr, cols, (t - 1) * B + b, w, nk, d);
-                lif_step(v, x, r, d, o, nb, a->tau_m, a->tau_s, a->t_ref, a->theta);
-                write_spikes(o, P, nk, out ? out + t * stride + base : NULL, out_u8 + t * stride + base, cnt);
+                lif_step_u8(v, x, r, d, o, cnt, nb, a->tau_m, a->tau_s, a->t_ref, a->theta, pow2);
+                write_spikes(o, P, nk, out ? out + t * stride + base : NULL, out_u8 + t * stride + base);
             }
             if (counts)
                 for (int64_t kk = 0; kk < nk; kk++)
@@ -145,22 +185,23 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
     int64_t T = a->T, B = a->B, C = a->C, HW = a->H * a->W, P = a->Ho * a->Wo, p = a->k;
     int64_t nt = a->n_threads > 0 ? a->n_threads : 1, ncb = channel_blocks(B, C, nt);
     int64_t nb_max = P * ((C + ncb - 1) / ncb);
-    int failed = 0;
+    int failed = 0, pow2 = power_of_two(a->tau_m) && power_of_two(a->tau_s);
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1) reduction(| : failed)
     for (int64_t b = 0; b < B; b++)
         for (int64_t cb = 0; cb < ncb; cb++) {
             int64_t c0, nc = block_bounds(C, ncb, cb, &c0), nb = P * nc;
             if (!scratch_begin(6 * SCRATCH(nb_max * sizeof(float)))) { failed |= 1; continue; }
             float *v = scratch_take(nb * sizeof(float)), *x = scratch_take(nb * sizeof(float));
-            float *o = scratch_take(nb * sizeof(float)), *d = scratch_take(nb * sizeof(float));
+            uint8_t *o = scratch_take(nb);
+            float *d = scratch_take(nb * sizeof(float));
             int32_t *r = scratch_take(nb * sizeof(int32_t)), *cnt = scratch_take(nb * sizeof(int32_t));
             memset(cnt, 0, (size_t)nb * sizeof(int32_t));
             memset(v, 0, (size_t)nb * sizeof(float));
             memset(x, 0, (size_t)nb * sizeof(float));
             memset(r, 0, (size_t)nb * sizeof(int32_t));
-            memset(o, 0, (size_t)nb * sizeof(float));
+            memset(o, 0, (size_t)nb);
             int64_t base = (b * C + c0) * P, stride = B * C * P;
-            if (T > 0) write_spikes(o, nb, 1, out ? out + base : NULL, out_u8 + base, cnt);
+            if (T > 0) write_spikes(o, nb, 1, out ? out + base : NULL, out_u8 + base);
             for (int64_t t = 1; t < T; t++) {
                 int64_t q0, q1;
                 memset(d, 0, (size_t)nb * sizeof(float));
@@ -169,8 +210,8 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
                     int64_t j = cols[q] - c0 * HW, c = j / HW, u = j % HW / a->W, w = j % a->W;
                     d[c * P + u / p * a->Wo + w / p] += 1.0f;
                 }
-                lif_step(v, x, r, d, o, nb, a->tau_m, a->tau_s, a->t_ref, a->theta);
-                write_spikes(o, nb, 1, out ? out + t * stride + base : NULL, out_u8 + t * stride + base, cnt);
+                lif_step_u8(v, x, r, d, o, cnt, nb, a->tau_m, a->tau_s, a->t_ref, a->theta, pow2);
+                write_spikes(o, nb, 1, out ? out + t * stride + base : NULL, out_u8 + t * stride + base);
             }
             if (counts) memcpy(counts + base, cnt, (size_t)nb * sizeof(int32_t));
         }
