@@ -130,15 +130,20 @@ def channel_blocks(B: int, K: int) -> int:
 
 
 def blocked_weights(weight: Tensor, B: int, dtype: torch.dtype) -> Tensor:
-    """W ``[K, C, k, k]`` as ``[n_blocks, C·k·k·kmax]``: each channel block's kernels as [C, k, k, nk] with the
-    channels innermost (the layout the kernels read), blocks split as ``torch.tensor_split`` does."""
+    """W ``[K, C, k, k]`` as ``[n_blocks, C·k·k·kmax]``: each channel block's kernels as [C, k, k, ns] with the
+    channels innermost, padded with zeros to ns = a multiple of 8 (float32, the forward) or 4 (float64, the
+    backward), blocks split as ``torch.tensor_split`` does (the layout of ``cpu_conv.c``)."""
     K = weight.shape[0]
     n = channel_blocks(B, K)
-    kmax = -(-K // n)
+    pad = 8 if dtype == torch.float32 else 4
+    kmax = -(-(-(-K // n)) // pad) * pad
     ckk = weight[0].numel()
     out = torch.zeros(n, ckk * kmax, dtype=dtype)
     for i, blk in enumerate(torch.tensor_split(weight.detach(), n)):
-        out[i, : ckk * blk.shape[0]] = blk.permute(1, 2, 3, 0).reshape(-1).to(dtype)
+        ns = -(-blk.shape[0] // pad) * pad
+        padded = torch.zeros(ckk, ns, dtype=dtype)
+        padded[:, : blk.shape[0]] = blk.permute(1, 2, 3, 0).reshape(ckk, -1)
+        out[i, : ckk * ns] = padded.reshape(-1)
     return out
 
 
