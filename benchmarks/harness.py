@@ -382,10 +382,11 @@ def build_configs(quick: bool, arch: str = "fc") -> list[dict[str, object]]:
         return build_configs(quick, "fc") + build_configs(quick, "cnn")
     if arch == "cnn":
         grid_cnn = [(50, 2)] if quick else [(400, b) for b in (1, 16, 64)]
-        cnn = [dict(arch=ARCH_NAMES["cnn"], library=lib, rule=rule, neuron=neuron, T=T, batch=b, n_hidden=300)
-               for T, b in grid_cnn for lib, rule, neuron in variants]
-        cnn.append(dict(arch=ARCH_NAMES["cnn"], library="hm2bp", rule="hm2bp-exact", neuron="", T=grid_cnn[0][0],
-                        batch=1, n_hidden=300))
+        cnn: list[dict[str, object]] = [
+            {"arch": ARCH_NAMES["cnn"], "library": lib, "rule": rule, "neuron": neuron, "T": T, "batch": b, "n_hidden": 300}
+            for T, b in grid_cnn for lib, rule, neuron in variants]
+        cnn.append({"arch": ARCH_NAMES["cnn"], "library": "hm2bp", "rule": "hm2bp-exact", "neuron": "",
+                    "T": grid_cnn[0][0], "batch": 1, "n_hidden": 300})
         cnn.sort(key=lambda c: (int(c["T"]) * int(c["batch"]), int(c["T"])))  # type: ignore[call-overload]
         return cnn
 

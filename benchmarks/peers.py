@@ -217,7 +217,9 @@ class _CNNBody(nn.Module):
 
     def run(self, x: Tensor, neuron) -> tuple[list[Tensor], Tensor]:  # type: ignore[no-untyped-def]
         """x ``[T, B, 784]`` → (every layer's spikes, output spikes)."""
-        pool = lambda s: torch.nn.functional.avg_pool2d(s, 2, ceil_mode=True) * (4.0 / TAU_S)  # noqa: E731
+        def pool(s: Tensor) -> Tensor:  # the 2×2 sum of spikes, times the peers' 1/τ_s
+            return torch.nn.functional.avg_pool2d(s, 2, ceil_mode=True) * (4.0 / TAU_S)
+
         T, B = x.shape[:2]
         s = [neuron(0, self._images(self.conv1, x.reshape(T, B, 1, 28, 28)))]
         s.append(neuron(1, self._images(pool, s[-1])))
@@ -321,4 +323,4 @@ def dense_flops_per_sample(T: int, n_hidden: int = N_HIDDEN, arch: str = "fc") -
     return 2.0 * T * (N_IN * n_hidden + n_hidden * N_OUT)
 
 
-__all__ = ["make_inputs", "make_weights", "make_cnn_weights", "build_peer", "count_loss", "dense_flops_per_sample"]
+__all__ = ["build_peer", "count_loss", "dense_flops_per_sample", "make_cnn_weights", "make_inputs", "make_weights"]
