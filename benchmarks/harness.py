@@ -459,11 +459,12 @@ def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
     for c in build_configs(args.quick, args.arch):
         if args.only and c["library"] not in args.only:
             continue
-        row: dict[str, object] = {k: "" for k in COLUMNS}
+        row: dict[str, object] = dict.fromkeys(COLUMNS, "")
         row.update(c)
         row.update(common)
         row["gemm_gflops"] = round(peak, 2)
-        label = f"{'cnn' if c['arch'] == ARCH_NAMES['cnn'] else 'fc':4s} {c['library']:12s} {c['rule']:15s} {str(c['neuron'] or '-'):13s} T={c['T']:<3} batch={c['batch']:<3}"
+        arch = "cnn" if c["arch"] == ARCH_NAMES["cnn"] else "fc"
+        label = f"{arch:4s} {c['library']:12s} {c['rule']:15s} {c['neuron'] or '-'!s:13s} T={c['T']:<3} batch={c['batch']:<3}"
         skip = ""
         if c["library"] != "hm2bp" and c["library"] not in from_peers:
             skip = "peer environment missing (run benchmarks/setup_peer_envs.sh)"
@@ -650,7 +651,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> bool:
             ax.set_ylabel(ylabel)
             ax.set_title(f"batch {b}")
             ax.grid(True, which="both", alpha=0.3)
-    handles, labels = {}, {}
+    handles: dict[str, object] = {}
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
