@@ -1,18 +1,14 @@
-"""The compiled event-driven conv and pool kernels (``cpu_conv.c``), built on first use like ``cpu.py``'s.
+"""The compiled event-driven conv and pool kernels (``cpu_conv.c``), built on first use by ``build.py``.
 
-``cpu_conv.c`` includes ``cpu_scan.c`` (the LIF step, the S-PSP scatter, the scratch memory), so it is
-one more shared library, cached under ``$HM2BP_CACHE`` with a key that hashes both sources and the
-flags. Every call takes its geometry and neuron constants as one ``LayerArgs`` structure.
+``cpu_conv.c`` includes ``cpu_scan.c`` (its S-PSP helpers, exp table and scratch memory), so it is one
+more shared library, cached and verified like ``cpu.py``'s, with both files in its cache key. Every call
+takes its geometry and neuron constants as one ``LayerArgs`` structure, whose integers are bounds-checked
+here (``cpu.c_int``: ctypes would wrap them silently).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -21,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import cpu
+from . import build, cpu
 
 _HERE = Path(__file__).parent
 _SOURCE = _HERE / "cpu_conv.c"
@@ -42,40 +38,9 @@ class LayerArgs(ctypes.Structure):
     ]
 
 
-def _compile(compiler: str, flags: list[str]) -> Path:
-    digest = hashlib.sha256()
-    for src in (_SOURCE, *_INCLUDED):
-        digest.update(src.read_bytes())
-    digest.update(" ".join([compiler, *flags]).encode())
-    target = cpu._cache_dir() / f"hm2bp_conv_{digest.hexdigest()[:16]}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *flags, f"-I{_HERE}", str(_SOURCE), "-o", tmp], check=True, capture_output=True,
-                           text=True)
-            os.replace(tmp, target)  # atomic, as in cpu.py
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc.stderr.strip()[:500]}") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
-
-
 def _build() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc/gcc) found")
-    isa = cpu._isa_flags()
-    try:
-        target = _compile(compiler, [*cpu._FLAGS, *isa])
-    except RuntimeError:
-        if not isa:
-            raise
-        target = _compile(compiler, cpu._FLAGS)
-    lib = ctypes.CDLL(str(target))
+    # cpu_conv.c includes cpu_scan.c: listed as a header, it is part of the cache key.
+    lib = build.load("hm2bp_conv", [_SOURCE], _INCLUDED)
     args = ctypes.POINTER(LayerArgs)
     lib.hm2bp_conv_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
     lib.hm2bp_pool_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr]
@@ -119,8 +84,12 @@ class Geometry(NamedTuple):
 
 def _args(g: Geometry, T: int, B: int, tau_m: float, tau_s: float, theta: float, t_ref: int, window: int
           ) -> LayerArgs:
-    return LayerArgs(T, B, g.C, g.H, g.W, g.K, g.k, g.Ho, g.Wo, tau_m, tau_s, theta, t_ref, window, tau_m, tau_s,
-                     torch.get_num_threads())
+    for name, v in {"T": T, "B": B, **g._asdict()}.items():
+        cpu.c_int(name, v)
+    cpu.c_int("inputs per sample", g.C * g.H * g.W)
+    cpu.c_int("outputs per sample", g.K * g.Ho * g.Wo)
+    return LayerArgs(T, B, g.C, g.H, g.W, g.K, g.k, g.Ho, g.Wo, tau_m, tau_s, theta, cpu.c_int("t_ref", t_ref),
+                     cpu.c_window(window, T), tau_m, tau_s, torch.get_num_threads())
 
 
 def channel_blocks(B: int, K: int) -> int:
@@ -130,15 +99,21 @@ def channel_blocks(B: int, K: int) -> int:
 
 
 def blocked_weights(weight: Tensor, B: int, dtype: torch.dtype) -> Tensor:
-    """W ``[K, C, k, k]`` as ``[n_blocks, C·k·k·kmax]``: each channel block's kernels as [C, k, k, nk] with the
-    channels innermost (the layout the kernels read), blocks split as ``torch.tensor_split`` does."""
+    """W ``[K, C, k, k]`` as ``[n_blocks, C·k·k·kmax]``: each channel block's kernels as [C, k, k, ns] with the
+    channels innermost, padded with zeros to ns = a multiple of 8 (float32, the forward) or 4 (float64, the
+    backward), blocks split as ``torch.tensor_split`` does (the layout of ``cpu_conv.c``)."""
     K = weight.shape[0]
     n = channel_blocks(B, K)
-    kmax = -(-K // n)
+    pad = 8 if dtype == torch.float32 else 4
+    per_block = -(-K // n)
+    kmax = -(-per_block // pad) * pad
     ckk = weight[0].numel()
     out = torch.zeros(n, ckk * kmax, dtype=dtype)
     for i, blk in enumerate(torch.tensor_split(weight.detach(), n)):
-        out[i, : ckk * blk.shape[0]] = blk.permute(1, 2, 3, 0).reshape(-1).to(dtype)
+        ns = -(-blk.shape[0] // pad) * pad
+        padded = torch.zeros(ckk, ns, dtype=dtype)
+        padded[:, : blk.shape[0]] = blk.permute(1, 2, 3, 0).reshape(ckk, -1)
+        out[i, : ckk * ns] = padded.reshape(-1)
     return out
 
 
