@@ -22,7 +22,7 @@ from . import build
 
 _HERE = Path(__file__).parent
 SOURCES = ["scratch.c", "psp.c", "transpose.c", "lif_scan.c", "fc_forward.c", "fc_backward.c", "output_rules.c",
-           "spike_index.c"]
+           "spike_index.c", "cpu_conv.c"]
 """The C files compiled into the one kernel library (adding a kernel file is one more name here)."""
 HEADERS = ["hm2bp_kernels.h", "instantiate.h", "typed.h", "psp_body.h", "transpose_body.h", "fc_backward_body.h",
            "fc_rows_body.h", "fc_block_body.h", "spike_index_body.h"]
@@ -59,7 +59,7 @@ C_INT_MAX = 2**31 - 1
 def c_int(name: str, value: object, low: int = 0, high: float = C_INT_MAX) -> int:
     """``value`` as an integer in [low, high] for the kernels, or a ValueError naming the parameter."""
     try:
-        v = operator.index(value)  # type: ignore[call-overload]
+        v = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise ValueError(f"hm2bp kernels: {name} must be an integer, got {value!r}") from None
     if not low <= v <= high:

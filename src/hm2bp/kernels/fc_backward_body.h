@@ -1,16 +1,5 @@
 /* The backward pass of an event-driven FC layer in TYPE (a body file of instantiate.h). */
 
-/* f = δ̂·(1 + σ)·Λ of spec §3.3 for one post neuron and sample: δ̂ = δ/ν; σ = psp_drive/(ν·o) when it fired
- * (o > 0), else 0.5·Σ_j w_ij/ν (weight_sum, read only then); Λ = *lam (NULL: none). In TYPE, in the order
- * of functional/hm2bp.py's torch code. */
-static inline TYPE FN(layer_factor)(TYPE delta, int64_t count, double psp_drive, TYPE weight_sum,
-                                    const double *lam, TYPE vth) {
-    TYPE dh = delta / vth;
-    TYPE sigma = count > 0 ? (TYPE)psp_drive / (vth * (TYPE)count) : (TYPE)0.5 * weight_sum / vth;
-    TYPE f = dh * ((TYPE)1 + sigma);
-    return lam ? f * (TYPE)*lam : f;
-}
-
 /* What every part of one call reads. */
 typedef struct {
     const hm2bp_params *p;

@@ -43,6 +43,17 @@ static inline void FN(filter_step)(TYPE *restrict am, TYPE *restrict as, const T
     }
 }
 
+/* f = δ̂·(1 + σ)·Λ of spec §3.3 for one post neuron and sample: δ̂ = δ/ν; σ = psp_drive/(ν·o) when it fired
+ * (o > 0), else 0.5·Σ_j w_ij/ν (weight_sum, read only then); Λ = *lam (NULL: none). In TYPE, in the order
+ * of functional/hm2bp.py's torch code (used by the FC and the conv backward passes). */
+static inline TYPE FN(layer_factor)(TYPE delta, int64_t count, double psp_drive, TYPE weight_sum,
+                                    const double *lam, TYPE vth) {
+    TYPE dh = delta / vth;
+    TYPE sigma = count > 0 ? (TYPE)psp_drive / (vth * (TYPE)count) : (TYPE)0.5 * weight_sum / vth;
+    TYPE f = dh * ((TYPE)1 + sigma);
+    return lam ? f * (TYPE)*lam : f;
+}
+
 /* Per-spike S-PSP coefficients of nc columns into cm/cs [T, nc] (psp_body.h). */
 HIDDEN void FN(psp_scatter)(const uint8_t *post, int64_t stride, int64_t T, int64_t nc, const exp_table *et,
                             int32_t t_ref, int64_t window, TYPE *cm, TYPE *cs, int64_t *prev);
