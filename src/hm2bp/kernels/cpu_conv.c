@@ -2,7 +2,7 @@
  *
  * Every layer reads its input spikes as a CSR index over rows r = t·B + b whose columns are the flat input
  * positions c·H·W + u·W + v in ascending order (kernels/cpu.py spike_index). The drive of each step is
- * summed from the spikes and integrated at once by the LIF step of cpu_scan.c, so no [T, B, K, Ho, Wo]
+ * summed from the spikes and integrated at once by the LIF step of hm2bp_kernels.h, so no [T, B, K, Ho, Wo]
  * float drive exists; the output spikes are one byte each. A spike visits the k² outputs it reaches and adds
  * one contiguous vector of kernel weights per output, so an output's drive is summed in ascending (c, i, j)
  * order: the authors' loop order (and the float64 reference's), bit for bit.
@@ -15,8 +15,9 @@
  * as threads, else the channels are split so that batch 1 uses every thread. Per-sample partial results
  * are reduced in sample order afterwards, so the results do not depend on the number of threads.
  *
- * Built by kernels/cpu_conv.py with the flags of cpu_scan.c; its helpers are included from there. */
-#include "cpu_scan.c"
+ * Compiled into the one kernel library of kernels/cpu.py (SOURCES); its helpers (LIF step, scratch memory,
+ * exp table, layer factor) come from hm2bp_kernels.h. */
+#include "hm2bp_kernels.h"
 
 /* One layer's geometry and neuron constants (a ctypes Structure in kernels/cpu_conv.py, same order). */
 typedef struct {
@@ -26,7 +27,7 @@ typedef struct {
     float tau_m, tau_s, theta;
     int32_t t_ref;
     int64_t window;              /* S-PSP look-back window */
-    double psp_tau_m, psp_tau_s; /* τ_m, τ_s of the S-PSP (double, as in cpu_scan.c) */
+    double psp_tau_m, psp_tau_s; /* τ_m, τ_s of the S-PSP (double, as in the FC kernels) */
     int32_t n_threads;
 } layer_args;
 
@@ -227,7 +228,7 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
 
 /* ----------------------------------------------------------------------------------------------
  * Backward passes. C̃ (spec §2, functional/psp.py) of the neurons of a work item that fired is filtered
- * backwards in time, step by step, from the coefficients psp_scatter of cpu_scan.c would scatter into dense
+ * backwards in time, step by step, from the coefficients psp_scatter of psp_body.h would scatter into dense
  * [T, n] buffers. Each coefficient of post spike k at t_k (previous spike p) lies at a step fixed by t_k or
  * p: a = t_k − T_ref (case A's +c, and case B's upper end when p − 1 > a), p − 1 (case A's lower end when
  * a0 = p, case B's upper end) or lo − 1 = max(0, t_k − window − 1) (case A's lower end when a0 = lo, case
@@ -242,7 +243,7 @@ typedef struct {
     const int32_t *sprev;    /* [n_sp] the neuron's previous spike step (−1: none) */
     const int32_t *snext;    /* [n_sp] the index of the neuron's next spike (−1: none) */
     int32_t *tlo, *thi;      /* [n_act] C̃_q(t) is 0 outside [tlo[q], thi[q]] */
-    int64_t *cover;          /* [n_act] lower end of the window opened last (cpu_scan.c's psp_cover) */
+    int64_t *cover;          /* [n_act] lower end of the window opened last (psp_cover of hm2bp_kernels.h) */
     double *am, *as, dm, ds, c;
     const exp_table *et;
 } psp_stream;
