@@ -601,26 +601,20 @@ def import_nir(graph: nir.NIRGraph | str | os.PathLike[str], *, dt: float | None
             eff = _meta_get(meta, "effect_ratio")
             desired = _meta_get(meta, "desired")
             layer: torch.nn.Module = SpikingLinear(
-                w.shape[1], w.shape[0], params.v_th, tau_m=params.tau_m, tau_s=params.tau_s, t_ref=params.t_ref,
-                theta_eps=params.theta_eps, lateral_inhibition=w0,
+                w.shape[1], w.shape[0], params, lateral_inhibition=w0,
                 effect_ratio=True if eff is None else bool(eff), desired=35 if desired is None else int(desired),
                 generator=gen,
             )
         elif syn[0] == "conv":
             w = syn[1]
             layer = SpikingConv2d(
-                w.shape[1], w.shape[0], w.shape[2], params.v_th, tau_m=params.tau_m, tau_s=params.tau_s,
-                t_ref=params.t_ref, theta_eps=params.theta_eps, generator=gen,
+                w.shape[1], w.shape[0], w.shape[2], params, generator=gen,
             )
         else:
-            layer = SpikingPool2d(
-                syn[1], params.v_th, tau_m=params.tau_m, tau_s=params.tau_s, t_ref=params.t_ref,
-                theta_eps=params.theta_eps,
-            )
+            layer = SpikingPool2d(syn[1], params)
         if syn[0] != "pool":
             with torch.no_grad():
                 layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(syn[1])))
-        layer.params = params  # carries the window, if any
         layers.append(layer)
         shape = new_shape
         cur = only_successor(cur, exclude=(lateral_name,) if lateral_name else ())

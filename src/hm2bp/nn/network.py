@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..functional.params import NeuronParams
 from .layers import (
     Flatten,
     SpikingConv2d,
@@ -193,20 +194,23 @@ def build_network(
     for v in thresholds:
         if not (isinstance(v, (int, float)) and v > 0):
             raise ConfigError(f"thresholds must be positive numbers, got {list(thresholds)}")
-    neuron = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype, rule=rule)
+    common = {"backward_dtype": backward_dtype, "rule": rule}
     layers: list[nn.Module] = []
     shape = in_shape
     for n, (spec, v_th) in enumerate(zip(specs, thresholds)):
         last = n == len(specs) - 1
+        # conv layers test v > ν, the others v > ν − 1e-6 (spec §1.1 step 6)
+        params = NeuronParams(v_th, tau_m, tau_s, t_ref, 0.0 if spec.kind == "conv" else 1e-6)
         if spec.kind == "conv":
             c, h, w = shape
             if spec.kernel > min(h, w):
                 raise ConfigError(f"architecture {arch!r}: kernel {spec.kernel} larger than the {h}x{w} map")
-            layers.append(SpikingConv2d(c, spec.size, spec.kernel, v_th, init_scale=conv_init, generator=generator, **neuron))
+            layers.append(SpikingConv2d(c, spec.size, spec.kernel, params, init_scale=conv_init, generator=generator,
+                                        **common))
             shape = (spec.size, h - spec.kernel + 1, w - spec.kernel + 1)
         elif spec.kind == "pool":
             c, h, w = shape
-            layers.append(SpikingPool2d(spec.size, v_th, **neuron))
+            layers.append(SpikingPool2d(spec.size, params, **common))
             shape = (c, -(-h // spec.size), -(-w // spec.size))
         else:
             if len(shape) == 3:
@@ -214,9 +218,9 @@ def build_network(
                 shape = (shape[0] * shape[1] * shape[2],)
             layers.append(
                 SpikingLinear(
-                    shape[0], spec.size, v_th, init_scale=fc_init, generator=generator,
+                    shape[0], spec.size, params, init_scale=fc_init, generator=generator,
                     lateral_inhibition=lateral_inhibition if last else None, output=last,
-                    effect_ratio=effect_ratio, desired=desired, **neuron,
+                    effect_ratio=effect_ratio, desired=desired, **common,
                 )
             )
             shape = (spec.size,)
