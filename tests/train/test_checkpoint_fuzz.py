@@ -103,7 +103,7 @@ def test_flips_in_tensor_data_are_caught(tmp_path: Path, saved: tuple[bytes, str
             raw.pop("sha256", None)
             if content_digest(raw) != digest:
                 outcomes["plain torch.load: different content"] += 1
-        except Exception:  # noqa: BLE001 - any failure to load counts as "not silently different"
+        except Exception:
             pass
     print("bit flips at evenly spaced offsets:", outcomes)
     assert outcomes["plain torch.load: different content"] > 0.3 * (outcomes["refused"] + outcomes["identical"])
@@ -144,13 +144,33 @@ def test_digest_mismatch_and_legacy_checkpoint(tmp_path: Path) -> None:
     assert "sha256" not in ck and content_digest(ck) == content_digest(CK)
 
 
-def test_best_is_written_before_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_last_is_written_before_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     order: list[str] = []
     real = ckmod.atomic_write_bytes
     monkeypatch.setattr(ckmod, "atomic_write_bytes", lambda p, d: (order.append(Path(p).name), real(p, d)))
     save_run_checkpoints(CK, tmp_path / "last.pt", tmp_path / "best.pt")
     save_run_checkpoints(CK, tmp_path / "last.pt")
-    assert order == ["best.pt", "last.pt", "last.pt"]
+    assert order == ["last.pt", "best.pt", "last.pt"]
+
+
+def test_repair_best_completes_only_a_missing_or_stale_best(tmp_path: Path) -> None:
+    """A kill between last.pt and best.pt: last.pt says its step is the best one, best.pt holds another
+    step (or is missing): the resumed run copies last.pt; otherwise best.pt is never touched."""
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    ck = {**CK, "step": 30, "best_step": 30}
+    save_checkpoint(ck, last)
+    assert ckmod.repair_best(load_checkpoint(last), last, best) and best.read_bytes() == last.read_bytes()
+    assert not ckmod.repair_best(load_checkpoint(last), last, best)  # already complete
+    save_checkpoint({**CK, "step": 20, "best_step": 20}, best)  # the previous best: stale
+    assert ckmod.repair_best(load_checkpoint(last), last, best) and load_checkpoint(best)["step"] == 30
+    older = {**CK, "step": 20, "best_step": 20}
+    save_checkpoint(older, best)
+    for not_best in ({**CK, "step": 40, "best_step": 20},  # a later, worse epoch
+                     {**CK, "step": 40, "best_step": 40, "progress": {"batch": 3}},  # a mid-epoch state
+                     {k: v for k, v in CK.items() if k != "best_step"}):  # an older checkpoint
+        save_checkpoint(not_best, last)
+        assert not ckmod.repair_best(load_checkpoint(last), last, best)
+        assert load_checkpoint(best)["step"] == 20
 
 
 def test_stale_temp_files_are_removed(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""SIGKILL a real ``python -m hm2bp train`` run at many points, resume it, and compare with a clean run.
+"""Kill or interrupt a real ``python -m hm2bp train`` run at many points, resume it, compare with a clean run.
 
 The run: scikit-learn digits, 300 training / 100 test samples, 64-40-10, T = 30, mini-batch 20 (15 updates
 per epoch), Adam, boosting, a fresh permutation per epoch, 3 epochs, 1 thread (test accuracy 0.15, 0.26,
@@ -19,8 +19,19 @@ Kill points (every kill is a real SIGKILL of the child process):
   3. right after epoch 1's line was appended to ``metrics.jsonl``, before its ``last.pt`` (the line is
      then logged again by the resumed run: it must not appear twice).
 * ``test_sigkill_between_last_and_best_checkpoint``: a kill right after the final improving epoch's
-  ``last.pt`` was renamed into place (loop.py writes best.pt first, ``save_run_checkpoints``, so the
-  epoch's best.pt is already complete).
+  ``last.pt`` was renamed into place, before its ``best.pt`` (``save_run_checkpoints`` writes last.pt
+  first; the resumed run completes best.pt from it, ``repair_best``).
+
+Mid-epoch points (``progress`` in ``last.pt``; the resumed run continues at the next update):
+
+* ``test_sigint_mid_epoch``: a real SIGINT, raised in the child during update 7 of epoch 2: the handler
+  lets the update finish, writes ``last.pt`` there, exits 130 and says exactly that on stderr.
+* ``test_sigterm_during_evaluation``: a real SIGTERM between epoch 2's training pass and its evaluation:
+  the evaluation stops, ``last.pt`` holds the finished pass (before the boost update), exit 143.
+* ``test_signals_from_outside_at_random_points``: the parent sends SIGINT, SIGTERM, SIGINT after random
+  delays (whatever the child is doing: loading, training, evaluating, writing, or already done).
+* ``test_periodic_checkpoint_then_sigkill``: ``train.checkpoint_every_steps=4``, SIGKILL right after the
+  second periodic ``last.pt`` (update 8 of epoch 1); resumed without the key (it may change on resume).
 
 After every kill, every file under its final name must parse (``load_checkpoint``, ``read_metrics``, JSON)
 and hold a prefix of the reference run; after the last resume the weights, optimizer state, boost weights,
@@ -44,13 +55,12 @@ from typing import Any
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-
-from hm2bp.train.checkpoint import load_checkpoint  # noqa: E402
-from hm2bp.train.metrics import read_metrics  # noqa: E402
+from hm2bp.train.checkpoint import load_checkpoint
+from hm2bp.train.metrics import read_metrics
 
 pytestmark = [
     pytest.mark.reliability,
+    pytest.mark.requires("sklearn"),  # every test trains on scikit-learn's digits
     pytest.mark.skipif(not hasattr(signal, "SIGKILL") or os.name == "nt", reason="needs POSIX SIGKILL"),
 ]
 
@@ -60,16 +70,20 @@ OVERRIDES = ["model.arch=64-40-10", "model.thresholds=1.5,4", "model.T=30", "mod
              "model.margin=1", "data.n_train=300", "data.n_test=100", "train.batch_size=20", "train.lr=0.02",
              "train.tensorboard=false"]
 FINAL_FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
-TIME_KEYS = {"epoch_time_s", "wall_time_s"}
+LOCK = ".hm2bp-train.lock"  # left by a killed run (taken over by the next one), removed by a finished one
+N_BATCHES = 15
+TIME_KEYS = {"epoch_time_s", "train_time_s", "wall_time_s"}
 TEMP = re.compile(r"^\..+\.tmp$")
 PROC_TIMEOUT = 300.0
 
 # Run in the child before hm2bp's CLI: SIGKILL this process at the n-th occurrence of an event.
 # Events: "<file>-fsync" (inside atomic_write_bytes of <file>: temp file written, before fsync and rename),
 # "<file>-replaced" (right after the rename onto <file>), "metrics-line" (right after a metrics.jsonl append).
+# HM2BP_TEST_SIGNAL="step:N:SIG" sends SIG to this process during its N-th update, "boost:N:SIG" between
+# the N-th training pass and its evaluation.
 KILL_HOOK = r"""
 import os, signal, sys, tempfile
-event, nth = os.environ["HM2BP_TEST_KILL"].rsplit(":", 1)
+event, nth = os.environ.get("HM2BP_TEST_KILL", "none:0").rsplit(":", 1)
 nth = int(nth)
 counts = {}
 def hit(ev):
@@ -104,6 +118,19 @@ def log(self, record):
     _log(self, record)
     hit("metrics-line")
 _m.MetricsLog.log = log
+spec = os.environ.get("HM2BP_TEST_SIGNAL")
+if spec:
+    import hm2bp.train.loop as _L
+    where, n_sig, sig_name = spec.split(":")
+    meth = {"step": "train_step", "boost": "_boosted"}[where]
+    orig = getattr(_L.Trainer, meth)
+    calls = [0]
+    def wrapped(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == int(n_sig):
+            os.kill(os.getpid(), getattr(signal, sig_name))
+        return orig(self, *a, **k)
+    setattr(_L.Trainer, meth, wrapped)
 from hm2bp.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -112,28 +139,33 @@ sys.exit(main(sys.argv[1:]))
 # --------------------------------------------------------------------------------------------------
 # Running the CLI
 # --------------------------------------------------------------------------------------------------
-def _argv(out: Path, resume: bool) -> list[str]:
+def _argv(out: Path, resume: bool, extra: tuple[str, ...] = ()) -> list[str]:
     args = ["train", "digits", "--out", str(out), "--threads", "1", "--epochs", str(EPOCHS), "-q", "--no-plots"]
-    return args + [f"--{o}" for o in OVERRIDES] + (["--resume"] if resume else [])
+    return args + [f"--{o}" for o in OVERRIDES] + list(extra) + (["--resume"] if resume else [])
 
 
-def _env(kill_at: str | None = None) -> dict[str, str]:
+def _env(kill_at: str | None = None, signal_at: str | None = None) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("HM2BP_TEST_KILL", None)
+    env.pop("HM2BP_TEST_SIGNAL", None)
     if kill_at:
         env["HM2BP_TEST_KILL"] = kill_at
+    if signal_at:
+        env["HM2BP_TEST_SIGNAL"] = signal_at
     return env
 
 
-def _launch(out: Path, *, kill_at: str | None = None) -> tuple[subprocess.Popen[bytes], bool, Path]:
+def _launch(out: Path, *, kill_at: str | None = None, signal_at: str | None = None,
+            extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], bool, Path]:
     """Start a run in ``out``: ``--resume`` when ``last.pt`` exists, else a fresh start (nothing to resume)."""
     resume = (out / "last.pt").exists()
     n = len(list(out.parent.glob(f"{out.name}.*.log")))
     log = out.parent / f"{out.name}.{n}.log"
-    cmd = [sys.executable, "-m", "hm2bp", *_argv(out, resume)] if kill_at is None else \
-          [sys.executable, "-c", KILL_HOOK, *_argv(out, resume)]
+    hooked = kill_at is not None or signal_at is not None
+    cmd = [sys.executable, "-c", KILL_HOOK] if hooked else [sys.executable, "-m", "hm2bp"]
     with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(kill_at))
+        proc = subprocess.Popen(cmd + _argv(out, resume, extra), stdout=f, stderr=subprocess.STDOUT,
+                                env=_env(kill_at, signal_at))
     return proc, resume, log
 
 
@@ -222,9 +254,11 @@ class Reference:
 
 
 def _config(path: Path) -> dict[str, Any]:
-    """config.json without the run folder (which differs between the runs compared)."""
+    """config.json without the run folder (which differs between the runs compared) and the checkpoint
+    cadence (which may change on resume)."""
     d = json.loads(path.read_text())
-    d["train"].pop("out_dir")
+    for key in ("out_dir", "checkpoint_every_steps", "checkpoint_every_minutes"):
+        d["train"].pop(key)
     return d
 
 
@@ -239,7 +273,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     out = tmp_path_factory.mktemp("kill") / "reference"
     proc, _, log = _launch(out)
     ref = Reference(out, _finish(proc, log))
-    assert [m["epoch"] for m in ref.metrics] == list(range(EPOCHS))
+    assert [m["epoch"] for m in ref.metrics] == list(range(1, EPOCHS + 1))
     assert ref.improving == list(range(EPOCHS)), "the tiny run should improve in every epoch"
     assert {p.name for p in out.iterdir()} == FINAL_FILES
     return ref
@@ -249,19 +283,27 @@ def _check_after_kill(out: Path, ref: Reference) -> dict[str, Any]:
     """Every file under a final name parses and holds a prefix of the reference run; returns the state."""
     names = {p.name for p in out.iterdir()} if out.exists() else set()
     temps = sorted(n for n in names if TEMP.match(n))
-    assert names - set(temps) <= FINAL_FILES, names
-    state: dict[str, Any] = {"last_epoch": None, "best_epoch": None, "metrics_lines": None, "temps": temps}
+    assert names - set(temps) <= FINAL_FILES | {LOCK}, names
+    state: dict[str, Any] = {"last_epoch": None, "best_epoch": None, "metrics_lines": None, "temps": temps,
+                             "last_batch": None}
     for name in ("last.pt", "best.pt"):
         if name in names:
             ck = load_checkpoint(out / name)  # raises CheckpointError on a partial/corrupt file
             e = int(ck["epoch"])
-            assert 1 <= e <= EPOCHS and _strip(ck["metrics"]) == _strip(ref.metrics[:e])
+            prog = ck.get("progress")
+            if prog is None:
+                assert 1 <= e <= EPOCHS
+            else:  # mid-epoch: e epochs done, the next one in progress
+                assert name == "last.pt" and 0 <= e < EPOCHS and prog["epoch"] == e
+                assert 1 <= prog["batch"] <= N_BATCHES and ck["step"] == e * N_BATCHES + prog["batch"]
+                state["last_batch"] = prog["batch"]
+            assert _strip(ck["metrics"]) == _strip(ref.metrics[:e])
             state[f"{name[:4]}_epoch"] = e
     if "metrics.jsonl" in names:
         metrics = read_metrics(out)  # raises DataFormatError on a half-written line or a repeated epoch
         assert _strip(metrics) == _strip(ref.metrics[: len(metrics)])
         done = state["last_epoch"] or 0
-        assert len(metrics) in (done, done + 1), (len(metrics), done)  # a line may precede its checkpoint
+        assert len(metrics) in (done - 1, done), (len(metrics), done)  # a line follows its checkpoint
         state["metrics_lines"] = len(metrics)
     if "config.json" in names:
         assert _config(out / "config.json") == ref.config
@@ -312,23 +354,22 @@ def test_random_sigkills(tmp_path: Path, reference: Reference) -> None:
         print("kill:", *r)
     proc, _, log = _launch(out)
     stdout = _finish(proc, log)
-    # a kill may land between the final epoch's last.pt and best.pt: the known loop.py order problem
     _assert_same_run(out, reference, stdout)
 
 
 INJECTED = [  # (event:n in that process, what it interrupts)
-    ("last.pt-fsync:2", "write of epoch 1's last.pt: temp file written, not yet fsync'ed or renamed"),
+    ("last.pt-fsync:2", "write of epoch 2's last.pt: temp file written, not yet fsync'ed or renamed"),
     ("metrics.jsonl-fsync:1", "the resumed run's atomic rewrite of metrics.jsonl: temp written, not renamed"),
-    ("metrics-line:1", "right after epoch 1's metrics line, before epoch 1's last.pt"),
+    ("metrics-line:1", "right after epoch 2's metrics line (its last.pt and best.pt are written before it)"),
 ]
 
 
 def test_sigkill_at_injected_points(tmp_path: Path, reference: Reference) -> None:
     out = tmp_path / "run"
     expected = [  # (resumed?, last.pt epoch, metrics lines, temp files) after each kill
-        (False, 1, 2, [".last.pt."]),
-        (True, 1, 2, [".metrics.jsonl."]),
-        (True, 1, 2, []),
+        (False, 1, 1, [".last.pt."]),
+        (True, 1, 1, [".metrics.jsonl."]),
+        (True, 2, 2, []),
     ]
     for (kill_at, what), (exp_resumed, exp_epoch, exp_lines, exp_temps) in zip(INJECTED, expected):
         proc, resumed, log = _launch(out, kill_at=kill_at)
@@ -350,11 +391,84 @@ def test_sigkill_between_last_and_best_checkpoint(tmp_path: Path, reference: Ref
     often lands there.)
     """
     out = tmp_path / "run"
-    e = reference.improving[-1]
+    e = reference.improving[-1]  # index of the last improving epoch
     kill_at = "last.pt-replaced"
     proc, _, log = _launch(out, kill_at=f"{kill_at}:{e + 1}")
     assert _died_by_own_sigkill(proc), log.read_text()[-3000:]
     state = _check_after_kill(out, reference)
-    print("kill:", kill_at, "epoch", e, state)
+    print("kill:", kill_at, "epoch", e + 1, state)
+    assert (state["last_epoch"], state["best_epoch"]) == (e + 1, e or None)  # best.pt one epoch behind
     proc, _, log = _launch(out)
+    _assert_same_run(out, reference, _finish(proc, log))
+
+
+# --------------------------------------------------------------------------------------------------
+# Mid-epoch checkpoints: signals and periodic saves
+# --------------------------------------------------------------------------------------------------
+def _interrupted(proc: subprocess.Popen[bytes], log: Path, signum: int) -> str:
+    rc = proc.wait(timeout=PROC_TIMEOUT)
+    text = log.read_text(errors="replace")
+    assert rc == 128 + signum, f"expected exit {128 + signum}, got {rc}:\n{text[-3000:]}"
+    return text
+
+
+def test_sigint_mid_epoch(tmp_path: Path, reference: Reference) -> None:
+    out = tmp_path / "run"
+    step = N_BATCHES + 7  # update 7 of epoch 2
+    proc, _, log = _launch(out, signal_at=f"step:{step}:SIGINT")
+    text = _interrupted(proc, log, signal.SIGINT)
+    state = _check_after_kill(out, reference)
+    assert (state["last_epoch"], state["last_batch"], state["metrics_lines"]) == (1, 7, 1), state
+    assert f"{out / 'last.pt'} holds epoch 2 after update 7 of {N_BATCHES} (step {step}); continue with --resume" \
+        in text, text[-2000:]
+    assert not (out / LOCK).exists()  # a handled interrupt releases the folder
+    proc, resumed, log = _launch(out)
+    assert resumed
+    _assert_same_run(out, reference, _finish(proc, log))
+
+
+def test_sigterm_during_evaluation(tmp_path: Path, reference: Reference) -> None:
+    out = tmp_path / "run"
+    proc, _, log = _launch(out, signal_at="boost:2:SIGTERM")  # after epoch 2's pass, before its evaluation
+    text = _interrupted(proc, log, signal.SIGTERM)
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 1 and ck["progress"]["batch"] == N_BATCHES
+    assert torch.equal(ck["boost"], load_checkpoint(out / "best.pt")["boost"])  # boost update not yet applied
+    assert f"holds epoch 2 after update {N_BATCHES} of {N_BATCHES}" in text
+    _check_after_kill(out, reference)
+    proc, _, log = _launch(out)
+    _assert_same_run(out, reference, _finish(proc, log))
+
+
+def test_signals_from_outside_at_random_points(tmp_path: Path, reference: Reference) -> None:
+    rng = random.Random(SEED + 1)
+    out = tmp_path / "run"
+    report = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        before = _stat(out / "config.json")
+        proc, resumed, log = _launch(out)
+        _wait_for_training(proc, out, before)
+        delay = rng.random() * reference.train_time * 0.6
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        rc = proc.wait(timeout=PROC_TIMEOUT)
+        # handled (128 + sig), before the handler was installed (-SIGTERM / 130 from KeyboardInterrupt), or done
+        assert rc in (0, 128 + sig, -sig, 130), (rc, log.read_text()[-3000:])
+        state = _check_after_kill(out, reference)
+        report.append((sig.name, f"{delay:.3f} s", "resumed" if resumed else "fresh", rc, state))
+    for r in report:
+        print("signal:", *r)
+    proc, _, log = _launch(out)
+    _assert_same_run(out, reference, _finish(proc, log))
+
+
+def test_periodic_checkpoint_then_sigkill(tmp_path: Path, reference: Reference) -> None:
+    out = tmp_path / "run"
+    proc, _, log = _launch(out, kill_at="last.pt-replaced:2", extra=("--train.checkpoint_every_steps=4",))
+    assert _died_by_own_sigkill(proc), log.read_text()[-3000:]
+    state = _check_after_kill(out, reference)
+    assert (state["last_epoch"], state["last_batch"], state["metrics_lines"]) == (0, 8, 0), state
+    proc, resumed, log = _launch(out)
+    assert resumed
     _assert_same_run(out, reference, _finish(proc, log))

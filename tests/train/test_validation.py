@@ -69,8 +69,16 @@ def test_file_datasets_split_by_path() -> None:
     assert torch.equal(val.get([1]), ds.get([int(val_idx[1])]))
 
 
+def test_an_override_of_one_validation_size_clears_the_other(tmp_path: Path) -> None:
+    assert load_config("digits", TINY + ["data.val_fraction=0.1", "data.n_val=5"]).data.val_fraction == 0
+    assert load_config("digits", TINY + ["data.n_val=5", "data.val_fraction=0.1"]).data.n_val == 0
+    p = tmp_path / "both.toml"
+    p.write_text("[data]\nn_val = 5\nval_fraction = 0.1\n")
+    with pytest.raises(ConfigError, match="either data.n_val or data.val_fraction"):
+        load_config(p)
+
+
 @pytest.mark.parametrize("bad, match", [
-    (["data.n_val=5", "data.val_fraction=0.1"], "either data.n_val or data.val_fraction"),
     (["train.early_stop_patience=2"], "needs a validation split"),
     (["data.val_fraction=1.0"], "val_fraction"),
     (["data.n_val=-1"], "n_val"),
@@ -89,12 +97,14 @@ def _scripted_evaluation(monkeypatch: pytest.MonkeyPatch, val: list[float], test
     """Replace the evaluation by scripted accuracies: validation and test disagree on the best epoch."""
     calls = {"val": 0, "test": 0}
 
-    def fake(model, dataset, ctx, batch_size, device, epoch):  # type: ignore[no-untyped-def]
+    def fake(model, dataset, ctx, batch_size, device, epoch, **kw):  # type: ignore[no-untyped-def]
         which = "val" if getattr(dataset, "split", "") == "val" else "test"
         acc = (val if which == "val" else test)[calls[which]]
         calls[which] += 1
-        z = torch.zeros(len(dataset), dtype=torch.int64)
-        return L.EvalResult(acc, z, z, torch.zeros(len(dataset), dataset.n_classes))
+        # 20 scripted samples of class 0, the first round(20 acc) of them predicted right (all-zero counts)
+        counts = torch.zeros(20, dataset.n_classes)
+        counts[round(20 * acc):, 1] = 1.0
+        return L.EvalResult(counts, torch.zeros(20, dtype=torch.int64))
 
     monkeypatch.setattr(L, "_evaluate_all", fake)
 
@@ -104,11 +114,11 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path: Path, monkey
     lines: list[str] = []
     res = train(load_config("digits", TINY + ["data.n_val=10", "train.epochs=4", f"train.out_dir={tmp_path}"]),
                 echo=lines.append)
-    assert (res.selected_on, res.selected_epoch, res.selected_test_acc, res.selected_val_acc) == ("val", 1, 0.6, 0.7)
+    assert (res.selected_on, res.selected_epoch, res.selected_test_acc, res.selected_val_acc) == ("val", 2, 0.6, 0.7)
     assert res.test_acc == 0.95 and res.best_test_acc == 0.95 and not res.stopped_early
-    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2  # written after epoch index 1
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2  # written after epoch 2
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4
-    assert res.metrics[-1]["selected_epoch"] == 1 and res.metrics[-1]["val_acc"] == 0.6
+    assert res.metrics[-1]["selected_epoch"] == 2 and res.metrics[-1]["val_acc"] == 0.6
     assert lines[-1] == ("summary: best.pt = epoch 2 chosen on validation (val 70.00%): test 60.00%; "
                          "last epoch 4: val 60.00%, test 95.00%")
 
@@ -117,7 +127,7 @@ def test_without_validation_the_summary_says_test_selection(tmp_path: Path, monk
     _scripted_evaluation(monkeypatch, val=[], test=[0.4, 0.8, 0.7])
     lines: list[str] = []
     res = train(load_config("digits", TINY + ["train.epochs=3", f"train.out_dir={tmp_path}"]), echo=lines.append)
-    assert (res.selected_on, res.selected_epoch, res.val_acc) == ("test", 1, None)
+    assert (res.selected_on, res.selected_epoch, res.val_acc) == ("test", 2, None)
     assert "chosen on the TEST set (no validation split" in lines[-1] and lines[-1].endswith("test 70.00%")
 
 
@@ -126,7 +136,7 @@ def test_early_stopping_on_validation_and_after_resume(tmp_path: Path, monkeypat
     over = TINY + ["data.n_val=10", "train.epochs=5", "train.early_stop_patience=2", f"train.out_dir={tmp_path}"]
     lines: list[str] = []
     res = train(load_config("digits", over), echo=lines.append)
-    assert len(res.metrics) == 4 and res.stopped_early and res.selected_epoch == 1
+    assert len(res.metrics) == 4 and res.stopped_early and res.selected_epoch == 2
     assert lines[-1].endswith(", stopped early")
     again = train(load_config("digits", over), resume=True, quiet=True)  # nothing left to do after the stop
     assert len(again.metrics) == 4 and again.stopped_early

@@ -10,8 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..functional import conv_events
 from ..functional.autograd import (
     LinearSpec,
+    OutputSpec,
     SpikingConv2dFunction,
     SpikingLinearFunction,
     SpikingLinearStackFunction,
@@ -31,16 +33,23 @@ class _HM2BPRule:
 
     name = "hm2bp"
     fuses_linear_stack = True
-    """Consecutive FC layers may run as one autograd node (``linear_stack_forward``)."""
+    """Consecutive FC layers may run as one autograd node (``linear_stack_forward``), and so may
+    consecutive conv/pool layers (``conv_stack_forward``)."""
 
     def linear(self, layer: SpikingLinear, x: Tensor, labels: Tensor | None) -> Tensor:
         keep = torch.is_grad_enabled() and (layer.weight.requires_grad or x.requires_grad)
         return SpikingLinearFunction.apply(x, layer.weight, layer.spec(labels), keep)
 
     def conv(self, layer: SpikingConv2d, x: Tensor) -> Tensor:
+        out = conv_stack_forward([layer], x, None)  # the event-driven path, where the input allows it
+        if out is not None:
+            return out
         return SpikingConv2dFunction.apply(x, layer.weight, layer.params, layer.backward_dtype, layer.name)
 
     def pool(self, layer: SpikingPool2d, x: Tensor) -> Tensor:
+        out = conv_stack_forward([layer], x, None)
+        if out is not None:
+            return out
         return SpikingPool2dFunction.apply(x, layer.pool, layer.params, layer.backward_dtype, layer.name)
 
 
@@ -184,7 +193,7 @@ class SpikingLinear(nn.Module):
         """This layer's settings for its autograd Functions (``labels``: the output layer's targets)."""
         output_spec = None
         if self.output:
-            output_spec = (labels, float(self.lateral_strength or 0.0), self.desired)
+            output_spec = OutputSpec(labels, float(self.lateral_strength or 0.0), self.desired)
         return LinearSpec(self.params, self.lateral_weight, output_spec, self.effect_ratio, self.backward_dtype,
                           self.name)
 
@@ -316,6 +325,30 @@ class SpikingPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pool={self.pool}, v_th={self.params.v_th}"
+
+
+def conv_stack_forward(layers: list[SpikingConv2d | SpikingPool2d], x: Tensor, recorded: list[Tensor] | None
+                       ) -> Tensor | None:
+    """Run consecutive HM2-BP conv/pool layers on ``x`` ``[T, B, C, H, W]`` as one event-driven autograd node
+    (``functional/conv_events.py``), or return None when their input takes the dense path (not on the CPU,
+    not float32, no compiler, graded spikes): the caller then runs the layers one by one. ``recorded`` (a
+    list, or None) receives every layer's spikes. Same spikes either way."""
+    if x.dim() != 5:
+        return None
+    specs = []
+    C, H, W = x.shape[2:]
+    for layer in layers:
+        if isinstance(layer, SpikingConv2d):
+            if C != layer.in_channels or min(H, W) < layer.kernel_size:
+                return None  # the layer's own forward reports the shape
+            g = conv_events.conv_geometry(C, H, W, layer.out_channels, layer.kernel_size)
+        else:
+            g = conv_events.pool_geometry(C, H, W, layer.pool)
+        specs.append(conv_events.ConvLayerSpec(isinstance(layer, SpikingConv2d), g, layer.params, layer.name))
+        C, H, W = g.K, g.Ho, g.Wo
+    weights = [layer.weight for layer in layers if isinstance(layer, SpikingConv2d)]
+    x = x.to(torch.float32) if x.is_floating_point() else x
+    return conv_events.stack_forward(tuple(specs), weights, x, recorded)
 
 
 class Reservoir(nn.Module):

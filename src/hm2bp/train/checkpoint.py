@@ -18,15 +18,21 @@ Reading: only ``torch.load(..., weights_only=True)``, which unpickles tensors, c
 numbers but never imports or calls code, so a checkpoint crafted to run code on load is refused with a
 :class:`CheckpointError`.
 
-A checkpoint is a dict (see :func:`make_checkpoint`) with ``format``/``version``, the model's and the
+A checkpoint is a dict (see :mod:`hm2bp.train.state`) with ``format``/``version``, the model's and the
 optimizer's state dicts, the boost weights, the current data order, the RNG states (as uint8 tensors),
-``epoch`` (completed epochs), ``step`` (updates so far), ``metrics`` (one dict per epoch), ``best`` and the
-run config (the nested dict of ``config.json``).
+``epoch`` (completed epochs), ``step`` (updates so far), ``metrics`` (one dict per epoch), ``best``,
+``best_step`` (the ``step`` of the checkpoint in ``best.pt``) and the run config (the nested dict of
+``config.json``). A mid-epoch checkpoint (version 2) adds ``progress``: the position inside the epoch
+in progress and that epoch's running sums, so that a resumed run continues at the next step.
 
-Order of the files of one epoch: :func:`save_run_checkpoints` writes ``best.pt`` (when the epoch improved)
-*before* ``last.pt``. A run killed between the two writes then resumes from the previous ``last.pt``,
-repeats the epoch and writes the same ``best.pt`` again; in the opposite order a kill between the
-writes would lose that epoch's ``best.pt`` for good (the resumed run starts after the epoch).
+Order of the files of one epoch: :func:`save_run_checkpoints` writes ``last.pt`` *before* ``best.pt``
+(when the epoch improved); ``best.pt`` then holds the same content. A run killed between the two writes
+finds ``best_step == step`` in ``last.pt`` and a ``best.pt`` of another step on resume, and copies
+``last.pt`` to ``best.pt`` first (:func:`repair_best`), so no kill loses a best checkpoint and no start
+without ``last.pt`` ever finds a ``best.pt`` (see :mod:`hm2bp.train.rundir`).
+
+Files are written with the permissions of an ordinary new file (``0o666`` less the umask), not the
+``0o600`` of a temporary file.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from typing import Any
 import torch
 
 from ..errors import HM2BPError
-from ..io.files import fsync_dir
+from ..io.files import fsync_dir, write_error
 
 __all__ = [
     "FORMAT",
@@ -59,10 +65,12 @@ __all__ = [
     "remove_stale_temp_files",
     "save_checkpoint",
     "save_run_checkpoints",
+    "repair_best",
 ]
 
 FORMAT = "hm2bp-checkpoint"
-VERSION = 1
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # 1: end-of-epoch checkpoints only (no "progress" entry)
 
 
 class CheckpointError(HM2BPError, ValueError):
@@ -123,6 +131,20 @@ def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
 
@@ -134,16 +156,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     remove_stale_temp_files(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0o600; the final file gets a normal file's permissions
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise write_error(path, e) from e  # a full disk names the file (#18 item 17)
         raise
     fsync_dir(path.parent)
 
@@ -198,14 +224,34 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 def save_run_checkpoints(obj: dict[str, Any], last_path: str | os.PathLike[str],
                          best_path: str | os.PathLike[str] | None = None) -> None:
-    """End-of-epoch save: ``best_path`` first (when given, i.e. the epoch improved), then ``last_path``.
+    """End-of-epoch save: ``last_path`` first, then ``best_path`` (when given, i.e. the epoch improved).
 
-    This order makes a kill at any point resumable exactly: until ``last.pt`` is replaced, a resumed run
-    repeats the epoch and rewrites the same ``best.pt``.
+    A kill between the two leaves ``last.pt`` with ``best_step == step``; :func:`repair_best` completes
+    ``best.pt`` from it when the run resumes.
     """
+    save_checkpoint(obj, last_path)
     if best_path is not None:
         save_checkpoint(obj, best_path)
-    save_checkpoint(obj, last_path)
+
+
+def repair_best(last: dict[str, Any], last_path: str | os.PathLike[str], best_path: str | os.PathLike[str]) -> bool:
+    """Copy ``last_path`` to ``best_path`` when ``last`` (its loaded content) is the best checkpoint of the run
+    but ``best_path`` is missing or holds another step (a kill between the two writes); True when copied.
+
+    Only an end-of-epoch ``last.pt`` (no ``progress``) can be the best one; a best checkpoint is thus never
+    replaced by a different (worse) model.
+    """
+    if last.get("progress") is not None or last.get("best_step") is None or last["best_step"] != last.get("step"):
+        return False
+    best_path = Path(best_path)
+    if best_path.exists():
+        try:
+            if load_checkpoint(best_path).get("step") == last["step"]:
+                return False
+        except CheckpointError:
+            pass  # a damaged best.pt: the copy replaces it with the checkpoint it should hold
+    atomic_write_bytes(best_path, Path(last_path).read_bytes())
+    return True
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -226,17 +272,18 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         first = lines[0] if lines else type(e).__name__
         raise CheckpointError(path, f"refused to load: the file holds objects other than tensors and plain "
                                     f"data (it may try to run code); {first}") from None
-    except Exception as e:  # noqa: BLE001 - a damaged file makes torch's reader fail in many ways
+    except Exception as e:
         raise CheckpointError(path, f"not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(path, f"not an hm2bp checkpoint (no format={FORMAT!r} entry)")
-    if obj.get("version") != VERSION:
-        raise CheckpointError(path, f"checkpoint version {obj.get('version')!r} is not supported (expected {VERSION})")
+    if obj.get("version") not in _READABLE_VERSIONS:
+        raise CheckpointError(path, f"checkpoint version {obj.get('version')!r} is not supported (this hm2bp reads "
+                                    f"versions {', '.join(map(str, _READABLE_VERSIONS))})")
     if _DIGEST_KEY in obj:
         want = obj.pop(_DIGEST_KEY)
         try:
             got = content_digest(obj)
-        except Exception as e:  # noqa: BLE001 - e.g. a corrupt tensor that cannot be read back
+        except Exception as e:
             raise CheckpointError(path, f"content cannot be checked ({type(e).__name__}: {e})") from None
         if got != want:
             raise CheckpointError(path, f"content does not match its sha256 digest (stored {str(want)[:16]}…, "

@@ -31,11 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arch import parse as parse_architecture
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
+from .input_checks import check_dataset_spikes, warn_if_silent
 
-__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "Splits", "load_datasets", "load_splits", "sample_generator",
-           "validation_size", "validation_split"]
+__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "collate_time_major", "load_datasets", "load_splits",
+           "sample_generator", "validation_size", "validation_split"]
 
 
 def sample_generator(*keys: int | str) -> torch.Generator:
@@ -45,8 +47,14 @@ def sample_generator(*keys: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
-class SpikeDataset:
-    """Base class: ``labels`` (int64 ``[N]``), ``n_classes``, ``n_inputs``, ``T`` and :meth:`get`."""
+class SpikeDataset(torch.utils.data.Dataset):
+    """Base class: ``labels`` (int64 ``[N]``), ``n_classes``, ``n_inputs``, ``T`` and :meth:`get`.
+
+    Also a map-style ``torch.utils.data.Dataset``: item ``i`` is ``(spikes bool [T, n_inputs], label)`` of
+    epoch :attr:`epoch` (:meth:`set_epoch`); batch items time-major with :func:`collate_time_major`, e.g.
+    ``DataLoader(ds, batch_size=32, collate_fn=collate_time_major)`` gives ``([T, B, n_inputs], [B])``.
+    The trainer itself calls :meth:`get` on whole batches (faster: one encoding call per batch).
+    """
 
     def __init__(self, labels: np.ndarray | torch.Tensor, n_classes: int, n_inputs: int, T: int, name: str) -> None:
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
@@ -54,9 +62,21 @@ class SpikeDataset:
         self.n_inputs = int(n_inputs)
         self.T = int(T)
         self.name = name
+        self.epoch = 0
 
     def __len__(self) -> int:
         return int(self.labels.numel())
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"{self.name}: index {i} out of range for {n} samples")
+        i = int(i) % n
+        return self.get([i], self.epoch)[:, 0], int(self.labels[i])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose rasters ``dataset[i]`` returns (fresh encodings and augmentation vary by epoch)."""
+        self.epoch = int(epoch)
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         """Input spikes ``bool [T, B, n_inputs]`` of samples ``indices`` in ``epoch``."""
@@ -65,6 +85,13 @@ class SpikeDataset:
     def subset(self, indices: np.ndarray, split: str) -> SpikeDataset:
         """The samples ``indices`` (in that order) as a dataset of their own, playing the role ``split``."""
         raise NotImplementedError
+
+
+def collate_time_major(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DataLoader`` collate function: items ``(spikes [T, ...], label)`` → ``(spikes [T, B, ...], labels [B])``,
+    the time-major layout the networks take."""
+    xs, ys = zip(*items)
+    return torch.stack(xs, dim=1), torch.as_tensor(ys, dtype=torch.int64)
 
 
 class _PackedCache:
@@ -204,13 +231,24 @@ def _limit(n: int, limit: int) -> int:
     return n if limit <= 0 else min(n, limit)
 
 
+def _want(limit: int) -> int | None:
+    """Images to read from an IDX file: only those used (a small gzip can inflate to gigabytes)."""
+    return limit if limit > 0 else None
+
+
+#: Datasets ``hm2bp download NAME DIR`` can fetch (hm2bp.data.download.DATASETS).
+_DOWNLOADABLE = ("mnist", "emnist", "nmnist", "fsdd")
+
+
 def _need_dir(d: DataConfig, what: str) -> Path:
+    get = (f"; to fetch it: hm2bp download {d.dataset} DIR, then --data-dir DIR" if d.dataset in _DOWNLOADABLE
+           else "")
     if not d.data_dir:
         raise ConfigError(f"dataset {d.dataset!r} needs a data folder: pass --data-dir DIR (or data.data_dir=DIR) "
-                          f"pointing at {what}")
+                          f"pointing at {what}{get}")
     root = Path(d.data_dir).expanduser()
     if not root.is_dir():
-        raise DataFormatError(root, f"data folder not found; it should hold {what}")
+        raise DataFormatError(root, f"data folder not found; it should hold {what}{get}")
     return root
 
 
@@ -232,7 +270,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
         root = _need_dir(d, "the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)")
-        tr, te = load_mnist(root, "train"), load_mnist(root, "test")
+        tr, te = load_mnist(root, "train", _want(d.n_train)), load_mnist(root, "test", _want(d.n_test))
         n_classes = 10
     else:  # emnist
         from ..data.idx import load_emnist
@@ -240,7 +278,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         sub = d.emnist_subset
         root = _need_dir(d, f"the EMNIST files emnist-{sub}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte[.gz] "
                            f"and emnist-{sub}-mapping.txt (from the official gzip.zip)")
-        tr, te = load_emnist(root, "train", sub)[:2], load_emnist(root, "test", sub)[:2]
+        tr, te = load_emnist(root, "train", sub, _want(d.n_train))[:2], load_emnist(root, "test", sub, _want(d.n_test))[:2]
         n_classes = EMNIST_CLASSES[sub]
     common = dict(n_classes=n_classes, T=T, name=d.dataset, seed=seed, max_rate_div=d.max_rate_div,
                   cache_mb=d.cache_mb)
@@ -252,14 +290,14 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
 
 def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
-    from ..data.nmnist import events_to_raster, load_nmnist, read_nmnist_events
+    from ..data.nmnist import load_nmnist, nmnist_raster
 
     d, T = cfg.data, cfg.model.T
     root = _need_dir(d, "the N-MNIST recordings as Train/<digit>/<n>.bin and Test/<digit>/<n>.bin "
                        "(the official Train.zip and Test.zip, unpacked)")
 
-    def to_raster(p: Path) -> np.ndarray:
-        return events_to_raster(read_nmnist_events(p), T=T, bin_us=d.nmnist_bin_us, two_channels=True)
+    def to_raster(p: Path) -> np.ndarray:  # read → stabilise (spec §1.5 step 2) → bin
+        return nmnist_raster(p, T=T, bin_us=d.nmnist_bin_us)
 
     out = []
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
@@ -280,19 +318,25 @@ def _cochleagram(path: Path) -> np.ndarray:
 
 
 def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
+    from ..data.feature_cache import cached_raster, speech_params
     from ..data.speech import load_fsdd, load_speech_folder
     from ..encoding import bsa_encode
 
     d, T = cfg.data, cfg.model.T
     n_in = 78
 
-    def to_raster(p: Path) -> np.ndarray:
+    def features(p: Path) -> np.ndarray:
         coch = _cochleagram(p)
         if coch.shape[0] != n_in:
             raise DataFormatError(p, f"cochleagram has {coch.shape[0]} channels, expected {n_in}")
-        return bsa_encode(coch, T)
+        return warn_if_silent(p, bsa_encode(coch, T), f"{coch.shape[1]} frames of 16 ms")
 
-    out = []
+    params = speech_params(T, n_in)
+
+    def to_raster(p: Path) -> np.ndarray:  # Lyon + BSA take ~0.3 s per utterance: cached on disk
+        return cached_raster(p, params, features)
+
+    out, names = [], None
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
         if d.dataset == "fsdd":
             root = _need_dir(d, "the Free Spoken Digit Dataset's recordings/ folder ({digit}_{speaker}_{index}.wav)")
@@ -301,11 +345,11 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         else:
             root = _need_dir(d, "TI46-Alpha as train/<class>/<utterance>.wav|.sph|.dat and test/<class>/…")
             sub = root / split
-            try:
-                items, classes = load_speech_folder(sub)
+            try:  # every split is numbered by the training split's class names
+                items, names = load_speech_folder(sub, classes=names)
             except DataFormatError:
-                items, classes = load_speech_folder(sub, extensions={".dat"})
-            n_classes = len(classes)
+                items, names = load_speech_folder(sub, extensions={".dat"}, classes=names)
+            n_classes = len(names)
         items = _permuted(items, d.split_seed)
         items = items[: _limit(len(items), limit)]
         out.append(FileSpikes([p for p, _ in items], [lab for _, lab in items], n_classes, n_in, T, to_raster,
@@ -368,10 +412,7 @@ def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         train, test = _nmnist_sets(cfg)
     else:
         train, test = _speech_sets(cfg)
-    from ..nn.network import parse_architecture
-
-    in_shape, _ = parse_architecture(cfg.model.arch)
-    n_in = int(np.prod(in_shape))
+    n_in = parse_architecture(cfg.model.arch).n_inputs
     if n_in != train.n_inputs:
         raise ConfigError(f"model.arch {cfg.model.arch!r} takes {n_in} inputs but dataset {name!r} gives "
                           f"{train.n_inputs}")
@@ -380,6 +421,7 @@ def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
                           f"{train.n_classes} classes")
     if len(train) == 0 or len(test) == 0:
         raise ConfigError(f"dataset {name!r}: empty training or test set (n_train={len(train)}, n_test={len(test)})")
+    check_dataset_spikes(train, "training")  # reliability: refuse inputs that train on nothing
     return train, test
 
 

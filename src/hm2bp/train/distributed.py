@@ -34,19 +34,22 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..errors import ConfigError
+from .runtime import resolve_device
 
 __all__ = [
     "DistContext",
-    "env_world_size",
-    "is_main_process",
-    "session",
-    "shard",
-    "shard_range",
     "all_reduce_gradients",
     "all_reduce_sum",
     "all_reduce_tensor",
-    "merge_predictions",
+    "any_flags",
+    "gather_rows",
     "barrier",
+    "env_world_size",
+    "is_main_process",
+    "merge_predictions",
+    "session",
+    "shard",
+    "shard_range",
 ]
 
 
@@ -83,8 +86,6 @@ def is_main_process() -> bool:
 
 def _distributed_device(name: str, local_rank: int) -> torch.device:
     """The device of one process: ``cuda:LOCAL_RANK`` for any CUDA choice, else the CPU."""
-    from .loop import resolve_device
-
     dev = resolve_device(name)  # a CUDA device that is not there is a ConfigError
     if dev.type != "cuda":
         return dev
@@ -103,8 +104,6 @@ def session(device_name: str, mode: str, batch_size: int) -> Iterator[tuple[Dist
     device of ``train.device``. A group created here is destroyed on exit; one created by the caller
     (e.g. a test that spawns processes itself) is left alone.
     """
-    from .loop import resolve_device
-
     owned = False
     if dist.is_available() and dist.is_initialized():
         world = dist.get_world_size()
@@ -204,6 +203,24 @@ def all_reduce_tensor(t: Tensor, ctx: DistContext) -> Tensor:
     out = t.to(ctx.device).clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out.cpu()
+
+
+def any_flags(flags: Sequence[bool], ctx: DistContext | None) -> list[bool]:
+    """Each flag OR-ed over all processes (unchanged outside a distributed run): decisions such as
+    "stop now" or "checkpoint now" that every process must take at the same update."""
+    if ctx is None:
+        return [bool(f) for f in flags]
+    t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.cpu().tolist()]
+
+
+def gather_rows(row: Sequence[float], ctx: DistContext) -> Tensor:
+    """``[world_size, len(row)]`` float64 on the CPU: row r holds process r's values (exact: a SUM over zeros)."""
+    t = torch.zeros(ctx.world_size, len(row), dtype=torch.float64, device=ctx.device)
+    t[ctx.rank] = torch.tensor(list(row), dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu()
 
 
 def barrier(ctx: DistContext | None) -> None:

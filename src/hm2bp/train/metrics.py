@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataFormatError
+from ..io.files import write_error
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -25,7 +26,7 @@ _TB_KEYS = ("lr", "train_loss", "train_cost_as_logged", "train_acc", "val_acc", 
 class MetricsLog:
     """Appends one JSON object per epoch to ``<out>/metrics.jsonl``; mirrors scalars to TensorBoard.
 
-    Keys of a record: ``epoch`` (0-based), ``lr``, ``train_loss``, ``train_acc``, ``test_acc``,
+    Keys of a record: ``epoch`` (counted from 1, as on the console), ``lr``, ``train_loss``, ``train_acc``, ``test_acc``,
     ``best_test_acc``, ``epoch_time_s``, ``wall_time_s`` (since the start of the run, resumes included),
     ``step``, ``mean_output_count``, ``boost_mean``, ``boost_max``, ``skipped_steps`` (updates skipped
     because of non-finite gradients), ``train_cost_as_logged``. Accuracies are fractions in [0, 1].
@@ -63,6 +64,8 @@ class MetricsLog:
             while view:  # one write() for a regular file; loop only in case of a short write
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+        except OSError as e:
+            raise write_error(self.path, e) from e  # a full disk names the file (#18 item 17)
         finally:
             os.close(fd)
         if self._tb is not None:
@@ -86,7 +89,8 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
     Raises:
         DataFormatError: the file is missing or unreadable, a line is not a complete JSON object (e.g. cut
-            short), or the epochs are not 0, 1, 2, … in order (e.g. an epoch logged twice).
+            short), or the epochs are not 1, 2, 3, … in order (e.g. an epoch logged twice; logs written
+            before epochs were counted from 1 read as 0, 1, 2, …).
     """
     p = Path(path)
     if p.is_dir():
@@ -104,6 +108,7 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if text and not text.endswith("\n"):
         raise DataFormatError(p, "the last line is incomplete (no line end): the log was cut short")
     records: list[dict[str, Any]] = []
+    first = 1
     for n, line in enumerate(text.split("\n")[:-1], 1):
         if not line.strip():
             continue
@@ -114,7 +119,9 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if not isinstance(rec, dict):
             raise DataFormatError(p, f"line {n}: expected a JSON object, got {type(rec).__name__}")
         epoch = rec.get("epoch")
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch != len(records):
-            raise DataFormatError(p, f"line {n}: expected epoch {len(records)}, got {epoch!r}")
+        if not records and epoch == 0:
+            first = 0  # a log of an older version
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch != len(records) + first:
+            raise DataFormatError(p, f"line {n}: expected epoch {len(records) + first}, got {epoch!r}")
         records.append(rec)
     return records
