@@ -19,7 +19,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import NumericalError
-from ..kernels import cpu, cpu_conv
+from ..kernels.backend import SpikeIndex, backend_for
+from ..kernels.cpu_conv import Geometry
 from . import events as ev
 from .autograd import check_finite, count_error
 from .params import NeuronParams
@@ -30,25 +31,25 @@ class ConvLayerSpec(NamedTuple):
     """One conv (``conv`` True, k = kernel size) or pool (k = pool size) layer of a stack."""
 
     conv: bool
-    geometry: cpu_conv.Geometry
+    geometry: Geometry
     p: NeuronParams
     name: str
 
 
-def conv_geometry(C: int, H: int, W: int, K: int, k: int) -> cpu_conv.Geometry:
+def conv_geometry(C: int, H: int, W: int, K: int, k: int) -> Geometry:
     """Valid, stride-1 conv of K kernels k×k on a C×H×W map."""
-    return cpu_conv.Geometry(C, H, W, K, k, H - k + 1, W - k + 1)
+    return Geometry(C, H, W, K, k, H - k + 1, W - k + 1)
 
 
-def pool_geometry(C: int, H: int, W: int, p: int) -> cpu_conv.Geometry:
+def pool_geometry(C: int, H: int, W: int, p: int) -> Geometry:
     """Non-overlapping p×p pooling, windows clipped to the map (ceil(H/p) × ceil(W/p))."""
-    return cpu_conv.Geometry(C, H, W, C, p, -(-H // p), -(-W // p))
+    return Geometry(C, H, W, C, p, -(-H // p), -(-W // p))
 
 
 def usable(x: Tensor, weights: Sequence[Tensor]) -> bool:
-    """The compiled conv path takes these tensors (CPU, float32 weights, the library loads)."""
-    return (x.device.type == "cpu" and all(w.dtype == torch.float32 and w.device.type == "cpu" for w in weights)
-            and x.shape[0] > 0 and x.shape[1] > 0 and cpu_conv.library() is not None)
+    """The backend for these tensors has a conv event path for these weights (on the CPU: float32 weights and
+    the compiled kernels), and the input is not empty."""
+    return x.shape[0] > 0 and x.shape[1] > 0 and backend_for(x, *weights).takes_conv_events([w.dtype for w in weights])
 
 
 def input_events(x: Tensor, name: str) -> ev.SpikeEvents | None:
@@ -67,10 +68,8 @@ def input_events(x: Tensor, name: str) -> ev.SpikeEvents | None:
 
 def _layer_forward(spec: ConvLayerSpec, events: ev.SpikeEvents, weight: Tensor | None, keep: bool, float_out: bool
                    ) -> tuple[Tensor | None, Tensor, Tensor | None]:
-    p = spec.p
-    return cpu_conv.layer_forward(events.row_ptr, events.cols, weight, spec.geometry, events.steps, events.batch,
-                                  float(p.tau_m), float(p.tau_s), p.threshold32, int(p.t_ref), p.psp_window, keep,
-                                  float_out)
+    return events.backend.conv_layer_forward(events.csr, weight, spec.geometry, events.steps, events.batch, spec.p,
+                                             keep, float_out)
 
 
 def _index(u8: Tensor) -> ev.SpikeEvents:
@@ -84,14 +83,8 @@ def _index(u8: Tensor) -> ev.SpikeEvents:
 def _layer_backward(spec: ConvLayerSpec, pre: ev.SpikeEvents, post: ev.SpikeEvents, counts: Tensor,
                     weight: Tensor | None, delta: Tensor, need_below: bool) -> tuple[Tensor | None, Tensor | None]:
     """(weight gradient in float64 or None for a pool layer, error below ``[B, C·H·W]`` float64 or None)."""
-    p, g = spec.p, spec.geometry
-    consts = (float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window)
-    post_s = cpu_conv.Spikes(post.row_ptr, post.cols, counts)
-    pre_s = cpu_conv.Spikes(pre.row_ptr, pre.cols, pre.counts)
-    if weight is None:
-        below = cpu_conv.pool_backward(post_s, pre_s, delta, g, *consts)
-        return None, below if need_below else None
-    return cpu_conv.conv_backward(post_s, pre_s, weight, delta, g, float(p.v_th), need_below, SILENT_POST_PSP, *consts)
+    return pre.backend.conv_layer_backward(SpikeIndex(post.row_ptr, post.cols, counts), pre.csr, weight, delta,
+                                           spec.geometry, spec.p, need_below, SILENT_POST_PSP)
 
 
 class SpikingConvStackFunction(torch.autograd.Function):
@@ -156,7 +149,7 @@ def stack_forward(specs: tuple[ConvLayerSpec, ...], weights: Sequence[Tensor], x
     """Run the conv/pool layers ``specs`` (conv weights in order) on ``x`` ``[T, B, C, H, W]`` on the event path,
     or return None when it does not apply (not on the CPU, not float32, no compiler, graded input): the caller
     then takes the dense torch path. Same spikes either way."""
-    if not usable(x, weights) or cpu.library() is None:
+    if not usable(x, weights):
         return None
     for spec, w in zip([s for s in specs if s.conv], weights):
         check_finite(None, w, spec.name)

@@ -32,7 +32,7 @@ class _HM2BPRule:
     """The HM2-BP backward pass (``functional/autograd.py``): exact spiking forward, spec §3 backward."""
 
     name = "hm2bp"
-    fuses_linear_stack = True
+    fuses_stack = True
     """Consecutive FC layers may run as one autograd node (``linear_stack_forward``), and so may
     consecutive conv/pool layers (``conv_stack_forward``)."""
 
@@ -57,7 +57,7 @@ class _BPTTRule:
     """Surrogate-gradient BPTT through the same LIF neurons (``functional/surrogate.py``)."""
 
     name = "bptt"
-    fuses_linear_stack = False
+    fuses_stack = False
 
     def linear(self, layer: SpikingLinear, x: Tensor, labels: Tensor | None) -> Tensor:
         return simulate_lif_bptt(linear_drive(x, layer.weight), layer.params, layer.lateral_weight)

@@ -99,7 +99,7 @@ class SpikingNetwork(nn.Module):
         """The HM2-BP SpikingConv2d/SpikingPool2d layers from ``start`` on, up to the first other layer."""
         run: list[SpikingConv2d | SpikingPool2d] = []
         for layer in layers[start:]:
-            if not isinstance(layer, (SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_linear_stack:
+            if not isinstance(layer, (SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_stack:
                 break
             run.append(layer)
         return run
@@ -109,7 +109,7 @@ class SpikingNetwork(nn.Module):
         """The HM2-BP SpikingLinear layers from ``start`` on, up to the first other layer."""
         run: list[SpikingLinear] = []
         for layer in layers[start:]:
-            if not isinstance(layer, SpikingLinear) or not layer.learning_rule.fuses_linear_stack:
+            if not isinstance(layer, SpikingLinear) or not layer.learning_rule.fuses_stack:
                 break
             run.append(layer)
         return run
