@@ -102,6 +102,30 @@ def test_psp_coefficients_match_torch(triton_backend, device: str, p: NeuronPara
     assert int(outside[:, 3:].sum()) > 0 and not bool(got.cpu()[outside].any())
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("v_th,strength", [(8.0, 1.0), (8.0, None), (0.5, 2.0)], ids=["w0=1", "no-lateral", "unstable"])
+def test_output_rules_match_torch(triton_backend, device: str, v_th: float, strength: float | None) -> None:
+    """Spec §3.2 insertion (bit for bit) and §3.4 Λ (float64 tolerance), flags included."""
+    gen = torch.Generator().manual_seed(5)
+    spikes = (torch.rand(48, 4, 10, generator=gen) < 0.1).float()
+    spikes[0] = 0
+    spikes[:, 1, 3] = 0  # silent label neurons get spikes inserted
+    spikes[:, 2, 5] = 0
+    labels = torch.tensor([1, 3, 5, 7])
+    p = NeuronParams(v_th)
+    expected = _torch().output_rules(spikes, labels, p, strength, 4)
+    got = triton_backend.output_rules(spikes.to(device), labels.to(device), p, strength, 4)
+    assert torch.equal(got.spikes.cpu(), expected.spikes) and expected.inserted
+    assert (got.inserted, got.unstable) == (expected.inserted, expected.unstable)
+    assert expected.unstable == (v_th < 1)
+    if strength is None:
+        assert got.lateral is None and expected.lateral is None
+    else:
+        torch.testing.assert_close(got.lateral.cpu(), expected.lateral, rtol=1e-12, atol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="class indices"):
+        triton_backend.output_rules(spikes.to(device), torch.tensor([0, 1, 2, 10]).to(device), p, strength, 4)
+
+
 def _train_step(arch: str, thresholds: list[float], T: int, batch: int, backend: str, device: str
                 ) -> dict[str, torch.Tensor]:
     from hm2bp.loss import rate_loss
@@ -152,7 +176,7 @@ def test_registered_as_torch_operators(triton_backend, device: str) -> None:
     """The kernels are torch operators with fake implementations (what autograd and torch.compile see)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    for name in ("lif_scan", "lif_scan_lateral", "psp_coefficients"):
+    for name in ("lif_scan", "lif_scan_lateral", "psp_coefficients", "output_rules"):
         assert hasattr(torch.ops.hm2bp, name), name
     with FakeTensorMode():
         drive = torch.empty(8, 5, device=device)
