@@ -186,6 +186,14 @@ def test_registered_as_torch_operators(triton_backend, device: str) -> None:
         coef = torch.ops.hm2bp.psp_coefficients(drive.to(torch.uint8), torch.empty(5, dtype=torch.float64,
                                                                                    device=device), 2, 256)
         assert coef.shape == (8, 5) and coef.dtype == torch.float64
+    if device == "cuda":  # the interpreter's kernels cannot be traced with fake tensors; compiled ones can
+        drive, consts = torch.rand(16, 8, device=device), torch.tensor([64.0, 8.0, 0.5], device=device)
+
+        def spikes_per_neuron(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return torch.ops.hm2bp.lif_scan(d, c, 2).sum(0)
+
+        compiled = torch.compile(spikes_per_neuron, fullgraph=True)
+        assert torch.equal(compiled(drive, consts), spikes_per_neuron(drive, consts))
 
 
 @pytest.mark.golden
