@@ -82,8 +82,9 @@ class TritonBackend(TorchBackend):
             e = torch.einsum("tbj,tbl->bjl", s64, self.psp_coefficients(s.reshape(T, -1), p, torch.float64
                                                                         ).reshape(s.shape))
         used = s.clone()
-        lam, flags = self._ops.output_rules(used, labels.to(torch.int64).contiguous(), counts, e.contiguous(),
-                                            T // desired, float(p.v_th), float(strength or 0.0), strength is not None)
+        consts = _consts((float(p.v_th), float(strength or 0.0)), torch.float64, s.device)
+        lam, flags = self._ops.output_rules(used, labels.to(torch.int64).contiguous(), counts, e.contiguous(), consts,
+                                            T // desired, strength is not None)
         inserted, unstable = flags.cpu().unbind(1)  # the one synchronisation: the caller branches on both
         if bool((inserted < 0).any()):
             raise ValueError(f"labels must be class indices in [0, {N}), got {labels.tolist()[:8]}")

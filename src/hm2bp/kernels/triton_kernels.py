@@ -181,16 +181,18 @@ def psp_coefficients_kernel(spikes, coef_m, coef_s, consts, T, M, t_ref, window,
 
 
 @triton.jit
-def output_rules_kernel(used, labels, counts, e, lam, flags, T, B, N, step, v_th, w0, HAS_LATERAL: tl.constexpr,
+def output_rules_kernel(used, labels, counts, e, lam, flags, consts, T, B, N, step, HAS_LATERAL: tl.constexpr,
                         BLOCK_N: tl.constexpr):
     """Spec §3.2 and §3.4 for sample b (one program), as ``torch_backend`` does them. ``used`` ``[T, B, N]`` (a copy
     of the spikes) gets, for a silent label neuron, spikes at t = step, 2·step, … < T; with ``HAS_LATERAL``,
     ``lam`` ``[B, N]`` float64 gets Λ_j = 1/(1 − w0²·Σ_{l≠j} R_jl d_l R_lj d_j) from ``counts`` ``[B, N]`` and
     e[b, j, l] = e_{l|j} ``[B, N, N]`` (float64, of the spikes before insertion; a batched matmul makes it).
-    ``flags[b]`` = (inserted, unstable), or (−1, 0) for a label outside [0, N)."""
+    ``flags[b]`` = (inserted, unstable), or (−1, 0) for a label outside [0, N). consts = (ν, w0) float64."""
     b = tl.program_id(0).to(tl.int64)
     rows = tl.arange(0, BLOCK_N)
     in_n = rows < N
+    v_th = tl.load(consts)
+    w0 = tl.load(consts + 1)
     label = tl.load(labels + b)
     valid = (label >= 0) & (label < N)
     f = tl.load(counts + b * N + rows, mask=in_n, other=0.0)
