@@ -331,8 +331,9 @@ def _make_layer(syn: tuple[str, Any], params: NeuronParams, w0: float | None, me
     else:
         layer = SpikingPool2d(value, params)
     if kind != "pool":
+        weight: torch.Tensor = layer.weight  # type: ignore[assignment]
         with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            weight.copy_(torch.from_numpy(np.ascontiguousarray(value)))
     return layer
 
 
