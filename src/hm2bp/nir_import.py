@@ -319,23 +319,21 @@ def _synapse(nir, name: str, node: Any, shape: tuple[int, ...]) -> tuple[tuple[s
 
 def _make_layer(syn: tuple[str, Any], params: NeuronParams, w0: float | None, meta: Any,
                 gen: torch.Generator) -> torch.nn.Module:
-    common: dict[str, Any] = {"tau_m": params.tau_m, "tau_s": params.tau_s, "t_ref": params.t_ref, "theta_eps": params.theta_eps}
     kind, value = syn
     layer: torch.nn.Module
     if kind == "fc":
         eff, desired = _meta_get(meta, "effect_ratio"), _meta_get(meta, "desired")
-        layer = SpikingLinear(value.shape[1], value.shape[0], params.v_th, lateral_inhibition=w0,
+        layer = SpikingLinear(value.shape[1], value.shape[0], params, lateral_inhibition=w0,
                               effect_ratio=True if eff is None else bool(eff),
-                              desired=35 if desired is None else int(desired), generator=gen, **common)
+                              desired=35 if desired is None else int(desired), generator=gen)
     elif kind == "conv":
-        layer = SpikingConv2d(value.shape[1], value.shape[0], value.shape[2], params.v_th, generator=gen, **common)
+        layer = SpikingConv2d(value.shape[1], value.shape[0], value.shape[2], params, generator=gen)
     else:
-        layer = SpikingPool2d(value, params.v_th, **common)
+        layer = SpikingPool2d(value, params)
     if kind != "pool":
         weight: torch.Tensor = layer.weight  # type: ignore[assignment]
         with torch.no_grad():
             weight.copy_(torch.from_numpy(np.ascontiguousarray(value)))
-    layer.params = params  # carries the window, if any
     return layer
 
 

@@ -82,8 +82,8 @@ def test_the_event_path_estimate_follows_the_backend(monkeypatch: pytest.MonkeyP
     assert events < dense
 
 
-_BACKEND_TESTS = re.compile(r"kernels import cpu|kernels\.cpu|cpu\.(usable|library)|device\.type|HM2BP_BACKEND|"
-                            r"is_cuda|cuda\.is_available|import triton")
+_BACKEND_TESTS = re.compile(r"kernels import (cpu|cpu_conv)\b|kernels\.cpu(_conv)?\.|cpu(_conv)?\.(usable|library)|"
+                            r"device\.type|HM2BP_BACKEND|is_cuda|cuda\.is_available|import triton")
 
 
 # Free memory is a property of the device, not a choice of implementation.

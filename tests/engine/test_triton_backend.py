@@ -95,9 +95,35 @@ def test_psp_coefficients_match_torch(triton_backend, device: str, p: NeuronPara
     tol = 2e-6 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(got.cpu(), expected, rtol=tol, atol=tol)
     assert float(expected.abs().max()) > 0.1
-    # exactly 0 outside every post spike's window, as on the other paths (issue 13 item 4)
-    outside = expected == 0
-    assert int(outside[:, 3:].sum()) > 0 and torch.equal(got.cpu()[outside], expected[outside])
+    # exactly 0 outside every post spike's window [max(1, t_k − window), t_k − T_ref] (issue 13 item 4)
+    outside = torch.ones_like(spikes, dtype=torch.bool)
+    for t_k, col in spikes.nonzero().tolist():
+        outside[max(1, t_k - p.psp_window): max(0, t_k - p.t_ref + 1), col] = False
+    assert int(outside[:, 3:].sum()) > 0 and not bool(got.cpu()[outside].any())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("v_th,strength", [(8.3, 1.0), (8.0, None), (0.5, 2.1)], ids=["w0=1", "no-lateral", "unstable"])
+def test_output_rules_match_torch(triton_backend, device: str, v_th: float, strength: float | None) -> None:
+    """Spec §3.2 insertion (bit for bit) and §3.4 Λ (float64 tolerance), flags included."""
+    gen = torch.Generator().manual_seed(5)
+    spikes = (torch.rand(48, 4, 10, generator=gen) < 0.1).float()
+    spikes[0] = 0
+    spikes[:, 1, 3] = 0  # silent label neurons get spikes inserted
+    spikes[:, 2, 5] = 0
+    labels = torch.tensor([1, 3, 5, 7])
+    p = NeuronParams(v_th)
+    expected = _torch().output_rules(spikes, labels, p, strength, 4)
+    got = triton_backend.output_rules(spikes.to(device), labels.to(device), p, strength, 4)
+    assert torch.equal(got.spikes.cpu(), expected.spikes) and expected.inserted
+    assert (got.inserted, got.unstable) == (expected.inserted, expected.unstable)
+    assert expected.unstable == (v_th < 1)
+    if strength is None:
+        assert got.lateral is None and expected.lateral is None
+    else:
+        torch.testing.assert_close(got.lateral.cpu(), expected.lateral, rtol=1e-12, atol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="class indices"):
+        triton_backend.output_rules(spikes.to(device), torch.tensor([0, 1, 2, 10]).to(device), p, strength, 4)
 
 
 def _train_step(arch: str, thresholds: list[float], T: int, batch: int, backend: str, device: str
@@ -150,7 +176,7 @@ def test_registered_as_torch_operators(triton_backend, device: str) -> None:
     """The kernels are torch operators with fake implementations (what autograd and torch.compile see)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    for name in ("lif_scan", "lif_scan_lateral", "psp_coefficients"):
+    for name in ("lif_scan", "lif_scan_lateral", "psp_coefficients", "output_rules"):
         assert hasattr(torch.ops.hm2bp, name), name
     with FakeTensorMode():
         drive = torch.empty(8, 5, device=device)
@@ -160,6 +186,14 @@ def test_registered_as_torch_operators(triton_backend, device: str) -> None:
         coef = torch.ops.hm2bp.psp_coefficients(drive.to(torch.uint8), torch.empty(5, dtype=torch.float64,
                                                                                    device=device), 2, 256)
         assert coef.shape == (8, 5) and coef.dtype == torch.float64
+    if device == "cuda":  # the interpreter's kernels cannot be traced with fake tensors; compiled ones can
+        drive, consts = torch.rand(16, 8, device=device), torch.tensor([64.0, 8.0, 0.5], device=device)
+
+        def spikes_per_neuron(d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return torch.ops.hm2bp.lif_scan(d, c, 2).sum(0)
+
+        compiled = torch.compile(spikes_per_neuron, fullgraph=True)
+        assert torch.equal(compiled(drive, consts), spikes_per_neuron(drive, consts))
 
 
 @pytest.mark.golden

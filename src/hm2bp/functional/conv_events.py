@@ -19,8 +19,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import NumericalError
-from ..kernels import conv_backend
-from ..kernels.conv_backend import Geometry, Spikes
+from ..kernels.backend import SpikeIndex, backend_for
+from ..kernels.cpu_conv import Geometry
 from . import events as ev
 from .autograd import check_finite, count_error
 from .params import NeuronParams
@@ -47,8 +47,9 @@ def pool_geometry(C: int, H: int, W: int, p: int) -> Geometry:
 
 
 def usable(x: Tensor, weights: Sequence[Tensor]) -> bool:
-    """The compiled conv path takes these tensors (the seam's decision, ``kernels/conv_backend.py``)."""
-    return conv_backend.conv_kernels(x, weights) is not None
+    """The backend for these tensors has a conv event path for these weights (on the CPU: float32 weights and
+    the compiled kernels), and the input is not empty."""
+    return x.shape[0] > 0 and x.shape[1] > 0 and backend_for(x, *weights).takes_conv_events([w.dtype for w in weights])
 
 
 def input_events(x: Tensor, name: str) -> ev.SpikeEvents | None:
@@ -65,17 +66,10 @@ def input_events(x: Tensor, name: str) -> ev.SpikeEvents | None:
         raise
 
 
-def _kernels():  # type: ignore[no-untyped-def]
-    """The compiled conv kernels (only called once ``usable`` said yes)."""
-    return conv_backend.cpu_conv
-
-
 def _layer_forward(spec: ConvLayerSpec, events: ev.SpikeEvents, weight: Tensor | None, keep: bool, float_out: bool
                    ) -> tuple[Tensor | None, Tensor, Tensor | None]:
-    p = spec.p
-    return _kernels().layer_forward(events.row_ptr, events.cols, weight, spec.geometry, events.steps, events.batch,
-                                  float(p.tau_m), float(p.tau_s), p.threshold32, int(p.t_ref), p.psp_window, keep,
-                                  float_out)
+    return events.backend.conv_layer_forward(events.csr, weight, spec.geometry, events.steps, events.batch, spec.p,
+                                             keep, float_out)
 
 
 def _index(u8: Tensor) -> ev.SpikeEvents:
@@ -89,14 +83,8 @@ def _index(u8: Tensor) -> ev.SpikeEvents:
 def _layer_backward(spec: ConvLayerSpec, pre: ev.SpikeEvents, post: ev.SpikeEvents, counts: Tensor,
                     weight: Tensor | None, delta: Tensor, need_below: bool) -> tuple[Tensor | None, Tensor | None]:
     """(weight gradient in float64 or None for a pool layer, error below ``[B, C·H·W]`` float64 or None)."""
-    p, g = spec.p, spec.geometry
-    consts = (float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window)
-    post_s = Spikes(post.row_ptr, post.cols, counts)
-    pre_s = Spikes(pre.row_ptr, pre.cols, pre.counts)
-    if weight is None:
-        below = _kernels().pool_backward(post_s, pre_s, delta, g, *consts)
-        return None, below if need_below else None
-    return _kernels().conv_backward(post_s, pre_s, weight, delta, g, float(p.v_th), need_below, SILENT_POST_PSP, *consts)
+    return pre.backend.conv_layer_backward(SpikeIndex(post.row_ptr, post.cols, counts), pre.csr, weight, delta,
+                                           spec.geometry, spec.p, need_below, SILENT_POST_PSP)
 
 
 class SpikingConvStackFunction(torch.autograd.Function):

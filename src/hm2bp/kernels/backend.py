@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -111,6 +112,25 @@ class Backend(Protocol):
                     lateral: Tensor | None, p: NeuronParams, below: str | None, silent_psp: float,
                     counts_out: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The HM2-BP backward step of an event-driven FC layer: (weight gradient, error below or None)."""
+        ...
+
+    def takes_conv_events(self, weight_dtypes: Sequence[torch.dtype]) -> bool:
+        """Whether a run of conv/pool layers with conv weights of these dtypes runs event-driven
+        (``conv_layer_forward``/``conv_layer_backward``, ``functional/conv_events.py``)."""
+        ...
+
+    def conv_layer_forward(self, index: SpikeIndex, weight: Tensor | None, geometry: Any, steps: int, batch: int,
+                           p: NeuronParams, keep: bool, float_out: bool
+                           ) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        """Event-driven forward of a conv (``weight``) or pool (None) layer of ``geometry``: (float32 spikes or
+        None, uint8 spikes, int32 counts or None)."""
+        ...
+
+    def conv_layer_backward(self, post: SpikeIndex, pre: SpikeIndex, weight: Tensor | None, delta: Tensor,
+                            geometry: Any, p: NeuronParams, need_below: bool, silent_psp: float
+                            ) -> tuple[Tensor | None, Tensor | None]:
+        """HM2-BP conv (spec §3.5) or pool backward from the post and pre spike indexes: (weight gradient or
+        None for pool, error below ``[B, C·H·W]`` or None), float64."""
         ...
 
 

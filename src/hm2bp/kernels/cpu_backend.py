@@ -6,12 +6,13 @@ inputs of another rank) the inherited torch twin serves, with the same results.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from . import cpu
+from . import cpu, cpu_conv
 from .backend import NonFiniteInput, OutputRules, SpikeIndex
 from .torch_backend import TorchBackend
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class CpuBackend(TorchBackend):
-    """The C kernels: the LIF scan, S-PSP coefficients, output rules and the event-driven FC layer."""
+    """The C kernels: the LIF scan, S-PSP coefficients, output rules, the event-driven FC layer (``cpu.py``) and
+    the event-driven conv/pool layers (``cpu_conv.py``)."""
 
     name = "cpu"
 
@@ -72,6 +74,26 @@ class CpuBackend(TorchBackend):
         return cpu.fc_backward(post, index.row_ptr, index.cols, index.counts, weight, delta, psp_drive, lateral,
                                float(p.v_th), below, silent_psp, float(p.tau_m), float(p.tau_s), int(p.t_ref),
                                p.psp_window, counts_out)
+
+    def takes_conv_events(self, weight_dtypes: Sequence[torch.dtype]) -> bool:
+        return all(d == torch.float32 for d in weight_dtypes) and cpu_conv.library() is not None
+
+    def conv_layer_forward(self, index: SpikeIndex, weight: Tensor | None, geometry: Any, steps: int, batch: int,
+                           p: NeuronParams, keep: bool, float_out: bool
+                           ) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        return cpu_conv.layer_forward(index.row_ptr, index.cols, weight, geometry, steps, batch, float(p.tau_m),
+                                      float(p.tau_s), p.threshold32, int(p.t_ref), p.psp_window, keep, float_out)
+
+    def conv_layer_backward(self, post: SpikeIndex, pre: SpikeIndex, weight: Tensor | None, delta: Tensor,
+                            geometry: Any, p: NeuronParams, need_below: bool, silent_psp: float
+                            ) -> tuple[Tensor | None, Tensor | None]:
+        consts = (float(p.tau_m), float(p.tau_s), int(p.t_ref), p.psp_window)
+        post_s, pre_s = cpu_conv.Spikes(*post), cpu_conv.Spikes(*pre)
+        if weight is None:
+            below = cpu_conv.pool_backward(post_s, pre_s, delta, geometry, *consts)
+            return None, below if need_below else None
+        return cpu_conv.conv_backward(post_s, pre_s, weight, delta, geometry, float(p.v_th), need_below, silent_psp,
+                                      *consts)
 
 
 def load_cpu_backend() -> CpuBackend:

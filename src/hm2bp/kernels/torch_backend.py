@@ -8,8 +8,8 @@ forward scan here and the surrogate-gradient BPTT of ``functional/surrogate.py``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -257,3 +257,16 @@ class TorchBackend:
                     lateral: Tensor | None, p: NeuronParams, below: str | None, silent_psp: float,
                     counts_out: Tensor | None) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError(f"the {self.name} backend has no event path (spike_index returned None)")
+
+    def takes_conv_events(self, weight_dtypes: Sequence[torch.dtype]) -> bool:
+        return False
+
+    def conv_layer_forward(self, index: SpikeIndex, weight: Tensor | None, geometry: Any, steps: int, batch: int,
+                           p: NeuronParams, keep: bool, float_out: bool
+                           ) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        raise NotImplementedError(f"the {self.name} backend has no conv event path (takes_conv_events is False)")
+
+    def conv_layer_backward(self, post: SpikeIndex, pre: SpikeIndex, weight: Tensor | None, delta: Tensor,
+                            geometry: Any, p: NeuronParams, need_below: bool, silent_psp: float
+                            ) -> tuple[Tensor | None, Tensor | None]:
+        raise NotImplementedError(f"the {self.name} backend has no conv event path (takes_conv_events is False)")

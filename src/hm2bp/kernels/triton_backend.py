@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .backend import OutputRules
 from .torch_backend import TorchBackend
 
 if TYPE_CHECKING:
     from ..functional.params import NeuronParams
 
 _DTYPES = (torch.float32, torch.float64)
+_SPIKE_DTYPES = (torch.float32, torch.float64, torch.uint8, torch.bool)
 
 
 def serves_device(device: str) -> str | None:
@@ -36,8 +38,8 @@ def _consts(values: tuple[float, ...], dtype: torch.dtype, device: torch.device)
 
 
 class TritonBackend(TorchBackend):
-    """Triton kernels for the LIF scan (with or without a small lateral coupling) and the S-PSP coefficients;
-    float32/float64 only, everything else from the torch twin."""
+    """Triton kernels for the LIF scan (with or without a small lateral coupling), the S-PSP coefficients and the
+    output layer's rules (N ≤ 64); float32/float64, everything else from the torch twin."""
 
     name = "triton"
 
@@ -66,6 +68,28 @@ class TritonBackend(TorchBackend):
         if spikes.dtype == torch.bool:
             spikes = spikes.view(torch.uint8)
         return self._ops.psp_coefficients(spikes, _consts(values, dtype, spikes.device), int(p.t_ref), p.psp_window)
+
+    def output_rules(self, spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float | None,
+                     desired: int) -> OutputRules:
+        if spikes.dim() != 3 or spikes.shape[2] > self._ops.MAX_LATERAL or spikes.dtype not in _SPIKE_DTYPES:
+            return super().output_rules(spikes, labels, p, strength, desired)
+        T, _, N = spikes.shape
+        s = spikes.contiguous()
+        s = s.view(torch.uint8) if s.dtype == torch.bool else s
+        s64 = s.to(torch.float64)
+        e = counts = s64.sum(0)
+        if strength is not None:  # e[b, j, l] = e_{l|j}: a batched matmul over t (cuBLAS)
+            e = torch.einsum("tbj,tbl->bjl", s64, self.psp_coefficients(s.reshape(T, -1), p, torch.float64
+                                                                        ).reshape(s.shape))
+        used = s.clone()
+        consts = _consts((float(p.v_th), float(strength or 0.0)), torch.float64, s.device)
+        lam, flags = self._ops.output_rules(used, labels.to(torch.int64).contiguous(), counts, e.contiguous(), consts,
+                                            T // desired, strength is not None)
+        inserted, unstable = flags.cpu().unbind(1)  # the one synchronisation: the caller branches on both
+        if bool((inserted < 0).any()):
+            raise ValueError(f"labels must be class indices in [0, {N}), got {labels.tolist()[:8]}")
+        used = used.view(torch.bool) if spikes.dtype == torch.bool else used
+        return OutputRules(used, lam if strength is not None else None, bool(inserted.any()), bool(unstable.any()))
 
 
 def load_triton_backend() -> TritonBackend:

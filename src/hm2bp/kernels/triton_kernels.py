@@ -178,3 +178,42 @@ def psp_coefficients_kernel(spikes, coef_m, coef_s, consts, T, M, t_ref, window,
         plane_s -= M64
         opening -= M64
         t -= 1
+
+
+@triton.jit
+def output_rules_kernel(used, labels, counts, e, lam, flags, consts, T, B, N, step, HAS_LATERAL: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
+    """Spec §3.2 and §3.4 for sample b (one program), as ``torch_backend`` does them. ``used`` ``[T, B, N]`` (a copy
+    of the spikes) gets, for a silent label neuron, spikes at t = step, 2·step, … < T; with ``HAS_LATERAL``,
+    ``lam`` ``[B, N]`` float64 gets Λ_j = 1/(1 − w0²·Σ_{l≠j} R_jl d_l R_lj d_j) from ``counts`` ``[B, N]`` and
+    e[b, j, l] = e_{l|j} ``[B, N, N]`` (float64, of the spikes before insertion; a batched matmul makes it).
+    ``flags[b]`` = (inserted, unstable), or (−1, 0) for a label outside [0, N). consts = (ν, w0) float64."""
+    b = tl.program_id(0).to(tl.int64)
+    rows = tl.arange(0, BLOCK_N)
+    in_n = rows < N
+    v_th = tl.load(consts)
+    w0 = tl.load(consts + 1)
+    label = tl.load(labels + b)
+    valid = (label >= 0) & (label < N)
+    f = tl.load(counts + b * N + rows, mask=in_n, other=0.0)
+    silent = tl.sum(tl.where(rows == label, f, 0.0), axis=0) == 0
+    inserted = valid & silent & (step >= 1) & (step < T)
+    if inserted:
+        for k in range(1, tl.cdiv(T, step)):
+            tl.store(used + (k * step * B + b) * N + label, tl.full([], 1, dtype=used.dtype.element_ty))
+    tl.store(flags + 2 * b, tl.where(valid, inserted.to(tl.int32), -1))
+    if HAS_LATERAL:
+        tile = in_n[:, None] & in_n[None, :]
+        ee = tl.load(e + b * N * N + rows[:, None] * N + rows[None, :], mask=tile, other=0.0)
+        active = f > 0
+        ratio = tl.where(active[:, None] & active[None, :], ee / tl.maximum(f, 1.0)[:, None], 1.0)
+        d = tl.where(rows == label, 1.0, active.to(tl.float64)) / v_th
+        terms = ratio * tl.trans(ratio) * d[None, :] * d[:, None]
+        diag = tl.sum(tl.where(rows[:, None] == rows[None, :], terms, 0.0), axis=1)
+        loop = tl.sum(tl.where(tile, terms, 0.0), axis=1) - diag
+        value = 1.0 / (1.0 - w0 * w0 * loop)
+        tl.store(lam + b * N + rows, value, mask=in_n)
+        bad = in_n & ((value != value) | (tl.abs(value) == float("inf")) | (value <= 0))
+        tl.store(flags + 2 * b + 1, (tl.sum(bad.to(tl.int32), axis=0) > 0).to(tl.int32))
+    else:
+        tl.store(flags + 2 * b + 1, tl.full([], 0, dtype=tl.int32))

@@ -16,6 +16,7 @@ from torch.library import triton_op, wrap_triton
 from .triton_kernels import (
     lif_scan_kernel,
     lif_scan_lateral_kernel,
+    output_rules_kernel,
     psp_coefficients_kernel,
 )
 
@@ -85,3 +86,25 @@ def psp_coefficients(spikes: Tensor, consts: Tensor, t_ref: int, window: int) ->
 @psp_coefficients.register_fake
 def _(spikes: Tensor, consts: Tensor, t_ref: int, window: int) -> Tensor:
     return spikes.new_empty(spikes.shape, dtype=consts.dtype)
+
+
+@triton_op("hm2bp::output_rules", mutates_args=("used",))
+def output_rules(used: Tensor, labels: Tensor, counts: Tensor, e: Tensor, consts: Tensor, step: int,
+                 lateral: bool) -> tuple[Tensor, Tensor]:
+    """Spike insertion into ``used`` ``[T, B, N]`` (in place) and (Λ ``[B, N]`` float64, meaningful with
+    ``lateral``; flags ``[B, 2]`` int32: inserted / unstable, −1 for a bad label); N ≤ MAX_LATERAL; consts
+    (ν, w0) float64 (a Python float would reach the kernel as float32)."""
+    T, B, N = used.shape
+    lam = torch.empty(B, N, dtype=torch.float64, device=used.device)
+    flags = torch.zeros(B, 2, dtype=torch.int32, device=used.device)
+    if B > 0 and N > 0:
+        wrap_triton(output_rules_kernel)[(B,)](used, labels, counts, e, lam, flags, consts, T, B, N, step,
+                                               HAS_LATERAL=lateral, BLOCK_N=max(16, triton.next_power_of_2(N)))
+    return lam, flags
+
+
+@output_rules.register_fake
+def _(used: Tensor, labels: Tensor, counts: Tensor, e: Tensor, consts: Tensor, step: int, lateral: bool
+      ) -> tuple[Tensor, Tensor]:
+    B, N = used.shape[1], used.shape[2]
+    return used.new_empty(B, N, dtype=torch.float64), used.new_empty(B, 2, dtype=torch.int32)

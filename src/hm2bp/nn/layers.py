@@ -32,7 +32,7 @@ class _HM2BPRule:
     """The HM2-BP backward pass (``functional/autograd.py``): exact spiking forward, spec §3 backward."""
 
     name = "hm2bp"
-    fuses_linear_stack = True
+    fuses_stack = True
     """Consecutive FC layers may run as one autograd node (``linear_stack_forward``), and so may
     consecutive conv/pool layers (``conv_stack_forward``)."""
 
@@ -57,7 +57,7 @@ class _BPTTRule:
     """Surrogate-gradient BPTT through the same LIF neurons (``functional/surrogate.py``)."""
 
     name = "bptt"
-    fuses_linear_stack = False
+    fuses_stack = False
 
     def linear(self, layer: SpikingLinear, x: Tensor, labels: Tensor | None) -> Tensor:
         return simulate_lif_bptt(linear_drive(x, layer.weight), layer.params, layer.lateral_weight)
@@ -83,6 +83,24 @@ def learning_rule(rule: str) -> _HM2BPRule | _BPTTRule:
     return _RULES[rule]
 
 
+def neuron_params(neuron: NeuronParams | float | None, v_th: float | None, tau_m: float | None,
+                  tau_s: float | None, t_ref: int | None, theta_eps: float | None, default_theta_eps: float,
+                  name: str) -> NeuronParams:
+    """A layer's constants: ``neuron`` itself when it is a NeuronParams (window included), else built from the
+    threshold (``neuron`` as a number, or ``v_th``) and the keywords, unset ones at the paper's values."""
+    constants = {"v_th": v_th, "tau_m": tau_m, "tau_s": tau_s, "t_ref": t_ref, "theta_eps": theta_eps}
+    given = sorted(k for k, v in constants.items() if v is not None)
+    if isinstance(neuron, NeuronParams):
+        if given:
+            raise ConfigError(f"{name}: pass either a NeuronParams or the constants {given}, not both")
+        return neuron
+    if (neuron is None) == (v_th is None):
+        raise ConfigError(f"{name}: give the threshold once, as a NeuronParams, a number or v_th=")
+    return NeuronParams(neuron if neuron is not None else v_th,  # type: ignore[arg-type]
+                        64.0 if tau_m is None else tau_m, 8.0 if tau_s is None else tau_s,
+                        2 if t_ref is None else t_ref, default_theta_eps if theta_eps is None else theta_eps)
+
+
 def _uniform_(weight: Tensor, scale: float, generator: torch.Generator | None) -> Tensor:
     """U(−scale, +scale): what the authors' configs call "Bernoulli" initialisation (spec §4.5)."""
     with torch.no_grad():
@@ -102,7 +120,9 @@ class SpikingLinear(nn.Module):
 
     Args:
         in_features, out_features: N_in, N_out.
-        v_th: threshold ν (spike test ``v > ν − 1e-6``).
+        neuron: the layer's constants as a ``NeuronParams`` (kept as given, S-PSP window included), or the
+            threshold ν alone (also ``v_th=``), the others then from ``tau_m``, ``tau_s``, ``t_ref``,
+            ``theta_eps`` or the paper's values (64, 8, 2, 1e-6: spike test ``v > ν − 1e-6``).
         lateral_inhibition: w0 of the fixed output lateral inhibition (−w0 between different neurons,
             spec §1.2), or None for none.
         output: this is the network's output layer: in the backward pass it applies the silent-label
@@ -132,12 +152,13 @@ class SpikingLinear(nn.Module):
         self,
         in_features: int,
         out_features: int,
-        v_th: float,
+        neuron: NeuronParams | float | None = None,
         *,
-        tau_m: float = 64.0,
-        tau_s: float = 8.0,
-        t_ref: int = 2,
-        theta_eps: float = 1e-6,
+        v_th: float | None = None,
+        tau_m: float | None = None,
+        tau_s: float | None = None,
+        t_ref: int | None = None,
+        theta_eps: float | None = None,
         lateral_inhibition: float | None = None,
         output: bool = False,
         effect_ratio: bool = True,
@@ -153,7 +174,7 @@ class SpikingLinear(nn.Module):
         if in_features < 1 or out_features < 1:
             raise ConfigError(f"SpikingLinear: sizes must be positive, got {in_features} -> {out_features}")
         self.in_features, self.out_features = in_features, out_features
-        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+        self.params = neuron_params(neuron, v_th, tau_m, tau_s, t_ref, theta_eps, 1e-6, "SpikingLinear")
         self.weight = nn.Parameter(_uniform_(torch.empty(out_features, in_features), init_scale, generator))
         self.lateral_strength = lateral_inhibition
         lateral = None
@@ -209,8 +230,8 @@ class SpikingConv2d(nn.Module):
 
     Args:
         in_channels, out_channels: C and K. kernel_size: k (square kernels).
-        v_th: threshold ν; the spike test is ``v > ν`` (``theta_eps`` = 0 for conv layers, spec §1.1).
-        tau_m, tau_s, t_ref: membrane and synaptic time constants and refractory period, in steps.
+        neuron: a ``NeuronParams``, or the threshold ν (also ``v_th=``) with ``tau_m``, ``tau_s``, ``t_ref``,
+            ``theta_eps`` (unset: 64, 8, 2 and 0, the spike test of conv layers being ``v > ν``, spec §1.1).
         init_scale: weights start as U(−init_scale, init_scale) (0.5 in the paper's CNN, spec §4.5).
         backward_dtype: dtype of the S-PSP contractions in the backward pass.
         rule: "hm2bp" (this backward pass) or "bptt" (surrogate-gradient BPTT on the same neuron).
@@ -224,12 +245,13 @@ class SpikingConv2d(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_size: int,
-        v_th: float,
+        neuron: NeuronParams | float | None = None,
         *,
-        tau_m: float = 64.0,
-        tau_s: float = 8.0,
-        t_ref: int = 2,
-        theta_eps: float = 0.0,
+        v_th: float | None = None,
+        tau_m: float | None = None,
+        tau_s: float | None = None,
+        t_ref: int | None = None,
+        theta_eps: float | None = None,
         init_scale: float = 0.5,
         backward_dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
@@ -241,7 +263,7 @@ class SpikingConv2d(nn.Module):
         if min(in_channels, out_channels, kernel_size) < 1:
             raise ConfigError("SpikingConv2d: channels and kernel size must be positive")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+        self.params = neuron_params(neuron, v_th, tau_m, tau_s, t_ref, theta_eps, 0.0, "SpikingConv2d")
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = nn.Parameter(_uniform_(torch.empty(shape), init_scale, generator))
         self.backward_dtype = backward_dtype
@@ -266,18 +288,23 @@ class SpikingPool2d(nn.Module):
     clipped to the map; the neurons have the layer's own threshold ν. No trainable parameters; in the
     backward pass each input position gets δ_pool/p²·r, without a division by ν (spec §3.5).
 
+    Args:
+        pool: the window size p. neuron: a ``NeuronParams``, or the threshold ν (also ``v_th=``) with
+            ``tau_m``, ``tau_s``, ``t_ref``, ``theta_eps`` (unset: 64, 8, 2, 1e-6).
+
     Shapes: ``[T, B, C, H, W]`` → ``[T, B, C, ceil(H/p), ceil(W/p)]`` (spec §1.2 POOLINGSPIKING).
     """
 
     def __init__(
         self,
         pool: int,
-        v_th: float,
+        neuron: NeuronParams | float | None = None,
         *,
-        tau_m: float = 64.0,
-        tau_s: float = 8.0,
-        t_ref: int = 2,
-        theta_eps: float = 1e-6,
+        v_th: float | None = None,
+        tau_m: float | None = None,
+        tau_s: float | None = None,
+        t_ref: int | None = None,
+        theta_eps: float | None = None,
         backward_dtype: torch.dtype = torch.float32,
         rule: str = "hm2bp",
     ) -> None:
@@ -287,7 +314,7 @@ class SpikingPool2d(nn.Module):
         if pool < 1:
             raise ConfigError(f"SpikingPool2d: pool size must be positive, got {pool}")
         self.pool = pool
-        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+        self.params = neuron_params(neuron, v_th, tau_m, tau_s, t_ref, theta_eps, 1e-6, "SpikingPool2d")
         self.backward_dtype = backward_dtype
         self.name = "SpikingPool2d"
 
@@ -332,20 +359,22 @@ class Reservoir(nn.Module):
 
     Args:
         input_weight: ``[N, N_in]`` fixed input weights; recurrent_weight: ``[N, N]`` fixed w_rec[post, pre].
-        v_th, tau_m, tau_s, t_ref, theta_eps: the neuron constants (spec §1.1).
+        neuron: a ``NeuronParams``, or the threshold ν (also ``v_th=``) with ``tau_m``, ``tau_s``, ``t_ref``,
+            ``theta_eps`` (spec §1.1; unset: 64, 8, 2, 1e-6).
 
     Shapes: input ``[T, B, N_in]`` → output spikes ``[T, B, N]``.
     """
 
-    def __init__(self, input_weight: Tensor, recurrent_weight: Tensor, v_th: float, *, tau_m: float = 64.0,
-                 tau_s: float = 8.0, t_ref: int = 2, theta_eps: float = 1e-6) -> None:
+    def __init__(self, input_weight: Tensor, recurrent_weight: Tensor, neuron: NeuronParams | float | None = None,
+                 *, v_th: float | None = None, tau_m: float | None = None, tau_s: float | None = None,
+                 t_ref: int | None = None, theta_eps: float | None = None) -> None:
         super().__init__()
         n = input_weight.shape[0]
         if recurrent_weight.shape != (n, n):
             raise ConfigError(f"Reservoir: recurrent weights must be [{n}, {n}], got {list(recurrent_weight.shape)}")
         self.register_buffer("input_weight", input_weight.detach().clone().float())
         self.register_buffer("recurrent_weight", recurrent_weight.detach().clone().float())
-        self.params = NeuronParams(v_th, tau_m, tau_s, t_ref, theta_eps)
+        self.params = neuron_params(neuron, v_th, tau_m, tau_s, t_ref, theta_eps, 1e-6, "Reservoir")
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, 3, "Reservoir", (self.input_weight.shape[1],))

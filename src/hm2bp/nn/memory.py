@@ -46,7 +46,7 @@ def _event_path(net: SpikingNetwork, device: torch.device | str) -> bool:
     layers with float32 weights, on the CPU with the compiled kernels; sparse input assumed)."""
     spiking = [layer for layer in net.layers if not isinstance(layer, Flatten)]
     backend = backend_for(torch.device(device))
-    return bool(spiking) and all(isinstance(layer, SpikingLinear) and layer.learning_rule.fuses_linear_stack
+    return bool(spiking) and all(isinstance(layer, SpikingLinear) and layer.learning_rule.fuses_stack
                                  and backend.takes_events(layer.weight.dtype) for layer in spiking)
 
 

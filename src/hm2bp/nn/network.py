@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..arch import LayerSpec, parse, parse_architecture
 from ..errors import ConfigError
+from ..functional.params import NeuronParams
 from .layers import (
     Flatten,
     SpikingConv2d,
@@ -100,7 +101,7 @@ class SpikingNetwork(nn.Module):
         """The HM2-BP SpikingConv2d/SpikingPool2d layers from ``start`` on, up to the first other layer."""
         run: list[SpikingConv2d | SpikingPool2d] = []
         for layer in layers[start:]:
-            if not isinstance(layer, (SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_linear_stack:
+            if not isinstance(layer, (SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_stack:
                 break
             run.append(layer)
         return run
@@ -110,7 +111,7 @@ class SpikingNetwork(nn.Module):
         """The HM2-BP SpikingLinear layers from ``start`` on, up to the first other layer."""
         run: list[SpikingLinear] = []
         for layer in layers[start:]:
-            if not isinstance(layer, SpikingLinear) or not layer.learning_rule.fuses_linear_stack:
+            if not isinstance(layer, SpikingLinear) or not layer.learning_rule.fuses_stack:
                 break
             run.append(layer)
         return run
@@ -165,23 +166,25 @@ def build_network(
     for v in thresholds:
         if not (isinstance(v, (int, float)) and v > 0):
             raise ConfigError(f"thresholds must be positive numbers, got {list(thresholds)}")
-    neuron: dict[str, Any] = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype, rule=rule)
+    common: dict[str, Any] = {"backward_dtype": backward_dtype, "rule": rule}
     layers: list[nn.Module] = []
     for n, (spec, shape, v_th) in enumerate(zip(specs, a.input_shapes, thresholds)):
         last = n == len(specs) - 1
+        # conv layers test v > ν, the others v > ν − 1e-6 (spec §1.1 step 6)
+        params = NeuronParams(v_th, tau_m, tau_s, t_ref, 0.0 if spec.kind == "conv" else 1e-6)
         if spec.kind == "conv":
-            layers.append(SpikingConv2d(shape[0], spec.size, spec.kernel, v_th, init_scale=conv_init, generator=generator,
-                                        **neuron))
+            layers.append(SpikingConv2d(shape[0], spec.size, spec.kernel, params, init_scale=conv_init,
+                                        generator=generator, **common))
         elif spec.kind == "pool":
-            layers.append(SpikingPool2d(spec.size, v_th, **neuron))
+            layers.append(SpikingPool2d(spec.size, params, **common))
         else:
             if len(shape) == 3:
                 layers.append(Flatten())
             layers.append(
                 SpikingLinear(
-                    math.prod(shape), spec.size, v_th, init_scale=fc_init, generator=generator,
+                    math.prod(shape), spec.size, params, init_scale=fc_init, generator=generator,
                     lateral_inhibition=lateral_inhibition if last else None, output=last,
-                    effect_ratio=effect_ratio, desired=desired, **neuron,
+                    effect_ratio=effect_ratio, desired=desired, **common,
                 )
             )
     return SpikingNetwork(layers, a.input_shape, arch)
