@@ -40,10 +40,9 @@ def _median_ms(fn, n: int, sweep: torch.Tensor | None = None) -> float:  # type:
 
 
 def run(T: int, threads: int, rounds: int, n: int, sweep_mb: int) -> list[dict[str, object]]:
-    from peers import WEIGHT_SEED, make_inputs
-
     from hm2bp.loss import rate_loss
     from hm2bp.nn.network import build_network
+    from peers import WEIGHT_SEED, make_inputs
 
     torch.set_num_threads(threads)
     x, labels = make_inputs(T, 1)

@@ -43,9 +43,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _network(device: torch.device):  # type: ignore[no-untyped-def]
-    from peers import WEIGHT_SEED
-
     from hm2bp.nn.network import build_network
+    from peers import WEIGHT_SEED
 
     net = build_network("784-800-10", [20.0, 8.0], generator=torch.Generator().manual_seed(WEIGHT_SEED))
     return net.to(device)
@@ -53,9 +52,8 @@ def _network(device: torch.device):  # type: ignore[no-untyped-def]
 
 def agreement(device: torch.device, T: int, batch: int) -> dict[str, float]:
     """Counts and gradients of one training step on ``device`` against the CPU event path."""
-    from peers import make_inputs
-
     from hm2bp.loss import rate_loss
+    from peers import make_inputs
 
     x, labels = make_inputs(T, batch)
     out: dict[str, dict[str, torch.Tensor]] = {}
@@ -89,9 +87,8 @@ def agreement(device: torch.device, T: int, batch: int) -> dict[str, float]:
 
 def throughput(device: torch.device, T: int, batch: int, steps: int) -> dict[str, float]:
     """Median training and inference samples/s and the peak device memory of one configuration."""
-    from peers import make_inputs
-
     from hm2bp.loss import rate_loss
+    from peers import make_inputs
 
     x, labels = make_inputs(T, batch)
     x, labels = x.to(device), labels.to(device)

@@ -144,7 +144,7 @@ def _hm2bp_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
         return net.hidden_spikes[0], out
 
     infer.recorded = recorded  # type: ignore[attr-defined]
-    return x, train_step, infer, hm2bp.__version__, f"SpikingLinear(tau_m=64,tau_s=8,t_ref=2,lateral=-1)"
+    return x, train_step, infer, hm2bp.__version__, "SpikingLinear(tau_m=64,tau_s=8,t_ref=2,lateral=-1)"
 
 
 def _reference_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -418,11 +418,11 @@ def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
     for c in build_configs(args.quick):
         if args.only and c["library"] not in args.only:
             continue
-        row: dict[str, object] = {k: "" for k in COLUMNS}
+        row: dict[str, object] = dict.fromkeys(COLUMNS, "")
         row.update(c)
         row.update(common)
         row["gemm_gflops"] = round(peak, 2)
-        label = f"{c['library']:12s} {c['rule']:15s} {str(c['neuron'] or '-'):13s} T={c['T']:<3} batch={c['batch']:<3}"
+        label = f"{c['library']:12s} {c['rule']:15s} {c['neuron'] or '-'!s:13s} T={c['T']:<3} batch={c['batch']:<3}"
         skip = ""
         if c["library"] != "hm2bp" and c["library"] not in from_peers:
             skip = "peer environment missing (run benchmarks/setup_peer_envs.sh)"
@@ -576,7 +576,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> bool:
             ax.set_ylabel(ylabel)
             ax.set_title(f"batch {b}")
             ax.grid(True, which="both", alpha=0.3)
-    handles, labels = {}, {}
+    handles: dict[str, object] = {}
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)

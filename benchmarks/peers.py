@@ -224,4 +224,4 @@ def dense_flops_per_sample(T: int, n_hidden: int = N_HIDDEN) -> float:
     return 2.0 * T * (N_IN * n_hidden + n_hidden * N_OUT)
 
 
-__all__ = ["make_inputs", "make_weights", "build_peer", "count_loss", "dense_flops_per_sample"]
+__all__ = ["build_peer", "count_loss", "dense_flops_per_sample", "make_inputs", "make_weights"]

@@ -1,4 +1,4 @@
-"""The logged cost's counts (spec §3.1: read after the spike insertion of §3.2)."""
+"""The logged cost's counts (docs/algorithm.md §3.1: read after the spike insertion of §3.2)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_logged_counts_are_those_after_spike_insertion(T: int) -> None:
     logged = counts_as_logged(counts, labels, T)
     assert torch.equal(logged, torch.from_numpy(expected).float())
     assert torch.equal(counts, torch.from_numpy(spikes.sum(0)).float())  # the input is left alone
-    if T == 400:  # spec §3.2: T = 400 inserts 36 spikes; |36 − 35| ≤ 5 adds nothing to the cost
+    if T == 400:  # docs/algorithm.md §3.2: T = 400 inserts 36 spikes; |36 − 35| ≤ 5 adds nothing to the cost
         assert logged[0, 3] == 36
         per_sample = rate_loss(logged, labels, reduction="none")
         assert per_sample[0] < rate_loss(counts, labels, reduction="none")[0]

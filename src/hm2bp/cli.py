@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .config import RunConfig, list_presets, load_config
 from .errors import ConfigError, HM2BPError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 _SECTIONS = ("model.", "data.", "train.")
 
@@ -65,7 +66,7 @@ def _train_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hm2bp", description="Train and evaluate spiking networks with HM2-BP.")
     parser.add_argument("--version", action="version", version=f"hm2bp {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,plot,export-nir}")
 
     p = sub.add_parser("train", help="train a network from a preset or TOML config",
                        description="Train a spiking network with HM2-BP.", epilog=_train_epilog(),
@@ -102,7 +103,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n", type=int, default=0, help="use only the first N test samples")
     q.add_argument("--device", default="cpu")
     q.set_defaults(func=_cmd_plot)
+    _add_export_nir(sub)
     return parser
+
+
+def _add_export_nir(sub: Any) -> None:
+    """``hm2bp export-nir CHECKPOINT OUT.nir``: a checkpoint's network as a NIR file (docs/nir.md)."""
+    x = sub.add_parser("export-nir", help="write a checkpoint's network as a NIR file",
+                       description="Export the network of a checkpoint to NIR (HDF5), in the form snnTorch, "
+                                   "SpikingJelly and Norse load (docs/nir.md); needs pip install hm2bp[nir].")
+    x.add_argument("checkpoint", metavar="CHECKPOINT")
+    x.add_argument("out", metavar="OUT.nir")
+    x.add_argument("--dt", type=float, default=1e-4, help="seconds per step (default 1e-4, snnTorch's)")
+    x.add_argument("--unit-w-in", action="store_true", help="write w_in = 1 (hm2bp's own potential scale)")
+    x.set_defaults(func=_cmd_export_nir)
+
+
+def _cmd_export_nir(args: argparse.Namespace, overrides: list[str]) -> int:
+    from .nir_io import save_nir
+    from .train.loop import model_from_checkpoint
+
+    if overrides:
+        raise ConfigError(f"export-nir takes no config overrides; got {' '.join(overrides)}")
+    model, cfg, ck = model_from_checkpoint(args.checkpoint)
+    save_nir(model, args.out, dt=args.dt, unit_w_in=args.unit_w_in)
+    print(f"{args.out}: {cfg.name} ({model.arch}) after epoch {ck['epoch']}, dt = {args.dt:g} s")
+    return 0
 
 
 def _resolve_train_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,22 +31,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from .arch import parse as parse_architecture
+from .bounds import check_model_bounds, check_train_bounds
 from .errors import ConfigError
 
 __all__ = [
-    "ModelConfig",
-    "DataConfig",
-    "TrainConfig",
-    "RunConfig",
     "DATASETS",
-    "list_presets",
-    "preset_path",
-    "load_config",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
-    "apply_overrides",
+    "list_presets",
+    "load_config",
+    "preset_path",
     "write_config_json",
 ]
 
@@ -101,10 +102,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         s = "model"
         _check_types(self, s)
-        from .nn.network import parse_architecture  # local: keeps `import hm2bp.config` light
-
         try:
-            _, layers = parse_architecture(self.arch)
+            layers = parse_architecture(self.arch).layers
         except ConfigError as e:
             raise ConfigError(f"model.arch: {e}") from None
         if len(self.thresholds) != len(layers):
@@ -131,10 +130,11 @@ class ModelConfig:
         _check_positive(s, "margin", self.margin, allow_zero=True)
         _check_positive(s, "fc_init", self.fc_init)
         _check_positive(s, "conv_init", self.conv_init)
+        check_model_bounds(self)  # float32 range, spiking thresholds, tau in steps (#18 items 4, 17)
 
     @property
     def n_classes(self) -> int:
-        return int(self.arch.split("-")[-1])
+        return parse_architecture(self.arch).n_classes
 
 
 @dataclass(frozen=True)
@@ -315,6 +315,7 @@ class TrainConfig:
             _fail(s, "checkpoint_every_minutes", f"must be >= 0 minutes (0 = off); got {self.checkpoint_every_minutes}")
         if self.early_stop_patience < 0:
             _fail(s, "early_stop_patience", f"must be >= 0 (0 = off); got {self.early_stop_patience}")
+        check_train_bounds(self)  # counts that drive allocations, device index (#18 items 11, 17)
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,7 @@ class RunConfig:
             # the run folder is runs/<name>: '.', '..' or a separator would put the run files elsewhere
             raise ConfigError(f"name: must be a folder name inside runs/ (no path separators or surrounding spaces, "
                               f"not '.' or '..'); got {self.name!r}")
-        if self.data.dataset == "digits" and self.model.arch.split("-")[0] not in ("64", "8x8"):
+        if self.data.dataset == "digits" and parse_architecture(self.model.arch).input_shape not in ((64,), (1, 8, 8)):
             raise ConfigError(f"model.arch: the digits images have 64 pixels, so the input must be 64 or 8x8; "
                               f"got {self.model.arch!r}")
         if self.train.early_stop_patience and not (self.data.n_val or self.data.val_fraction):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["poisson_encode", "augment", "bsa_encode", "bsa_kernel"]
+__all__ = ["augment", "bsa_encode", "bsa_kernel", "poisson_encode"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,22 +27,51 @@ def predict(counts: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What :func:`evaluate_images` returns.
+    """A network's output counts on N labelled samples, and what follows from them: the one result type
+    of :func:`evaluate_images`, :func:`hm2bp.train.evaluate` and :func:`hm2bp.train.evaluate_checkpoint`.
 
     Attributes:
-        correct, total: correctly classified and all images.
-        mean_winner_count: mean over images of the largest output count.
-        confusion: int64 ``[n_classes, n_classes]``, rows = true class, columns = prediction.
+        counts: ``[N, n_classes]`` output firing counts.
+        labels: int64 ``[N]`` true classes.
     """
 
-    correct: int
-    total: int
-    mean_winner_count: float
-    confusion: np.ndarray
+    counts: Tensor
+    labels: Tensor
+
+    @property
+    def predictions(self) -> Tensor:
+        """int64 ``[N]``: arg-max of the counts, ties to the lowest index (docs/algorithm.md §1.3)."""
+        if self.labels.numel() == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        return predict(self.counts)
+
+    @property
+    def total(self) -> int:
+        return int(self.labels.numel())
+
+    n = total
+
+    @property
+    def correct(self) -> int:
+        return int((self.predictions == self.labels).sum())
 
     @property
     def accuracy(self) -> float:
-        return self.correct / max(self.total, 1)
+        """Fraction correct; NaN for an empty set (no accuracy to report)."""
+        return self.correct / self.total if self.total else float("nan")
+
+    @property
+    def mean_winner_count(self) -> float:
+        """Mean over samples of the largest output count (about 35 for a trained net, §6.4)."""
+        return float(self.counts.max(1).values.double().mean()) if self.total else 0.0
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """int64 ``[n_classes, n_classes]``: rows are the true class, columns the prediction."""
+        c = int(self.counts.shape[1]) if self.counts.dim() == 2 else 0
+        out = np.zeros((c, c), dtype=np.int64)
+        np.add.at(out, (self.labels.cpu().numpy(), self.predictions.cpu().numpy()), 1)
+        return out
 
 
 @torch.no_grad()
@@ -73,18 +102,14 @@ def evaluate_images(
     """
     images_t = torch.as_tensor(images)
     labels_t = torch.as_tensor(labels).long()
-    n_classes = net.output_layer.out_features
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    correct, winners = 0, 0.0
     n = images_t.shape[0]
+    counts = [torch.zeros(0, net.output_layer.out_features)]
     for start in range(0, n, batch_size):
         x = poisson_encode(images_t[start : start + batch_size], T, generator).to(device=device, dtype=torch.float32)
-        counts = net(x).sum(0).cpu()
-        pred = predict(counts)
-        y = labels_t[start : start + batch_size]
-        correct += int((pred == y).sum())
-        winners += float(counts.max(1).values.sum())
-        np.add.at(confusion, (y.numpy(), pred.numpy()), 1)
+        counts.append(net(x).sum(0).cpu())
         if progress is not None:
             progress(min(start + batch_size, n), n)
-    return EvalResult(correct, n, winners / max(n, 1), confusion)
+    return EvalResult(torch.cat(counts), labels_t[:n])
+
+
+__all__ = ["EvalResult", "evaluate_images", "predict"]

@@ -27,12 +27,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shared_paths
 from hm2bp.data.download import DATASETS, DownloadError, download, fetch_dataset, sha256_file
 from hm2bp.errors import ConfigError, DataFormatError
 
 pytestmark = pytest.mark.reliability
 
-SHARED_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+SHARED_MNIST = shared_paths.DATA / "mnist"
 FAST = dict(timeout=5.0, backoff=0.0)
 
 
@@ -62,6 +63,7 @@ class Behaviour:
     stall: float = 0.0  # seconds to wait before answering
     no_length: bool = False  # no Content-Length header (the body ends when the connection closes)
     throttle: float = 0.0  # seconds to sleep after each 16 KiB of body
+    trickle: float = 0.0  # send the body one byte at a time, sleeping this long after each
     log: list[tuple[str, str | None, int]] = field(default_factory=list)  # (path, Range header, status)
 
 
@@ -71,7 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         b = self.server.behaviour  # type: ignore[attr-defined]
         rng = self.headers.get("Range")
         name = self.path.lstrip("/")
@@ -115,6 +117,12 @@ class _Handler(BaseHTTPRequestHandler):
         if drop is not None:
             body = body[:drop]
         try:
+            if b.trickle:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(b.trickle)
+                return
             for i in range(0, len(body), 16384):
                 self.wfile.write(body[i : i + 16384])
                 if b.throttle:
@@ -487,3 +495,25 @@ def test_fetch_errors(server: Server, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="no mirror worked"):
         fetch_dataset("mnist", tmp_path / "b", mirrors=[_closed_port_url()], retries=0, **FAST)
     assert list((tmp_path / "a").iterdir()) == [] and list((tmp_path / "b").iterdir()) == []
+
+
+@pytest.mark.reliability
+def test_trickling_server_hits_the_minimum_rate_and_the_deadline(server: Server, tmp_path: Path) -> None:
+    """#18 item 13: one byte every 0.5 s never trips the per-read timeout; the rate and deadline do."""
+    data = _content(5_000)
+    server.behaviour.files["slow.bin"] = data
+    server.reset(trickle=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"too slow: \d bytes/s over 1.\d s, below the minimum of 100 bytes/s"):
+        download(server.url("slow.bin"), tmp_path / "slow.bin", _sha(data), timeout=2.0, retries=1, backoff=0,
+                 min_rate=100, rate_window=1.0)
+    assert time.monotonic() - t0 < 6
+    assert len(server.behaviour.log) == 2  # retried once, resuming
+    server.reset(trickle=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"longer than its deadline of 1.5 s; \d+ bytes kept"):
+        download(server.url("slow.bin"), tmp_path / "slow2.bin", _sha(data), timeout=2.0, retries=5, backoff=0,
+                 min_rate=0, deadline=1.5)
+    assert time.monotonic() - t0 < 4
+    server.reset()
+    download(server.url("slow.bin"), tmp_path / "slow2.bin", _sha(data), timeout=2.0)  # resumes, verifies

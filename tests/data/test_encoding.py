@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import shared_paths
 from hm2bp.encoding import augment, bsa_encode, bsa_kernel, poisson_encode
 
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "mm-bp-snn" / "test"
+GOLDEN = shared_paths.GOLDEN / "test"
 GOLDEN_LYON = GOLDEN / "ti_alpha" / "0" / "f1_u10_c0.dat"
 GOLDEN_SPIKES = GOLDEN / "golden" / "speech" / "ti_alpha" / "spikes" / "Input_Response" / "0" / "input_spikes_0_0.dat"
 

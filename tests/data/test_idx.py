@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.data.idx import load_emnist, load_mnist, read_emnist_mapping, read_idx
 from hm2bp.errors import DataFormatError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = shared_paths.DATA
 MNIST = DATA / "mnist"
 EMNIST = DATA / "emnist"
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.data.nmnist import (
     EVENT_DTYPE,
     events_to_raster,
@@ -17,7 +16,7 @@ from hm2bp.data.nmnist import (
 )
 from hm2bp.errors import DataFormatError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = shared_paths.DATA
 NMNIST = DATA / "nmnist"
 FIXTURE = NMNIST / "tonic_fixture" / "sample_nmnist.bin"
 
@@ -68,7 +67,8 @@ def test_read_overflow_marker(tmp_path):
 def test_read_empty_file(tmp_path):
     path = tmp_path / "e.bin"
     path.write_bytes(b"")
-    assert read_nmnist_events(path).size == 0
+    with pytest.raises(DataFormatError, match="empty file"):  # a 0-byte recording trains on nothing (#18 item 2)
+        read_nmnist_events(path)
 
 
 @pytest.mark.reliability
@@ -89,12 +89,12 @@ def test_missing_file_and_dataset(tmp_path):
     msg = str(ei.value)
     assert str(tmp_path / "Train") in msg and "Train/<digit>/<n>.bin" in msg
     (tmp_path / "Test" / "3").mkdir(parents=True)
-    with pytest.raises(DataFormatError, match="no .bin"):
+    with pytest.raises(DataFormatError, match=r"no .bin"):
         load_nmnist(tmp_path, "test")
 
 
 # --------------------------------------------------------------------------------------------------
-# stabilize (spec §1.5 step 2, 1-based X = x + 1)
+# stabilize (docs/algorithm.md §1.5 step 2, 1-based X = x + 1)
 # --------------------------------------------------------------------------------------------------
 def test_stabilize_saccade_formulas():
     # X, Y 1-based = x+1, y+1 = 21, 21 everywhere; expected 1-based results computed by hand.
@@ -117,7 +117,7 @@ def test_stabilize_drops_below_one():
 
 
 # --------------------------------------------------------------------------------------------------
-# events_to_raster (spec §1.5 steps 3–7)
+# events_to_raster (docs/algorithm.md §1.5 steps 3–7)
 # --------------------------------------------------------------------------------------------------
 def test_raster_channels_times_and_collapse():
     ev = _events(

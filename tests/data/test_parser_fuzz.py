@@ -11,10 +11,12 @@ examples of each test is in its ``@settings`` line.
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 import wave
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,11 +119,18 @@ def test_idx_mutated(tmp_path: Path, data: st.DataObject, junk: bytes, gz: bool)
 @settings(max_examples=150, **FUZZ)
 @given(data=st.binary(max_size=600))
 def test_nmnist_random_bytes(tmp_path: Path, data: bytes) -> None:
-    """The format has no header: any multiple of 5 bytes is a valid event list, anything else is refused."""
+    """The format has no header: a non-empty multiple of 5 bytes whose events lie on the 34 × 34 sensor
+    (y = 240 is the overflow marker) is a valid event list, anything else is refused."""
     p = _write(tmp_path, "e.bin", data)
     outcome = _valid_or_error(read_nmnist_events, p, lambda ev: ev.size <= len(data) // 5
                               and (ev["t"] >= 0).all() and (ev["p"] <= 1).all())
-    assert outcome == ("valid" if len(data) % 5 == 0 else "error")
+    raw = np.frombuffer(data[: len(data) - len(data) % 5], dtype=np.uint8).reshape(-1, 5)
+    x, y = raw[:, 0], raw[:, 1]
+    ev = y != 240
+    on_sensor = bool(((x[ev] < 34) & (y[ev] < 34)).all())
+    text = re.match(rb"[#\s]*[0-9]+\t[0-9]", data[:64]) is not None
+    ok = len(data) > 0 and len(data) % 5 == 0 and on_sensor and not text
+    assert outcome == ("valid" if ok else "error")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +155,7 @@ def _audio_ok(result: tuple[np.ndarray, int]) -> bool:
 
 def _sphere_bytes(n: int = 300) -> bytes:
     samples = (np.arange(n) * 101 % 3000 - 1500).astype("<i2")
-    fields = ["sample_count -i %d" % n, "sample_n_bytes -i 2", "channel_count -i 1", "sample_byte_format -s2 01",
+    fields = [f"sample_count -i {n}", "sample_n_bytes -i 2", "channel_count -i 1", "sample_byte_format -s2 01",
               "sample_rate -i 12500", "sample_coding -s3 pcm"]
     head = ("\n".join(["NIST_1A", "   1024", *fields, "end_head"]) + "\n").encode()
     return head + b" " * (1024 - len(head)) + samples.tobytes()

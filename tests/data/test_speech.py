@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.data.speech import (
     load_fsdd,
     load_speech_folder,
@@ -19,9 +20,9 @@ from hm2bp.data.speech import (
 )
 from hm2bp.errors import DataFormatError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = shared_paths.DATA
 FSDD = DATA / "fsdd"
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
+GOLDEN = shared_paths.GOLDEN_ROOT
 GOLDEN_LYON = GOLDEN / "mm-bp-snn" / "test" / "ti_alpha" / "0" / "f1_u10_c0.dat"
 
 needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason=f"real FSDD data not found at {FSDD}")
@@ -62,7 +63,7 @@ def test_read_wav_stereo_is_averaged(tmp_path):
     inter = np.array([1000, 3000, -2000, 0], dtype=np.int16)  # frames (1000, 3000), (−2000, 0)
     path = tmp_path / "s.wav"
     _write_wav(path, inter, 16000, 2, channels=2)
-    x, sr = read_wav(path)
+    x, _sr = read_wav(path)
     np.testing.assert_allclose(x, [2000 / 32768, -1000 / 32768])
     assert read_audio(path)[1] == 16000
 

@@ -1,7 +1,7 @@
 """The fast path (trace contractions, batched) against the slow float64 loop reference of the spec.
 
-The reference (`hm2bp.reference.hm2bp_ref`) is an independent transcription of spec §1–§4 with pair
-loops; it shares no helper with the fast path. Random cases are seeded; edge cases follow design.md §5.
+The reference (`hm2bp.reference.hm2bp_ref`) is an independent transcription of docs/algorithm.md §1–§4 with pair
+loops; it shares no helper with the fast path. Random cases are seeded; edge cases follow docs/algorithm.md §8.5.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_psp_edge_cases(post_times: list[int], pre_times: list[int]) -> None:
 
 
 def test_psp_kernel_value_from_the_spec() -> None:
-    """Spec §2 note: at Δt = 10 the code's kernel is ε(8) = 0.588."""
+    """docs/algorithm.md §2 note: at Δt = 10 the code's kernel is ε(8) = 0.588."""
     assert _psp_fast([20], [10], 40) == pytest.approx(0.5881342, abs=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""The authors' trained spiking CNN (Result/checkPoint_cnn_best.txt, spec §6.2) imported into hm2bp."""
+"""The authors' trained spiking CNN (Result/checkPoint_cnn_best.txt, docs/algorithm.md §6.2) imported into hm2bp."""
 
 from __future__ import annotations
 
@@ -24,4 +24,4 @@ def test_checkpoint_classifies_mnist_test_slice(golden_dir: Path, mnist_dir: Pat
     result = evaluate_images(net, images[:n], labels[:n], T=400, batch_size=50,
                              generator=torch.Generator().manual_seed(0))
     assert result.accuracy >= 0.985, f"{result.correct}/{n} correct"
-    assert 25 <= result.mean_winner_count <= 45  # spec §6.4: winner counts around 35
+    assert 25 <= result.mean_winner_count <= 45  # docs/algorithm.md §6.4: winner counts around 35

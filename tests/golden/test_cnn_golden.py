@@ -1,4 +1,4 @@
-"""The spiking-CNN golden test of the authors' code (spec §6.3/6.4): forward spikes, gradient signs,
+"""The spiking-CNN golden test of the authors' code (docs/algorithm.md §6.3/6.4): forward spikes, gradient signs,
 and one exact-mode Adam update, for the plain (rate loss) and softmax variants."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_forward_every_layer_spike_for_spike(golden_dir: Path, variant: str, tra
     for (name, g), ours in zip(gold.items(), net.hidden_spikes):
         got = ours[:, 0].numpy().astype(bool).reshape(g.shape)
         assert (got != g).sum() == 0, f"{variant}/{split}/{name}: {(got != g).sum()} mismatching spikes"
-    # ...and layer by layer from the golden spikes of the layer below (spec §6.4 step 1).
+    # ...and layer by layer from the golden spikes of the layer below (docs/algorithm.md §6.4 step 1).
     inputs = [_input(golden_dir)] + [torch.from_numpy(g).float().unsqueeze(1) for g in gold.values()]
     layers = [net.layers[i] for i in (0, 1, 2, 3, 5, 6)]
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""The TI46 speech golden test (spec §6.3/6.4): BSA input → fixed reservoir → 64 → 26, T = 658,
+"""The TI46 speech golden test (docs/algorithm.md §6.3/6.4): BSA input → fixed reservoir → 64 → 26, T = 658,
 one SGD step with lr 1e-5, EFFECT_RATIO off, no lateral inhibition."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def test_forward_every_layer_spike_for_spike(golden_dir: Path, trained: bool, sp
 
 
 def test_sgd_gradients_match_within_rounding(golden_dir: Path) -> None:
-    """g = (w − w_trained)/1e-5 from 6-significant-digit weights: within 0.2 absolute (spec §6.4)."""
+    """g = (w − w_trained)/1e-5 from 6-significant-digit weights: within 0.2 absolute (docs/algorithm.md §6.4)."""
     x = _spikes(golden_dir, "Input_Response/0/input_spikes_0_0.dat", 78)
     reservoir, hidden, output = _layers(golden_dir, trained=False)
     labels = torch.tensor([0])

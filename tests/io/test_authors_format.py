@@ -1,4 +1,4 @@
-"""Tests of hm2bp.io.authors: the readers of the HM2-BP authors' file formats (spec §6.2).
+"""Tests of hm2bp.io.authors: the readers of the HM2-BP authors' file formats (docs/algorithm.md §6.2).
 
 Part 1 (``golden``): the real files under ``../shared/golden/mm-bp-snn`` (skipped, naming the missing
 path, when that folder is absent).
@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shared_paths
 from hm2bp.errors import ConfigError, DataFormatError
 from hm2bp.io.authors import (
     CNN_CHECKPOINT_ARCH,
@@ -34,7 +35,7 @@ from hm2bp.io.authors import (
     read_weight_list,
 )
 
-GOLDEN_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
+GOLDEN_ROOT = shared_paths.GOLDEN_ROOT
 MM = GOLDEN_ROOT / "mm-bp-snn"
 CNN = "test/golden/cnn_mnist"
 SPEECH = "test/golden/speech/ti_alpha"
@@ -84,7 +85,7 @@ def test_sparse_spikes_match_plain_parse_and_drop_late_times():
     for neuron, t in pairs:
         ref[t, neuron] = True
     np.testing.assert_array_equal(read_sparse_spikes(p, 784, 450), ref)
-    # Readers drop times >= T (spec §6.2): with T = 400 only the spikes before 400 remain.
+    # Readers drop times >= T (docs/algorithm.md §6.2): with T = 400 only the spikes before 400 remain.
     np.testing.assert_array_equal(read_sparse_spikes(p, 784, 400), ref[:400])
 
 
@@ -92,11 +93,11 @@ def test_sparse_spikes_match_plain_parse_and_drop_late_times():
 def test_cnn_sparse_layers_and_speech_input():
     hidden = read_sparse_spikes(golden(f"{CNN}/spikes/hidden/train/hidden.dat"), 100, 450)
     assert hidden.shape == (450, 100) and 0 < hidden.sum() < 450 * 100
-    # Every CNN output neuron is silent (spec §6.3), except one spike in the softmax "test" file.
+    # Every CNN output neuron is silent (docs/algorithm.md §6.3), except one spike in the softmax "test" file.
     assert read_sparse_spikes(golden(f"{CNN}/spikes/output/train/output.dat"), 10, 450).sum() == 0
     out = read_sparse_spikes(golden(f"{CNN}/spikes_softmax/output/test/output.dat"), 10, 450)
     assert [tuple(x) for x in np.argwhere(out)] == [(269, 2)]
-    # TI46 input: 5,064 spikes with T = 658 (spec §6.4).
+    # TI46 input: 5,064 spikes with T = 658 (docs/algorithm.md §6.4).
     speech = read_sparse_spikes(golden(f"{SPEECH}/spikes/Input_Response/0/input_spikes_0_0.dat"), 78, 658)
     assert speech.sum() == 5064
 
@@ -176,7 +177,7 @@ def test_reservoir_input_list_accumulates_repeated_pairs():
 
 @pytest.mark.golden
 def test_cnn_trained_weights_differ_by_lr():
-    # One Adam step with lr 1e-3 (spec §6.3): every weight moves by -1e-3, 0 or +1e-3.
+    # One Adam step with lr 1e-3 (docs/algorithm.md §6.3): every weight moves by -1e-3, 0 or +1e-3.
     W0 = read_weight_list(golden(f"{CNN}/weights/hidden_info.txt"), 100, 48, complete=True)
     W1 = read_weight_list(golden(f"{CNN}/weights/hidden_info_trained.txt"), 100, 48, complete=True)
     assert np.abs(W1 - W0).max() < 1.1e-3
@@ -194,7 +195,7 @@ def test_conv_weight_lists():
     np.testing.assert_array_equal(w1.ravel(), np.array(first_line.split(), dtype=np.float32))
     w2 = read_conv_weights(golden(f"{CNN}/weights/conv2_info.txt"), 3, 5, 5)
     assert w2.shape == (3, 5, 5, 5)
-    with pytest.raises(DataFormatError, match="expected 125 values .* found 375"):
+    with pytest.raises(DataFormatError, match=r"expected 125 values .* found 375"):
         read_conv_weights(golden(f"{CNN}/weights/conv2_info.txt"), 5, 1, 5)
 
 

@@ -117,10 +117,10 @@ def test_round_trip_without_lateral_inhibition(tmp_path):
 
 def test_dt_changes_seconds_not_steps(tmp_path):
     net = _net(FC_ARCH, FC_TH, 4)
-    save_nir(net, tmp_path / "dt.nir", dt=1e-4)
+    save_nir(net, tmp_path / "dt.nir", dt=1e-3)
     graph = nir.read(tmp_path / "dt.nir")
-    lif = graph.nodes["lif_0"]
-    assert np.allclose(lif.tau_mem, 64 * 1e-4) and np.allclose(lif.tau_syn, 8 * 1e-4)
+    lif = graph.nodes["l00b_lif"]
+    assert np.allclose(lif.tau_mem, 64 * 1e-3) and np.allclose(lif.tau_syn, 8 * 1e-3)
     back = load_nir(tmp_path / "dt.nir")  # dt comes from the graph metadata
     _assert_same_spikes(net, back, _spikes(net, 4))
 
@@ -155,38 +155,41 @@ def test_written_file_is_valid_nir_with_consistent_graph(tmp_path):
     _check_graph(graph)
     types = {k: type(n).__name__ for k, n in graph.nodes.items()}
     assert types == {
-        "input": "Input", "conv_0": "Conv2d", "lif_0": "CubaLIF", "pool_1": "SumPool2d", "lif_1": "CubaLIF",
-        "flatten_2": "Flatten", "linear_3": "Linear", "lif_3": "CubaLIF", "linear_4": "Linear", "lif_4": "CubaLIF",
-        "lateral_4": "Linear", "output": "Output",
+        "input": "Input", "l00a_conv": "Conv2d", "l00b_lif": "CubaLIF", "l01a_pool": "SumPool2d", "l01b_lif": "CubaLIF",
+        "l02a_flatten": "Flatten", "l03a_linear": "Linear", "l03b_lif": "CubaLIF", "l04a_linear": "Linear", "l04b_lif": "CubaLIF",
+        "l04c_lateral": "Linear", "output": "Output",
     }
-    # the lateral inhibition is a cycle lif_4 -> lateral_4 -> lif_4
-    assert ("lif_4", "lateral_4") in graph.edges and ("lateral_4", "lif_4") in graph.edges
+    assert list(types) == sorted(types)  # nir.read's (alphabetical) order is the layer order
+    # the lateral inhibition is a cycle l04b_lif -> l04c_lateral -> l04b_lif
+    assert ("l04b_lif", "l04c_lateral") in graph.edges and ("l04c_lateral", "l04b_lif") in graph.edges
     assert np.array_equal(graph.nodes["input"].input_type["input"], [1, 12, 12])
     assert np.array_equal(graph.nodes["output"].output_type["output"], [4])
-    conv = graph.nodes["conv_0"]
+    conv = graph.nodes["l00a_conv"]
     assert tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0) and tuple(conv.dilation) == (1, 1)
     assert int(conv.groups) == 1 and not np.any(conv.bias)
     assert np.array_equal(conv.weight, net.layers[0].weight.detach().numpy())
-    pool = graph.nodes["pool_1"]
+    pool = graph.nodes["l01a_pool"]
     assert list(pool.kernel_size) == [2, 2] and list(pool.stride) == [2, 2] and list(pool.padding) == [0, 0]
-    assert np.array_equal(graph.nodes["lateral_4"].weight, -(1 - np.eye(4, dtype=np.float32)))
+    assert np.array_equal(graph.nodes["l04c_lateral"].weight, -(1 - np.eye(4, dtype=np.float32)))
     # the documented mapping
-    for name, layer in [(f"lif_{i}", net.layers[i]) for i in (0, 1, 3, 4)]:
+    for name, layer in [(f"l{i:02d}b_lif", net.layers[i]) for i in (0, 1, 3, 4)]:
         lif, p = graph.nodes[name], layer.params
-        assert np.allclose(lif.tau_mem, p.tau_m * 1e-3) and np.allclose(lif.tau_syn, p.tau_s * 1e-3)
-        assert np.all(lif.r == p.tau_m) and np.all(lif.w_in == 1) and not np.any(lif.v_leak) and not np.any(lif.v_reset)
-        assert np.all(lif.v_threshold == p.v_th - p.theta_eps)
+        assert np.allclose(lif.tau_mem, p.tau_m * 1e-4) and np.allclose(lif.tau_syn, p.tau_s * 1e-4)
+        assert np.all(lif.r == p.tau_m) and np.all(lif.w_in == p.tau_s) and not np.any(lif.v_leak)
+        assert not np.any(lif.v_reset) and np.allclose(lif.r, lif.tau_mem / 1e-4)  # snnTorch's assertion
+        assert np.all(lif.v_threshold == p.tau_s * (p.v_th - p.theta_eps))
         meta = lif.metadata
         assert int(meta["hm2bp.t_ref"]) == 2 and int(meta["hm2bp.delay_steps"]) == 1
         assert float(meta["hm2bp.theta_eps"]) == p.theta_eps and float(meta["hm2bp.v_th"]) == p.v_th
         assert float(meta["hm2bp.tau_m"]) == 64.0 and float(meta["hm2bp.tau_s"]) == 8.0
-    assert graph.metadata["hm2bp.arch"] == CONV_ARCH and float(graph.metadata["hm2bp.dt"]) == 1e-3
+    assert graph.metadata["hm2bp.arch"] == CONV_ARCH and float(graph.metadata["hm2bp.dt"]) == 1e-4
 
 
 def test_fc_graph_consistent_in_memory():
     graph = export_nir(_net(FC_ARCH, FC_TH, 0))
     _check_graph(graph)
-    assert set(graph.nodes) == {"input", "linear_0", "lif_0", "linear_1", "lif_1", "lateral_1", "output"}
+    assert list(graph.nodes) == ["input", "l00a_linear", "l00b_lif", "l01a_linear", "l01b_lif", "l01c_lateral",
+                                 "output"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,7 +270,7 @@ def test_nir_parameters_reproduce_the_dynamics(arch, th, seed):
     x = _spikes(net, seed, dtype=torch.float64)
     out, hidden = _run(net, x)
     per_node, nir_out = _interpret(graph, x, 1e-3)
-    lifs = [k for k in graph.nodes if k.startswith("lif_")]
+    lifs = [k for k in graph.nodes if k.endswith("_lif")]
     for k, h in zip(lifs, hidden):
         assert torch.equal(per_node[k], h), f"{k}: {int((per_node[k] != h).sum())} spikes differ"
     assert torch.equal(nir_out, out)
@@ -303,20 +306,20 @@ def test_import_foreign_feed_forward_chain(tmp_path):
     hid, out = net.layers
     assert isinstance(hid, SpikingLinear) and isinstance(out, SpikingLinear) and out.output and not hid.output
     assert out.lateral_weight is None
-    assert hid.params.tau_m == 50.0 and hid.params.tau_s == 10.0 and hid.params.t_ref == 2
+    assert hid.params.tau_m == 50.0 and hid.params.tau_s == 10.0 and hid.params.t_ref == 0  # NIR has no clamp
     assert hid.params.theta_eps == 1e-6 and out.params.tau_s == 1.0 and out.params.tau_m == 20.0
     # v_nir = g·v_hm2bp with g = r·w_in·dt/tau_mem = 3 (CubaLIF) and r·dt/tau = 0.5 (LIF)
     assert hid.params.v_th == pytest.approx(0.3 / 3 + 1e-6, rel=1e-12)
     assert out.params.v_th == pytest.approx(0.5 / 0.5 + 1e-6, rel=1e-12)
     assert torch.equal(hid.weight, torch.as_tensor(w1, dtype=torch.float32))
     assert torch.equal(out.weight, torch.as_tensor(w2, dtype=torch.float32))
-    # and it simulates what the NIR fields say (forward Euler, the default 1-step delay and T_ref = 2)
+    # and it simulates what the NIR fields say (forward Euler, the default 1-step delay, no refractory clamp)
     graph64 = nir.NIRGraph.from_list(
         nir.Linear(weight=w1.astype(np.float32).astype(np.float64)), graph.nodes["cubalif"],
         nir.Linear(weight=w2.astype(np.float32).astype(np.float64)), graph.nodes["lif"],
     )
     for node in (graph64.nodes["cubalif"], graph64.nodes["lif"]):
-        node.metadata = {"hm2bp.t_ref": 2}
+        node.metadata = {"hm2bp.t_ref": 0}
     x = (torch.rand(T, 4, 12, generator=torch.Generator().manual_seed(5)) < 0.3).double()
     per_node, nir_out = _interpret(graph64, x, 1e-4)
     out64, hidden = _run(net.double(), x)
@@ -429,7 +432,7 @@ def test_export_errors():
 def test_edited_threshold_wins_over_stale_metadata():
     net = _net(FC_ARCH, FC_TH, 0)
     graph = export_nir(net)
-    graph.nodes["lif_0"].v_threshold = graph.nodes["lif_0"].v_threshold * 2
+    graph.nodes["l00b_lif"].v_threshold = graph.nodes["l00b_lif"].v_threshold * 2
     with pytest.warns(UserWarning, match="v_th"):
         back = import_nir(graph)
     assert back.layers[0].params.v_th == pytest.approx(2 * (1.5 - 1e-6) + 1e-6)

@@ -1,5 +1,5 @@
 """Tests of the loop-based reference (src/hm2bp/reference/hm2bp_ref.py) against numbers derived by
-hand from docs/hm2bp-spec.md, never against the reference itself. The golden-marked tests at the end
+hand from docs/algorithm.md, never against the reference itself. The golden-marked tests at the end
 compare with the authors' data in ../shared/golden and skip when it is absent.
 """
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.reference import hm2bp_ref as ref
 
 TAU_M = 64.0
@@ -22,7 +22,7 @@ B = 1.0 - 1.0 / TAU_S  # synaptic decay per step
 
 
 def eps(u: float) -> float:
-    """ε(u) = (e^{−u/τm} − e^{−u/τs}) / (1 − τs/τm): K(s, u) for u ≤ s (spec §2 step 3)."""
+    """ε(u) = (e^{−u/τm} − e^{−u/τs}) / (1 − τs/τm): K(s, u) for u ≤ s (docs/algorithm.md §2 step 3)."""
     return (math.exp(-u / TAU_M) - math.exp(-u / TAU_S)) / (1.0 - TAU_S / TAU_M)
 
 
@@ -45,7 +45,7 @@ def times_of(train: np.ndarray) -> list[int]:
 
 
 def test_kernel_matches_spec_example_eps8():
-    # spec §2 note: "at Δt = 10 ... the code's kernel is ε(8) = 0.588"
+    # docs/algorithm.md §2 note: "at Δt = 10 ... the code's kernel is ε(8) = 0.588"
     k = ref.psp_kernel_ref(19, 8)
     assert k == pytest.approx(0.588, abs=5e-4)
     # by hand: (e^{-1/8} − e^{-1}) / (7/8) = (0.8824969 − 0.3678794) / 0.875
@@ -518,15 +518,10 @@ def test_regularizer_conv_groups_per_kernel():
 
 
 # ---------------------------------------------------------------------------------------------
-# Golden data (spec §6.4): skipped when ../shared/golden is absent
+# Golden data (docs/algorithm.md §6.4): skipped when ../shared/golden is absent
 # ---------------------------------------------------------------------------------------------
 
-_GOLDEN = Path(
-    os.environ.get(
-        "HM2BP_GOLDEN_DIR",
-        Path(__file__).resolve().parents[3] / "shared" / "golden" / "mm-bp-snn",
-    )
-)
+_GOLDEN = shared_paths.GOLDEN
 
 
 def _open(path: Path):
@@ -559,7 +554,7 @@ def _weights(path: Path, n_out: int, n_in: int) -> np.ndarray:
 
 @pytest.mark.golden
 def test_golden_ti46_forward_and_sgd_gradients():
-    # TI46 test (spec §6.3): SGD lr 1e-5, no effect ratio, no lateral inhibition, label 0.
+    # TI46 test (docs/algorithm.md §6.3): SGD lr 1e-5, no effect ratio, no lateral inhibition, label 0.
     d = _GOLDEN / "test" / "golden" / "speech" / "ti_alpha"
     T = 658
     res = _sparse(d / "spikes/Reservoir_Response/0/reservoir_spikes_0_0.dat", T, 135)
@@ -585,7 +580,7 @@ def test_golden_ti46_forward_and_sgd_gradients():
 @pytest.mark.golden
 @pytest.mark.parametrize("variant", ["", "_softmax"])
 def test_golden_cnn_fc_layers_gradient_signs(variant):
-    # CNN test (spec §6.3): Adam's first step is lr·sign(g); regulariser λ = 10, β = 0.4; output LI.
+    # CNN test (docs/algorithm.md §6.3): Adam's first step is lr·sign(g); regulariser λ = 10, β = 0.4; output LI.
     d = _GOLDEN / "test" / "golden" / "cnn_mnist"
     sp, wt = d / f"spikes{variant}", d / f"weights{variant}"
     T = 450

@@ -103,7 +103,7 @@ def test_flips_in_tensor_data_are_caught(tmp_path: Path, saved: tuple[bytes, str
             raw.pop("sha256", None)
             if content_digest(raw) != digest:
                 outcomes["plain torch.load: different content"] += 1
-        except Exception:  # noqa: BLE001 - any failure to load counts as "not silently different"
+        except Exception:
             pass
     print("bit flips at evenly spaced offsets:", outcomes)
     assert outcomes["plain torch.load: different content"] > 0.3 * (outcomes["refused"] + outcomes["identical"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -93,10 +94,10 @@ def test_toml_file_unknown_key_and_wrong_type(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mine.toml.*unknown key\(s\) model.speed"):
         load_config(p)
     p.write_text('[train]\nepochs = "ten"\n')
-    with pytest.raises(ConfigError, match="train.epochs: expected int"):
+    with pytest.raises(ConfigError, match=r"train.epochs: expected int"):
         load_config(p)
     p.write_text('[train]\nboosting = 1\n')
-    with pytest.raises(ConfigError, match="train.boosting: expected bool"):
+    with pytest.raises(ConfigError, match=r"train.boosting: expected bool"):
         load_config(p)
     p.write_text('[oops]\nx = 1\n')
     with pytest.raises(ConfigError, match="unknown top-level key"):
@@ -114,7 +115,7 @@ def test_toml_file_name_defaults_to_stem_and_ints_become_floats(tmp_path: Path) 
 
 
 def test_unknown_preset_and_missing_file() -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'nosuch'.*digits"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'nosuch'.*digits"):
         load_config("nosuch")
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/dir/x.toml")
@@ -122,7 +123,7 @@ def test_unknown_preset_and_missing_file() -> None:
 
 def test_configs_are_frozen() -> None:
     cfg = RunConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.lr = 1.0  # type: ignore[misc]
 
 

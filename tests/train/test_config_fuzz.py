@@ -13,10 +13,8 @@ Inputs (numbers of hypothesis examples per test in the ``@settings`` lines):
   slice replaced by random characters;
 * 1-4 dotted overrides with known or random keys and values such as ``nan``, ``-1``, ``1e999``, ``[1,2]``.
 
-Inputs that this found to escape with another exception type are pinned by the ``xfail(strict=True)``
-tests at the end (causes and fixes in docs/reliability.md) and left out of the strategies above, so that
-the fuzz tests guard everything else; a strict xfail turns into a failure once config.py is fixed, as a
-reminder to drop the exclusion.
+Inputs that this once found to escape with another exception type (all fixed in config.py since; causes
+in docs/reliability.md) are kept as plain regression tests at the end, one per cause.
 """
 
 from __future__ import annotations
@@ -278,14 +276,14 @@ def test_fuzz_strategies_reach_both_outcomes() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Found by fuzzing: inputs that escape as other exception types (config.py is not changed here)
+# Regression tests: inputs the fuzzing found escaping as other exception types, each fixed in config.py
 # --------------------------------------------------------------------------------------------------
-KNOWN = pytest.mark.reliability  # formerly strict xfails: config.py let these escape as other exception types
+KNOWN = pytest.mark.reliability  # each input below used to escape as another exception type
 
 
 @KNOWN
 def test_huge_int_in_float_field() -> None:
-    # _check_types calls float(value): an int beyond ~1.8e308 raises OverflowError
+    # was: _check_types's float(value) raised OverflowError for an int beyond ~1.8e308
     with pytest.raises(ConfigError):
         config_from_dict({"train": {"lr": 10**400}})
 
@@ -300,7 +298,7 @@ def test_huge_int_in_thresholds() -> None:
 @pytest.mark.parametrize("suffix,text", [(".json", '{"train": {"epochs": ' + "9" * 5000 + "}}"),
                                          (".toml", "[train]\nepochs = " + "9" * 5000 + "\n")], ids=["json", "toml"])
 def test_integer_literal_over_4300_digits(tmp_path: Path, suffix: str, text: str) -> None:
-    # Python's int() limit raises ValueError inside json/tomllib; _read_json/_read_toml do not catch it
+    # was: Python's int() digit limit raised ValueError inside json/tomllib, uncaught by _read_json/_read_toml
     p = _write(tmp_path, "long" + suffix, text)
     with pytest.raises(ConfigError):
         load_config(p)
@@ -310,7 +308,7 @@ def test_integer_literal_over_4300_digits(tmp_path: Path, suffix: str, text: str
 @pytest.mark.parametrize("suffix,text", [(".json", "[" * 100_000 + "]" * 100_000),
                                          (".toml", "x = " + "[" * 100_000 + "]" * 100_000 + "\n")], ids=["json", "toml"])
 def test_deeply_nested_file(tmp_path: Path, suffix: str, text: str) -> None:
-    # RecursionError from json / tomllib is not caught
+    # was: RecursionError from json / tomllib escaped
     p = _write(tmp_path, "deep" + suffix, text)
     with pytest.raises(ConfigError):
         load_config(p)
@@ -318,7 +316,7 @@ def test_deeply_nested_file(tmp_path: Path, suffix: str, text: str) -> None:
 
 @KNOWN
 def test_non_utf8_toml(tmp_path: Path) -> None:
-    # tomllib.load decodes UTF-8 and raises UnicodeDecodeError, which _read_toml does not catch
+    # was: tomllib.load's UnicodeDecodeError escaped _read_toml
     p = tmp_path / "latin1.toml"
     p.write_bytes(b'name = "caf\xe9"\n')
     with pytest.raises(ConfigError):
@@ -327,7 +325,7 @@ def test_non_utf8_toml(tmp_path: Path) -> None:
 
 @KNOWN
 def test_architecture_size_over_4300_digits() -> None:
-    # parse_architecture's int() raises ValueError; ModelConfig only re-raises ConfigError
+    # was: the architecture parser's int() raised ValueError (hm2bp.arch now refuses sizes over 9 digits)
     with pytest.raises(ConfigError):
         load_config("digits", ["model.arch=64-" + "9" * 5000 + "-10"])
 
@@ -338,18 +336,18 @@ def test_top_level_not_a_mapping() -> None:
         config_from_dict([1, 2])  # type: ignore[arg-type]
 
 
-ACCEPTED = pytest.mark.reliability  # formerly strict xfails: accepted, then failed later outside the loader
+ACCEPTED = pytest.mark.reliability  # each value below used to load, then fail later outside the loader
 
 
 @ACCEPTED
 def test_negative_split_seed_is_refused() -> None:
-    # accepted today; numpy.random.default_rng(-1) raises ValueError when the digits split is made
+    # was accepted; numpy.random.default_rng(-1) then raised ValueError when the digits split was made
     with pytest.raises(ConfigError):
         config_from_dict({"data": {"split_seed": -1}})
 
 
 @ACCEPTED
 def test_absurd_thread_count_is_refused() -> None:
-    # accepted today; torch.set_num_threads(2**31) raises ValueError at the start of training
+    # was accepted; torch.set_num_threads(2**31) then raised ValueError at the start of training
     with pytest.raises(ConfigError):
         config_from_dict({"train": {"threads": 2**31}})

@@ -19,12 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-
-from hm2bp.config import load_config  # noqa: E402
-from hm2bp.errors import ConfigError  # noqa: E402
-from hm2bp.train import load_checkpoint, train  # noqa: E402
-from hm2bp.train.distributed import DistContext, shard, shard_range  # noqa: E402
+from hm2bp.config import load_config
+from hm2bp.errors import ConfigError
+from hm2bp.train import load_checkpoint, train
+from hm2bp.train.distributed import DistContext, shard, shard_range
 
 pytestmark = pytest.mark.distributed
 
@@ -51,6 +49,7 @@ def _torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Co
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.requires("sklearn")
 def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     dist_dir, single_dir = tmp_path / "dist", tmp_path / "single"
     proc = _torchrun(["train", "digits", "--out", str(dist_dir), *[f"--{o}" for o in TINY]], cwd=tmp_path)
@@ -85,6 +84,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
+@pytest.mark.requires("sklearn")
 def test_online_mode_is_refused_with_several_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     cfg = load_config("digits", TINY + ["train.mode=online", "train.batch_size=1", f"train.out_dir={tmp_path}"])

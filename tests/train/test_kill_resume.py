@@ -55,13 +55,12 @@ from typing import Any
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-
-from hm2bp.train.checkpoint import load_checkpoint  # noqa: E402
-from hm2bp.train.metrics import read_metrics  # noqa: E402
+from hm2bp.train.checkpoint import load_checkpoint
+from hm2bp.train.metrics import read_metrics
 
 pytestmark = [
     pytest.mark.reliability,
+    pytest.mark.requires("sklearn"),  # every test trains on scikit-learn's digits
     pytest.mark.skipif(not hasattr(signal, "SIGKILL") or os.name == "nt", reason="needs POSIX SIGKILL"),
 ]
 

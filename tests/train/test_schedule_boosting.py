@@ -1,4 +1,4 @@
-"""Learning-rate schedule (spec §4.3), data-order shuffling (§4.5) and boosting (§4.4)."""
+"""Learning-rate schedule (docs/algorithm.md §4.3), data-order shuffling (§4.5) and boosting (§4.4)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hm2bp.train.schedule import lr_at_epoch, shuffle_order
 
 
 def test_code_schedule_matches_the_logs() -> None:
-    # spec §4.3: epochs 0 and 1 use 1e-3; epoch e >= 1 uses 1e-3/sqrt(e); epoch 2 -> 7.07e-4, 199 -> 7.089e-5
+    # docs/algorithm.md §4.3: epochs 0 and 1 use 1e-3; epoch e >= 1 uses 1e-3/sqrt(e); epoch 2 -> 7.07e-4, 199 -> 7.089e-5
     assert lr_at_epoch(1e-3, 0, "code") == 1e-3
     assert lr_at_epoch(1e-3, 1, "code") == 1e-3
     assert lr_at_epoch(1e-3, 2, "code") == pytest.approx(7.0711e-4, rel=1e-4)

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-
-from hm2bp.config import load_config  # noqa: E402
-from hm2bp.errors import ConfigError  # noqa: E402
+from hm2bp.config import load_config
+from hm2bp.errors import ConfigError
 
 pytestmark = pytest.mark.reliability
 
@@ -20,6 +18,7 @@ TINY = ["model.arch=64-20-10", "model.T=24", "model.thresholds=3,3", "model.desi
         "train.threads=1", "train.epochs=1", "train.mode=minibatch", "train.batch_size=8"]
 
 
+@pytest.mark.requires("sklearn")
 def test_train_refuses_a_configuration_that_cannot_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With (pretend) 16 KiB of free memory, train() must refuse up front with the estimate and a remedy,
     instead of starting and failing with an out-of-memory error mid-epoch."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["load_digits", "N_DIGITS"]
+__all__ = ["N_DIGITS", "load_digits"]
 
 N_DIGITS = 1797
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import re
 import time
@@ -60,6 +61,10 @@ class DownloadError(HM2BPError, OSError):
 
 class _Transient(Exception):
     """A failure worth retrying (connection dropped or refused, timeout, HTTP 5xx/408/429, short body)."""
+
+
+class _Deadline(Exception):
+    """The overall deadline passed: not retried."""
 
 
 class _Permanent(Exception):
@@ -102,7 +107,35 @@ def _unlink(path: Path) -> None:
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 
 
-def _fetch(url: str, part: Path, *, timeout: float, limit: int | None, dest: Path) -> bool:
+class _Pace:
+    """The overall deadline of a download and the minimum rate of each attempt's body.
+
+    The socket timeout bounds one read; this bounds the whole: a server that sends one byte just before
+    every timeout would otherwise keep a download alive for ever.
+    """
+
+    def __init__(self, deadline: float | None, min_rate: float, window: float) -> None:
+        self.end = None if deadline is None else time.monotonic() + deadline
+        self.deadline, self.min_rate, self.window = deadline, min_rate, window
+        self.mark, self.mark_bytes = time.monotonic(), 0
+
+    def start_body(self) -> None:
+        self.mark, self.mark_bytes = time.monotonic(), 0
+
+    def check(self, got: int) -> None:
+        now = time.monotonic()
+        if self.end is not None and now > self.end:
+            raise _Deadline(f"the download took longer than its deadline of {self.deadline:g} s")
+        if now - self.mark >= self.window:
+            rate = (got - self.mark_bytes) / (now - self.mark)
+            if rate < self.min_rate:
+                raise _Transient(f"too slow: {rate:,.0f} bytes/s over {now - self.mark:.1f} s, below the minimum "
+                                 f"of {self.min_rate:,.0f} bytes/s")
+            self.mark, self.mark_bytes = now, got
+
+
+def _fetch(url: str, part: Path, *, timeout: float, limit: int | None, dest: Path,
+           pace: _Pace | None = None) -> bool:
     """Fetch ``url`` into ``part``, continuing it with a Range request when it exists.
 
     Returns True when the bytes now in ``part`` continue an earlier part (a honoured Range request).
@@ -152,11 +185,14 @@ def _fetch(url: str, part: Path, *, timeout: float, limit: int | None, dest: Pat
             raise DataFormatError(dest, f"downloading {url}: the server announces {total:,} bytes, more than the "
                                         f"expected {limit:,}; refused, nothing kept")
         got = 0
+        pace = pace or _Pace(None, 0.0, math.inf)
+        pace.start_body()
         try:
             with open(part, mode) as f:
                 try:
                     while True:
-                        chunk = resp.read(_CHUNK)
+                        pace.check(got)
+                        chunk = resp.read1(_CHUNK)  # what has arrived: lets the pace be checked while trickling
                         if not chunk:
                             break
                         if limit is not None and have + got + len(chunk) > limit:
@@ -191,6 +227,9 @@ def download(
     gunzip: bool = False,
     backoff: float = 1.0,
     echo: Callable[[str], None] | None = None,
+    deadline: float | None = 3600.0,
+    min_rate: float = 1024.0,
+    rate_window: float = 30.0,
 ) -> Path:
     """Download ``url`` to ``dest`` and verify it; returns ``dest``.
 
@@ -207,12 +246,15 @@ def download(
         gunzip: the URL serves a gzip stream of the file (kept in ``<dest>.gz.part`` until verified).
         backoff: seconds to wait before retry k (times k, at most 30 s).
         echo: where to report retries (None: silent).
+        deadline: seconds for the whole download, all attempts and waits included (None: no limit).
+        min_rate: bytes/s an attempt must average over each ``rate_window`` seconds of its body; a slower
+            one counts as failed (and is retried, resuming).
 
     Raises:
         DataFormatError: the bytes do not match ``sha256``/``expected_size`` or are not valid gzip (the part
             file is deleted), or the server sends more than ``expected_size``.
-        DownloadError: the server could not be reached or kept failing; the bytes received so far stay in
-            the ``.part`` file and the next call resumes from there.
+        DownloadError: the server could not be reached, kept failing, or the deadline passed; the bytes
+            received so far stay in the ``.part`` file and the next call resumes from there.
     """
     dest = Path(dest)
     sha = sha256.strip().lower()
@@ -235,13 +277,19 @@ def download(
         limit = expected_size + expected_size // 100 + 65536
     say = echo or (lambda s: None)
 
+    pace = _Pace(deadline, min_rate, rate_window)
     failures = 0
     restarted = False  # restarted from scratch after a resumed download failed verification
     continued = False  # the bytes in raw_part include bytes of an earlier attempt or call
     while True:
         try:
-            if _fetch(url, raw_part, timeout=timeout, limit=limit, dest=dest):
+            if pace.end is not None and time.monotonic() > pace.end:
+                raise _Deadline(f"the download took longer than its deadline of {deadline:g} s")
+            if _fetch(url, raw_part, timeout=timeout, limit=limit, dest=dest, pace=pace):
                 continued = True
+        except _Deadline as e:
+            kept = raw_part.stat().st_size if raw_part.exists() else 0
+            raise DownloadError(url, dest, f"{e}; {kept:,} bytes kept in {raw_part} for the next try") from None
         except _Transient as e:
             failures += 1
             if failures > retries:
@@ -249,6 +297,8 @@ def download(
                 raise DownloadError(url, dest, f"{e}; gave up after {failures} attempt(s); "
                                                f"{kept:,} bytes kept in {raw_part} for the next try") from None
             wait = min(30.0, backoff * failures)
+            if pace.end is not None:
+                wait = max(0.0, min(wait, pace.end - time.monotonic()))
             say(f"{url}: {e}; retrying in {wait:.0f} s ({failures}/{retries})")
             if wait > 0:
                 time.sleep(wait)
@@ -362,6 +412,9 @@ def fetch_dataset(
     retries: int = 3,
     backoff: float = 1.0,
     echo: Callable[[str], None] | None = None,
+    deadline: float | None = 3600.0,
+    min_rate: float = 1024.0,
+    rate_window: float = 30.0,
 ) -> Path:
     """Make sure ``root`` holds the verified files of dataset ``name``; download what is missing.
 

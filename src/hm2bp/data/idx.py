@@ -19,7 +19,7 @@ import numpy as np
 
 from hm2bp.errors import DataFormatError
 
-__all__ = ["read_idx", "load_mnist", "load_emnist", "read_emnist_mapping"]
+__all__ = ["load_emnist", "load_mnist", "read_emnist_mapping", "read_idx"]
 
 # IDX type byte → numpy big-endian dtype
 _IDX_DTYPES: dict[int, str] = {
@@ -64,11 +64,30 @@ def _parse_header(path: Path, head: bytes) -> tuple[np.dtype, int]:
     return np.dtype(_IDX_DTYPES[type_byte]), ndim
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+def _drain_gzip(path: Path, f: gzip.GzipFile) -> int:
+    """Decompress the rest of the stream without keeping it (bounded chunks); return its length.
+
+    Reading to the end makes a corrupt stream fail its CRC/length check here, instead of being reported
+    by its (wrong) decompressed length; it also lets a partial read verify the whole file.
+    """
+    extra = 0
+    try:
+        while chunk := f.read(_CHUNK):
+            extra += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataFormatError(path, f"corrupt gzip stream: {e}") from e
+    return extra
+
+
+def read_idx(path: str | os.PathLike[str], limit: int | None = None) -> np.ndarray:
     """Read an IDX file, raw or gzip-compressed, into a numpy array in native byte order.
 
     The header's sizes are checked against the file (exact size for raw files; a DEFLATE bound and the
     exact decompressed length for gzip files) before the data is allocated.
+
+    Args:
+        limit: read only the first ``limit`` items along the first dimension (the rest of a gzip stream
+            is still decompressed, in bounded chunks and without being kept, to verify the file).
 
     Raises:
         DataFormatError: missing file, wrong magic, unknown type byte, truncated or over-long data,
@@ -96,7 +115,15 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
                         f"header claims shape {tuple(dims)} ({n_bytes:,} bytes), impossible for a "
                         f"{file_size:,}-byte gzip file (truncated or corrupt)",
                     )
-                data = _read_exact_gzip(f, n_bytes + 1)
+                n_bytes, dims, total = _limited(dims, dtype, limit)
+                data = _read_exact_gzip(f, n_bytes)
+                if len(data) == n_bytes:
+                    extra = _drain_gzip(path, f)
+                    if extra != total - n_bytes:
+                        what = "truncated" if extra < total - n_bytes else "has trailing bytes"
+                        raise DataFormatError(
+                            path, f"{what}: header claims {total:,} data bytes, the gzip stream holds "
+                            f"{n_bytes + extra:,}")
         else:
             with open(path, "rb") as f:
                 head = f.read(4)
@@ -114,6 +141,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
                         f"{what}: header claims shape {tuple(dims)} = {n_bytes:,} data bytes, "
                         f"the file holds {avail:,}",
                     )
+                n_bytes, dims, _ = _limited(dims, dtype, limit)
                 data = f.read(n_bytes)
     except DataFormatError:
         raise
@@ -126,8 +154,17 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             f"{what}: header claims shape {tuple(dims)} = {n_bytes:,} data bytes, "
             f"the file holds {'more' if len(data) > n_bytes else f'{len(data):,}'}",
         )
-    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    arr = np.frombuffer(bytearray(data), dtype=dtype).reshape(dims)  # one writable copy, not two
+    return arr.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _limited(dims: list[int], dtype: np.dtype, limit: int | None) -> tuple[int, list[int], int]:
+    """(bytes to read, dims of the result, bytes of the whole data) for the first ``limit`` items."""
+    total = int(np.prod(dims, dtype=object)) * dtype.itemsize
+    if limit is None or limit < 0 or limit >= dims[0]:
+        return total, dims, total
+    item = int(np.prod(dims[1:], dtype=object)) * dtype.itemsize
+    return item * limit, [limit, *dims[1:]], total
 
 
 def _find(root: Path, name: str, dataset: str, expected: list[str]) -> Path:
@@ -160,6 +197,26 @@ def _check_pair(
         raise DataFormatError(lab_path, f"label {int(labels.max())} out of range 0…{n_classes - 1}")
 
 
+def _read_pair(img_path: Path, lab_path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels in full (small), images only up to ``limit``; the counts must still agree file to file."""
+    labels = read_idx(lab_path)
+    images = read_idx(img_path, limit)
+    if limit is not None and 0 <= limit < labels.shape[0]:
+        n_img = _header_count(img_path)
+        if n_img != labels.shape[0]:
+            raise DataFormatError(lab_path, f"{labels.shape[0]} labels but {n_img} images in {img_path.name}")
+        labels = labels[:limit]
+    return images, labels
+
+
+def _header_count(path: Path) -> int:
+    with open(path, "rb") as raw:
+        is_gzip = raw.read(2) == _GZIP_MAGIC
+    with (gzip.open(path, "rb") if is_gzip else open(path, "rb")) as f:
+        head = f.read(8)
+    return int.from_bytes(head[4:8], "big")
+
+
 def _split_prefix(split: str, train: str, test: str) -> str:
     s = split.lower()
     if s == "train":
@@ -169,8 +226,9 @@ def _split_prefix(split: str, train: str, test: str) -> str:
     raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
-def load_mnist(root: str | os.PathLike[str], split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Load MNIST from its official IDX files in ``root``.
+def load_mnist(root: str | os.PathLike[str], split: str = "train",
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load MNIST from its official IDX files in ``root`` (only the first ``limit`` samples, if given).
 
     Files: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
     ``t10k-labels-idx1-ubyte``, each raw or with ``.gz``.
@@ -183,7 +241,7 @@ def load_mnist(root: str | os.PathLike[str], split: str = "train") -> tuple[np.n
     names = [f"{p}-{k}" for p in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
     img_path = _find(root, f"{prefix}-images-idx3-ubyte", "MNIST", names)
     lab_path = _find(root, f"{prefix}-labels-idx1-ubyte", "MNIST", names)
-    images, labels = read_idx(img_path), read_idx(lab_path)
+    images, labels = _read_pair(img_path, lab_path, limit)
     _check_pair(img_path, lab_path, images, labels, 10)
     return images, labels.astype(np.int64)
 
@@ -218,7 +276,7 @@ _EMNIST_CLASSES = {"balanced": 47, "byclass": 62, "bymerge": 47, "digits": 10, "
 
 
 def load_emnist(
-    root: str | os.PathLike[str], split: str = "train", subset: str = "balanced"
+    root: str | os.PathLike[str], split: str = "train", subset: str = "balanced", limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Load an EMNIST subset (default Balanced, 47 classes) from the official ``gzip/`` IDX files.
 
@@ -247,7 +305,7 @@ def load_emnist(
     mapping = read_emnist_mapping(map_path)
     n_classes = _EMNIST_CLASSES[subset]
     # 'letters' labels are 1…26; the others 0…n−1.
-    images, labels = read_idx(img_path), read_idx(lab_path)
+    images, labels = _read_pair(img_path, lab_path, limit)
     _check_pair(img_path, lab_path, images, labels, n_classes + (1 if subset == "letters" else 0))
     missing = sorted(set(np.unique(labels).tolist()) - set(mapping))
     if missing:

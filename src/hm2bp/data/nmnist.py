@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +27,14 @@ from hm2bp.errors import DataFormatError
 
 __all__ = [
     "EVENT_DTYPE",
-    "read_nmnist_events",
-    "stabilize",
-    "events_to_raster",
-    "load_nmnist",
-    "from_tonic",
     "TonicRaster",
+    "events_to_raster",
+    "from_tonic",
+    "load_nmnist",
+    "read_nmnist_events",
+    "read_nmnist_dat",
+    "nmnist_raster",
+    "stabilize",
 ]
 
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("p", "i1"), ("t", "<i8")])
@@ -52,12 +56,21 @@ def read_nmnist_events(path: str | os.PathLike[str]) -> np.ndarray:
         structured array of :data:`EVENT_DTYPE` with 0-based x, y, p ∈ {0, 1}, t in µs.
 
     Raises:
-        DataFormatError: missing file, or a size that is not a multiple of 5 (truncated / not N-MNIST).
+        DataFormatError: missing or empty file, a size that is not a multiple of 5 (truncated / not
+            N-MNIST), the authors' text converter format (read it with :func:`read_nmnist_dat`), or
+            events off the 34 × 34 sensor (random bytes, another camera's recording).
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "file not found")
     size = path.stat().st_size
+    if size == 0:
+        raise DataFormatError(path, "empty file: no events")
+    if _looks_like_converter_text(path):
+        raise DataFormatError(
+            path, "is the authors' text converter format ('channel<TAB>bin…' lines), not 5-byte events; "
+            "read it with hm2bp.data.nmnist.read_nmnist_dat"
+        )
     if size % 5:
         raise DataFormatError(
             path, f"size {size} bytes is not a multiple of 5: truncated or not an N-MNIST event file"
@@ -79,12 +92,110 @@ def read_nmnist_events(path: str | os.PathLike[str]) -> np.ndarray:
         t = t + np.cumsum(overflow) * _OVERFLOW_INCREMENT
         keep = ~overflow
         x, y, p, t = x[keep], y[keep], p[keep], t[keep]
+    _check_on_sensor(path, x, y)
     ev = np.empty(x.shape[0], dtype=EVENT_DTYPE)
     ev["x"] = x
     ev["y"] = y
     ev["p"] = p
     ev["t"] = t
     return ev
+
+
+def _looks_like_converter_text(path: Path) -> bool:
+    """The converter's text starts with a decimal channel id and a TAB (``1\t3\t17…``)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return re.match(rb"[#\s]*[0-9]+\t[0-9]", head) is not None
+
+
+def _check_on_sensor(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Every event of an N-MNIST file lies on the 34 × 34 sensor; the polarity is one bit and so always valid."""
+    bad = (x >= SENSOR) | (y >= SENSOR)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(
+            path, f"{int(bad.sum()):,} of {x.size:,} events lie off the {SENSOR}×{SENSOR} sensor (first: event "
+            f"{k}, x = {int(x[k])}, y = {int(y[k])}); not an N-MNIST recording"
+        )
+
+
+def read_nmnist_dat(path: str | os.PathLike[str], n_channels: int = 2 * N_PIX) -> list[list[np.ndarray]]:
+    """Read the authors' converter text format (``NMNIST_Converter.m`` output, spec §1.5 step 6).
+
+    One line per channel, ``channel_id<TAB>bin<TAB>bin…`` with 1-based channel ids and integer bins;
+    samples are separated by ``#`` lines.
+
+    Returns:
+        one list per sample of ``n_channels`` int64 arrays of bins (0-based channel index).
+
+    Raises:
+        DataFormatError: a line that is not ``id<TAB>bins``, a channel id outside 1…``n_channels``, a
+            negative bin, or a file without any spike.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    samples: list[list[np.ndarray]] = []
+    cur: list[np.ndarray] | None = None
+    n_spikes = 0
+    try:
+        with open(path, encoding="ascii") as f:
+            for lineno, line in enumerate(f, 1):
+                text = line.strip()
+                if text.startswith("#"):
+                    if cur is not None:
+                        samples.append(cur)
+                    cur = None
+                    continue
+                if not text:
+                    continue
+                try:
+                    vals = np.array([int(v) for v in text.split()], dtype=np.int64)
+                except ValueError:
+                    raise DataFormatError(path, f"line {lineno}: not 'channel<TAB>bin…' integers") from None
+                ch = int(vals[0])
+                if not 1 <= ch <= n_channels:
+                    raise DataFormatError(path, f"line {lineno}: channel {ch} outside 1…{n_channels}")
+                if vals.size > 1 and vals[1:].min() < 0:
+                    raise DataFormatError(path, f"line {lineno}: negative bin {int(vals[1:].min())}")
+                if cur is None:
+                    cur = [np.zeros(0, dtype=np.int64)] * n_channels
+                cur[ch - 1] = vals[1:]
+                n_spikes += vals.size - 1
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataFormatError(path, f"cannot read as converter text: {e}") from e
+    if cur is not None:
+        samples.append(cur)
+    if n_spikes == 0:
+        raise DataFormatError(path, "converter text file holds no spikes")
+    return samples
+
+
+def dat_sample_to_raster(sample: Sequence[np.ndarray], T: int) -> np.ndarray:
+    """Raster ``bool [T, channels]`` of one converter sample: spike time = bin + 1, dropped if ≥ T (step 7)."""
+    out = np.zeros((T, len(sample)), dtype=bool)
+    for ch, bins in enumerate(sample):
+        t = bins + 1
+        out[t[t < T], ch] = True
+    return out
+
+
+def nmnist_raster(path: str | os.PathLike[str], T: int = 540, bin_us: float = 600) -> np.ndarray:
+    """The training input of one recording, spec §1.5: read → :func:`stabilize` → :func:`events_to_raster`.
+
+    A ``.dat`` file is read as the authors' converter text (already stabilised and binned; its first
+    sample). A recording that gives no spike in the ``T`` bins warns, naming the file and
+    ``data.nmnist_bin_us``.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".dat":
+        raster = dat_sample_to_raster(read_nmnist_dat(path)[0], T)
+    else:
+        raster = events_to_raster(stabilize(read_nmnist_events(path)), T=T, bin_us=bin_us, two_channels=True)
+    if not raster.any():
+        warnings.warn(f"{path}: no input spike in T = {T} bins of {bin_us} µs (data.nmnist_bin_us); "
+                      "this sample trains on nothing", RuntimeWarning, stacklevel=2)
+    return raster
 
 
 def _round_half_away(v: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import struct
+import warnings
 import wave
 from pathlib import Path
 
@@ -24,13 +25,13 @@ import numpy as np
 from hm2bp.errors import DataFormatError
 
 __all__ = [
-    "read_wav",
-    "read_sphere",
-    "read_audio",
-    "read_lyon_text",
-    "lyon_features",
     "load_fsdd",
     "load_speech_folder",
+    "lyon_features",
+    "read_audio",
+    "read_lyon_text",
+    "read_sphere",
+    "read_wav",
 ]
 
 _EXTRA_HINT = "install the optional data extra: pip install hm2bp[data]"
@@ -58,14 +59,80 @@ def _pcm_to_float(raw: bytes, width: int, n_channels: int, big_endian: bool, pat
     else:
         raise DataFormatError(path, f"unsupported sample width {width} bytes (PCM 8/16/24/32-bit only)")
     if n_channels > 1:
-        a = a.reshape(-1, n_channels).mean(axis=1)
+        a = _mix_to_mono(a.reshape(-1, n_channels), path)
     return a
 
 
-def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read a PCM WAV file with the standard-library ``wave`` module.
+#: Sample rates accepted by the readers: a header outside this range is corrupt or not speech, and
+#: resampling it to 12.5 kHz would take minutes (1 Hz) or a 149 GiB buffer (2³²−1 Hz).
+MIN_RATE, MAX_RATE = 1_000, 192_000
 
-    8-bit (unsigned), 16-, 24- and 32-bit (signed) integer PCM; several channels are averaged.
+
+def _check_rate(path: Path, rate: int) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise DataFormatError(
+            path, f"sample rate {rate:,} Hz is outside {MIN_RATE:,}–{MAX_RATE:,} Hz: a corrupt header or not a "
+            "speech recording"
+        )
+
+
+def _mix_to_mono(frames: np.ndarray, path: Path) -> np.ndarray:
+    """Average the channels; if they cancel (e.g. stereo in anti-phase) warn and keep the first channel."""
+    mono = frames.mean(axis=1)
+    loud = float(np.abs(frames).max()) if frames.size else 0.0
+    if loud > 0 and float(np.abs(mono).max()) < 1e-3 * loud:
+        warnings.warn(f"{path}: the {frames.shape[1]} channels cancel when averaged (anti-phase?); "
+                      "using the first channel", RuntimeWarning, stacklevel=3)
+        return np.ascontiguousarray(frames[:, 0])
+    return mono
+
+
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+_KSDATAFORMAT_PCM = b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+
+def _riff_chunks(path: Path, data: bytes) -> dict[bytes, bytes]:
+    """The first chunk of each id of a RIFF/WAVE file (``fmt `` and ``data`` are what we need)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise DataFormatError(path, "not a RIFF/WAVE file")
+    chunks: dict[bytes, bytes] = {}
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, n = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = data[pos + 8 : pos + 8 + n]
+        if len(body) != n:
+            raise DataFormatError(path, f"truncated: chunk {cid!r} announces {n:,} bytes, {len(body):,} remain")
+        chunks.setdefault(cid, body)
+        pos += 8 + n + (n & 1)
+    return chunks
+
+
+def _read_wav_extensible(path: Path) -> tuple[np.ndarray, int]:
+    """WAVE_FORMAT_EXTENSIBLE with integer PCM (16/24/32-bit), which Python 3.11's ``wave`` refuses."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataFormatError(path, f"cannot read: {e}") from e
+    chunks = _riff_chunks(path, data)
+    fmt, raw = chunks.get(b"fmt "), chunks.get(b"data")
+    if fmt is None or raw is None or len(fmt) < 40:
+        raise DataFormatError(path, "WAVE_FORMAT_EXTENSIBLE file without a complete 'fmt ' and 'data' chunk")
+    tag, n_ch, rate, _, align, bits = struct.unpack_from("<HHIIHH", fmt)
+    if tag != _WAVE_FORMAT_EXTENSIBLE or fmt[24:40] != _KSDATAFORMAT_PCM:
+        raise DataFormatError(path, "WAVE_FORMAT_EXTENSIBLE with a non-PCM subformat (float or compressed)")
+    width = (bits + 7) // 8
+    if n_ch < 1 or width not in (1, 2, 3, 4) or align != n_ch * width:
+        raise DataFormatError(path, f"bad WAV header: {n_ch} channels, {bits}-bit samples, block {align}")
+    _check_rate(path, rate)
+    raw = raw[: len(raw) - len(raw) % align]
+    return _pcm_to_float(raw, width, n_ch, False, path), rate
+
+
+def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Read a PCM WAV file with the standard-library ``wave`` module (WAVE_FORMAT_EXTENSIBLE with our parser).
+
+    8-bit (unsigned), 16-, 24- and 32-bit (signed) integer PCM; several channels are averaged (if they
+    cancel, the first is used, with a warning). Rates outside 1–192 kHz are refused.
 
     Returns:
         ``(samples float64 in [−1, 1), sample_rate)`` — the scaling of MATLAB's ``audioread``.
@@ -88,10 +155,15 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
                     path,
                     f"truncated: header announces {n_frames} frames ({need:,} bytes), the file has {size:,} bytes",
                 )
+            _check_rate(path, rate)
             raw = w.readframes(n_frames)
     except DataFormatError:
         raise
-    except (wave.Error, EOFError, OSError, ValueError, RuntimeError, struct.error) as e:
+    except wave.Error as e:
+        if str(e) == f"unknown format: {_WAVE_FORMAT_EXTENSIBLE}":
+            return _read_wav_extensible(path)
+        raise DataFormatError(path, f"not a readable PCM WAV file: {e}") from e
+    except (EOFError, OSError, ValueError, RuntimeError, struct.error) as e:
         raise DataFormatError(path, f"not a readable PCM WAV file: {e}") from e
     if len(raw) != n_frames * n_ch * width:
         raise DataFormatError(
@@ -180,6 +252,7 @@ def read_sphere(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
                 raise DataFormatError(
                     path, f"bad SPHERE header: {n} samples × {n_ch} channels × {width} bytes at {rate} Hz"
                 )
+            _check_rate(path, rate)
             if width > 1 and order not in ("01", "10"):
                 raise DataFormatError(path, f"unsupported sample_byte_format '{order}'")
             need = n * n_ch * width
@@ -198,7 +271,7 @@ def read_sphere(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         # 8-bit SPHERE PCM is signed linear
         a = np.frombuffer(raw, dtype=np.int8).astype(np.float64) / 128.0
         if n_ch > 1:
-            a = a.reshape(-1, n_ch).mean(axis=1)
+            a = _mix_to_mono(a.reshape(-1, n_ch), path)
         return a, rate
     return _pcm_to_float(raw, width, n_ch, order == "10", path), rate
 
@@ -336,13 +409,16 @@ _AUDIO_EXT = {".wav", ".sph", ".wv1", ".wv2", ".nist"}
 
 
 def load_speech_folder(
-    root: str | os.PathLike[str], extensions: set[str] | None = None
+    root: str | os.PathLike[str], extensions: set[str] | None = None, classes: list[str] | None = None
 ) -> tuple[list[tuple[Path, int]], list[str]]:
     """List a TI46-style corpus: one sub-folder per class holding WAV or SPHERE files.
 
     Labels are the index of the folder name in sorted order; when every folder name is an integer
     (the reference's ``0`` … ``25``) they sort numerically, so label == int(folder name) for 0…K−1.
     Files are found recursively inside each class folder (read them with :func:`read_audio`).
+
+    ``classes`` (the training split's names) numbers another split the same way: a folder not among
+    them, or a name without a folder, is refused, so a missing class can never shift the labels.
 
     Returns:
         ``([(path, label), …], class_names)``.
@@ -352,11 +428,20 @@ def load_speech_folder(
     how = f"expected {root}/<class>/<utterance>.wav (or .sph), one folder per class"
     if not root.is_dir():
         raise DataFormatError(root, f"missing speech folder; {how}")
-    classes = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    if all(c.isdigit() for c in classes):
-        classes.sort(key=int)
+    found = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if all(c.isdigit() for c in found):
+        found.sort(key=int)
     else:
-        classes.sort()
+        found.sort()
+    if classes is not None:
+        unknown, missing = sorted(set(found) - set(classes)), [c for c in classes if c not in found]
+        if unknown or missing:
+            raise DataFormatError(
+                root, f"class folders differ from the training split's {classes}: "
+                + "; ".join(x for x in (unknown and f"unknown {unknown}", missing and f"missing {missing}") if x)
+            )
+        found = list(classes)
+    classes = found
     items: list[tuple[Path, int]] = []
     for label, c in enumerate(classes):
         files = sorted(p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in exts)

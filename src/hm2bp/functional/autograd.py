@@ -93,13 +93,24 @@ def warn_unstable_lateral(lam: Tensor, name: str) -> None:
         )
 
 
+class OutputSpec(NamedTuple):
+    """What the output layer's backward rules need besides the spikes (docs/algorithm.md §3.2, §3.4)."""
+
+    labels: Tensor | None
+    """int64 ``[B]`` true classes; None = no output rules (inference)."""
+    lateral_strength: float
+    """w0 of the fixed lateral inhibition (0 without it)."""
+    desired: int
+    """DESIRED_LEVEL, which sets the spacing of the inserted spikes."""
+
+
 class LinearSpec(NamedTuple):
     """The non-tensor settings of one spiking FC layer, as its autograd Functions need them."""
 
     p: NeuronParams
     lateral_weight: Tensor | None
-    output_spec: tuple[Tensor | None, float, int] | None
-    """(labels, lateral strength w0, desired level) for an output layer, else None."""
+    output_spec: OutputSpec | None
+    """set for an output layer, else None."""
     effect_ratio: bool
     backward_dtype: torch.dtype
     name: str

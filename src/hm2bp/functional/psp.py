@@ -60,7 +60,20 @@ def psp_coefficients(post_spikes: Tensor, p: NeuronParams, dtype: torch.dtype = 
     col, t_k = torch.nonzero(flat.t() != 0, as_tuple=True)
     if col.numel() > 0:
         _scatter_spike_coefficients(coef, col, t_k, p)
-    return _reverse_filter(coef, p).reshape(post_spikes.shape)
+    return _reverse_filter(coef, _window_cover(col, t_k, T, n_cols, p), p).reshape(post_spikes.shape)
+
+
+def _window_cover(col: Tensor, t_k: Tensor, T: int, n_cols: int, p: NeuronParams) -> Tensor:
+    """``[T, n_cols]`` bool: step t lies in some post spike's window [max(1, t_k − window), t_k − T_ref]
+    (spec §2). Elsewhere C̃ is exactly 0; the cancelling coefficients would leave rounding residuals there."""
+    lo = torch.clamp(t_k - p.psp_window, min=1)
+    hi = t_k - int(p.t_ref)
+    ok = lo <= hi
+    edges = torch.zeros(T + 1, n_cols, dtype=torch.int32, device=col.device)
+    ones = torch.ones(int(ok.sum()), dtype=torch.int32, device=col.device)
+    edges.index_put_((lo[ok], col[ok]), ones, accumulate=True)
+    edges.index_put_((hi[ok] + 1, col[ok]), -ones, accumulate=True)
+    return edges[:T].cumsum(0) > 0
 
 
 def _scatter_spike_coefficients(coef: Tensor, col: Tensor, t_k: Tensor, p: NeuronParams) -> None:
@@ -96,16 +109,18 @@ def _scatter_spike_coefficients(coef: Tensor, col: Tensor, t_k: Tensor, p: Neuro
     coef[1].index_put_((lb - 1, cb), -eps_s * torch.exp(-(pb - lb + 1).to(dtype) / tau_s), accumulate=True)
 
 
-def _reverse_filter(coef: Tensor, p: NeuronParams) -> Tensor:
-    """C̃(t) = Σ_x Σ_{t'≥t} d_x^{t'−t} C_x[t'] with d_x = exp(−1/τ_x), one backward scan."""
+def _reverse_filter(coef: Tensor, cover: Tensor, p: NeuronParams) -> Tensor:
+    """C̃(t) = Σ_x Σ_{t'≥t} d_x^{t'−t} C_x[t'] with d_x = exp(−1/τ_x), one backward scan; the accumulators
+    are reset to 0 at the steps outside every window (``cover`` false), where the exact value is 0."""
     T = coef.shape[1]
     decay = torch.tensor(
         [math.exp(-1.0 / p.tau_m), math.exp(-1.0 / p.tau_s)], dtype=coef.dtype, device=coef.device
     ).unsqueeze(1)
     acc = torch.zeros_like(coef[:, 0])
+    zero = torch.zeros((), dtype=coef.dtype, device=coef.device)
     out = torch.empty(T, coef.shape[2], dtype=coef.dtype, device=coef.device)
     for t in range(T - 1, -1, -1):
-        acc = acc * decay + coef[:, t]
+        acc = torch.where(cover[t], acc * decay + coef[:, t], zero)
         out[t] = acc[0] + acc[1]
     return out
 

@@ -151,14 +151,38 @@ DOT(f64, double)
 SUM(f32, float)
 SUM(f64, double)
 
-/* One step of the backward filter in time that turns the scattered coefficients (cm, cs at step t) into
- * C̃(t) = am + as (spec §2): am = am·dm + cm, as = as·ds + cs over n columns. */
+/* Where C̃ must be exactly 0 (spec §2): outside every post spike's window [lo_k, a_k], lo_k = max(1,
+ * t_k − window), a_k = t_k − T_ref, the coefficients of psp_scatter cancel only up to rounding (~1e-7 in
+ * float), which Adam turns into a ±lr step of a weight that should not move. Going down in time a window
+ * opens at a_k, i.e. at a spike at t + T_ref, and since lo_k grows with t_k the last window opened
+ * reaches lowest: lo[k] is that bound (INT64_MAX before any), and t is covered iff t ≥ lo[k]. post is the
+ * [T, stride] 0/1 spike train of the columns the filter runs over. */
+typedef struct { const uint8_t *post; int64_t stride, T, t_ref, window; int64_t *lo; } psp_cover;
+
+static void cover_init(psp_cover *cv, const uint8_t *post, int64_t stride, int64_t T, int32_t t_ref,
+                       int64_t window, int64_t *lo, int64_t n) {
+    cv->post = post; cv->stride = stride; cv->T = T; cv->t_ref = t_ref; cv->window = window; cv->lo = lo;
+    for (int64_t k = 0; k < n; k++) lo[k] = INT64_MAX;
+}
+
+/* One step t (descending) of the backward filter in time that turns the scattered coefficients (cm, cs
+ * at step t) into C̃(t) = am + as (spec §2): am = am·dm + cm, as = as·ds + cs over n columns, then both
+ * set to 0 where t lies outside every window (cv). */
 #define FILTER_STEP(SUFFIX, TYPE)                                                                   \
     static inline void filter_step_##SUFFIX(TYPE *restrict am, TYPE *restrict as, const TYPE *restrict cm, \
-                                            const TYPE *restrict cs, int64_t n, TYPE dm, TYPE ds) { \
+                                            const TYPE *restrict cs, int64_t n, TYPE dm, TYPE ds,  \
+                                            const psp_cover *cv, int64_t t) {                      \
+        int64_t *restrict lo = cv->lo, top = t + cv->t_ref;                                        \
+        if (top < cv->T) {                                                                         \
+            const uint8_t *restrict row = cv->post + top * cv->stride;                             \
+            int64_t lo_top = top - cv->window < 1 ? 1 : top - cv->window;                          \
+            for (int64_t k = 0; k < n; k++) lo[k] = row[k] ? lo_top : lo[k];                       \
+        }                                                                                          \
         for (int64_t k = 0; k < n; k++) {                                                          \
-            am[k] = am[k] * dm + cm[k];                                                            \
-            as[k] = as[k] * ds + cs[k];                                                            \
+            int in = t >= lo[k];                                                                   \
+            TYPE m = am[k] * dm + cm[k], s = as[k] * ds + cs[k];                                   \
+            am[k] = in ? m : (TYPE)0;                                                              \
+            as[k] = in ? s : (TYPE)0;                                                              \
         }                                                                                          \
     }
 FILTER_STEP(f32, float)
@@ -262,13 +286,15 @@ PSP_SCATTER(f64, double)
             int64_t c0 = blk * PSP_BLOCK, nc = M - c0 < PSP_BLOCK ? M - c0 : PSP_BLOCK;            \
             if (!scratch_begin(2 * SCRATCH(T * nc * sizeof(TYPE)))) { failed |= 1; continue; }    \
             TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE)); \
-            int64_t prev[PSP_BLOCK];                                                               \
+            int64_t prev[PSP_BLOCK], lo[PSP_BLOCK];                                                \
             TYPE am[PSP_BLOCK], as[PSP_BLOCK];                                                     \
+            psp_cover cv;                                                                          \
             psp_scatter_##SUFFIX(post + c0, M, T, nc, &et, t_ref, window, cm, cs, prev);            \
+            cover_init(&cv, post + c0, M, T, t_ref, window, lo, nc);                               \
             for (int64_t k = 0; k < nc; k++) { am[k] = 0; as[k] = 0; }                             \
             for (int64_t t = T - 1; t >= 0; t--) {                                                 \
                 TYPE *o = out + t * M + c0;                                                        \
-                filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds);                \
+                filter_step_##SUFFIX(am, as, cm + t * nc, cs + t * nc, nc, dm, ds, &cv, t);        \
                 for (int64_t k = 0; k < nc; k++) o[k] = am[k] + as[k];                             \
             }                                                                                      \
         }                                                                                          \
@@ -363,17 +389,19 @@ int hm2bp_output_rules(const uint8_t *post, const int64_t *labels, uint8_t *used
         }
         if (!lam) continue;
         size_t steps = SCRATCH(T * N * sizeof(double)), mat = SCRATCH(N * N * sizeof(double)), vec = SCRATCH(N * sizeof(double));
-        if (!scratch_begin(2 * steps + 2 * mat + 5 * vec)) { failed |= 1; continue; }
+        if (!scratch_begin(2 * steps + 2 * mat + 6 * vec)) { failed |= 1; continue; }
         double *cm = scratch_take(T * N * sizeof(double)), *cs = scratch_take(T * N * sizeof(double));
         double *e = scratch_take(N * N * sizeof(double)), *ratio = scratch_take(N * N * sizeof(double));
         double *am = scratch_take(N * sizeof(double)), *as = scratch_take(N * sizeof(double));
         double *f = scratch_take(N * sizeof(double)), *d = scratch_take(N * sizeof(double));
-        int64_t *prev = scratch_take(N * sizeof(int64_t));
+        int64_t *prev = scratch_take(N * sizeof(int64_t)), *lo = scratch_take(N * sizeof(int64_t));
+        psp_cover cv;
         psp_scatter_f64(pb, stride, T, N, &et, t_ref, window, cm, cs, prev);
+        cover_init(&cv, pb, stride, T, t_ref, window, lo, N);
         memset(e, 0, (size_t)(N * N) * sizeof(double));
         for (int64_t k = 0; k < N; k++) { am[k] = 0; as[k] = 0; f[k] = 0; }
         for (int64_t t = T - 1; t >= 0; t--) {  /* e[j, l] += s_j(t)·C̃_l(t) */
-            filter_step_f64(am, as, cm + t * N, cs + t * N, N, dm, ds);
+            filter_step_f64(am, as, cm + t * N, cs + t * N, N, dm, ds, &cv, t);
             const uint8_t *row = pb + t * stride;
             for (int64_t j = 0; j < N; j++) {
                 if (!row[j]) continue;
@@ -484,7 +512,7 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
 #pragma omp parallel num_threads(nt) reduction(| : failed, bad_weights)
     {
         size_t vec = SCRATCH(blk * sizeof(double)), steps = SCRATCH((keep ? T : 1) * blk * sizeof(double));
-        int ok = scratch_begin(10 * vec + 3 * steps + SCRATCH(n_in * blk * sizeof(float)) + SCRATCH((keep ? T : 1) * blk));
+        int ok = scratch_begin(11 * vec + 3 * steps + SCRATCH(n_in * blk * sizeof(float)) + SCRATCH((keep ? T : 1) * blk));
         if (!ok) failed |= 1;
         float *wt = ok ? scratch_take(n_in * blk * sizeof(float)) : NULL; /* the current block's Wᵀ [n_in, nc] */
         int64_t wt_block = -1;
@@ -497,6 +525,7 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
         double *cs = ok && keep ? scratch_take(T * blk * sizeof(double)) : NULL;
         double *am = ok ? scratch_take(blk * sizeof(double)) : NULL, *as = ok ? scratch_take(blk * sizeof(double)) : NULL;
         int64_t *prev = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;
+        int64_t *lo = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;
         int64_t *act = ok ? scratch_take(blk * sizeof(int64_t)) : NULL;  /* the block's neurons that fired */
         double *acc = ok ? scratch_take(blk * sizeof(double)) : NULL;
         uint8_t *fired = ok ? scratch_take((keep ? T : 1) * blk) : NULL; /* their spikes, [T, n_act] */
@@ -548,10 +577,12 @@ int hm2bp_fc_forward_f32(const int64_t *row_ptr, const int32_t *cols, const floa
                 if (n_act == 0) continue;
                 gather_columns(out_u8 + base, stride, T, act, n_act, fired);
                 psp_scatter_f64(fired, n_act, T, n_act, &et, t_ref, window, cm, cs, prev);
+                psp_cover cv;
+                cover_init(&cv, fired, n_act, T, t_ref, window, lo, n_act);
                 for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; acc[a] = 0; }
                 for (int64_t t = T - 1; t >= 0; t--) {
                     const float *d = drive + t * nc;
-                    filter_step_f64(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);
+                    filter_step_f64(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds, &cv, t);
                     for (int64_t a = 0; a < n_act; a++) acc[a] += (am[a] + as[a]) * (double)d[act[a]];
                 }
                 for (int64_t a = 0; a < n_act; a++) psp_drive[base + act[a]] = acc[a];
@@ -637,12 +668,12 @@ SUM_SPIKES(f64, double)
         TYPE dm = (TYPE)exp(-1.0 / et->tau_m), ds = (TYPE)exp(-1.0 / et->tau_s);                      \
         size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));           \
         size_t slice = SCRATCH(n_in * GRAD_WIDTH * sizeof(TYPE));                                     \
-        if (!scratch_begin(2 * steps + 2 * slice + 7 * vec + SCRATCH(T * nc))) return 1;              \
+        if (!scratch_begin(2 * steps + 2 * slice + 8 * vec + SCRATCH(T * nc))) return 1;              \
         TYPE *cm = scratch_take(T * nc * sizeof(TYPE)), *cs = scratch_take(T * nc * sizeof(TYPE));    \
         TYPE *am = scratch_take(nc * sizeof(TYPE)), *as = scratch_take(nc * sizeof(TYPE));            \
         TYPE *fac = scratch_take(nc * sizeof(TYPE));                                                  \
         int64_t *prev = scratch_take(nc * sizeof(int64_t)), *act = scratch_take(nc * sizeof(int64_t)); \
-        int64_t *cnt = scratch_take(nc * sizeof(int64_t));                                            \
+        int64_t *cnt = scratch_take(nc * sizeof(int64_t)), *lo = scratch_take(nc * sizeof(int64_t));  \
         post_counts(post, stride, T, nc, counts, cnt);                                                \
         int64_t n_act = 0;                                                                            \
         for (int64_t i = 0; i < nc; i++) {                                                            \
@@ -661,9 +692,11 @@ SUM_SPIKES(f64, double)
         uint8_t *fired = scratch_take(T * n_act);                                                     \
         gather_columns(post, stride, T, act, n_act, fired);                                           \
         psp_scatter_##SUFFIX(fired, n_act, T, n_act, et, t_ref, window, cm, cs, prev);                \
+        psp_cover cv;                                                                                 \
+        cover_init(&cv, fired, n_act, T, t_ref, window, lo, n_act);                                   \
         for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; fac[a] = fac[act[a]]; }           \
         for (int64_t t = T - 1; t >= 0; t--) { /* cm[t] becomes C̃(t)·f, read back per sub-block */    \
-            filter_step_##SUFFIX(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);              \
+            filter_step_##SUFFIX(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds, &cv, t);      \
             for (int64_t a = 0; a < n_act; a++) cm[t * n_act + a] = (am[a] + as[a]) * fac[a];          \
         }                                                                                             \
         for (int64_t a0 = 0; a0 < n_act; a0 += GRAD_WIDTH) {                                          \
@@ -695,7 +728,7 @@ FC_ROWS_BACKWARD(f64, double)
         _Pragma("omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)")            \
         {                                                                                                   \
             size_t steps = SCRATCH(T * N * sizeof(TYPE)), vec = SCRATCH(N * sizeof(int64_t));               \
-            int ok = scratch_begin(2 * steps + 4 * vec + SCRATCH(n_in * N * sizeof(TYPE)));                 \
+            int ok = scratch_begin(2 * steps + 5 * vec + SCRATCH(n_in * N * sizeof(TYPE)));                 \
             if (!ok) failed |= 1;                                                                           \
             TYPE *wt = ok ? scratch_take(n_in * N * sizeof(TYPE)) : NULL;                                   \
             if (ok) transpose_##SUFFIX(w, N, n_in, wt, N);                                                  \
@@ -703,14 +736,17 @@ FC_ROWS_BACKWARD(f64, double)
             TYPE *am = ok ? scratch_take(N * sizeof(TYPE)) : NULL, *as = ok ? scratch_take(N * sizeof(TYPE)) : NULL; \
             TYPE *ct = ok ? scratch_take(N * sizeof(TYPE)) : NULL;                                          \
             int64_t *prev = ok ? scratch_take(N * sizeof(int64_t)) : NULL;                                  \
+            int64_t *lo = ok ? scratch_take(N * sizeof(int64_t)) : NULL;                                    \
+            psp_cover cv;                                                                                   \
             _Pragma("omp for schedule(static)")                                                             \
             for (int64_t b = 0; b < B; b++) {                                                               \
                 if (!ok) continue;                                                                          \
                 psp_scatter_##SUFFIX(post + b * N, B * N, T, N, &et, t_ref, window, cm, cs, prev);          \
+                cover_init(&cv, post + b * N, B * N, T, t_ref, window, lo, N);                              \
                 TYPE *o = out + b * N;                                                                      \
                 for (int64_t i = 0; i < N; i++) { am[i] = 0; as[i] = 0; o[i] = 0; }                         \
                 for (int64_t t = T - 1; t >= 0; t--) {                                                      \
-                    filter_step_##SUFFIX(am, as, cm + t * N, cs + t * N, N, dm, ds);                        \
+                    filter_step_##SUFFIX(am, as, cm + t * N, cs + t * N, N, dm, ds, &cv, t);                \
                     for (int64_t i = 0; i < N; i++) ct[i] = am[i] + as[i];                                  \
                     int64_t r = t * B + b;                                                                  \
                     for (int64_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {                                 \
@@ -778,7 +814,7 @@ FC_ROWS_BACKWARD(f64, double)
             size_t steps = SCRATCH(T * nc * sizeof(TYPE)), vec = SCRATCH(nc * sizeof(int64_t));             \
             size_t slice = SCRATCH(n_in * nc * sizeof(TYPE));                                               \
             size_t inputs = SCRATCH(n_in * sizeof(int64_t));                                                \
-            if (!scratch_begin(2 * steps + (mode ? 3 : 2) * slice + 14 * vec + SCRATCH(T * nc) + 2 * inputs)) { \
+            if (!scratch_begin(2 * steps + (mode ? 3 : 2) * slice + 15 * vec + SCRATCH(T * nc) + 2 * inputs)) { \
                 failed |= 1;                                                                                \
                 continue;                                                                                   \
             }                                                                                               \
@@ -789,6 +825,8 @@ FC_ROWS_BACKWARD(f64, double)
             TYPE *fac = scratch_take(nc * sizeof(TYPE)), *dh = scratch_take(nc * sizeof(TYPE));             \
             TYPE *dsil = scratch_take(nc * sizeof(TYPE)), *wsum = scratch_take(nc * sizeof(TYPE));          \
             int64_t *prev = scratch_take(nc * sizeof(int64_t)), *cnt = scratch_take(nc * sizeof(int64_t));  \
+            int64_t *lo = scratch_take(nc * sizeof(int64_t));                                               \
+            psp_cover cv;                                                                                   \
             int64_t *act = scratch_take(nc * sizeof(int64_t)); /* the post neurons that fired in sample b */ \
             uint8_t *fired = scratch_take(T * nc); /* their spikes, [T, n_act] */                          \
             TYPE *accb = scratch_take(n_in * nc * sizeof(TYPE)); /* sample b's sums, [inputs that fired, n_act] */ \
@@ -831,11 +869,12 @@ FC_ROWS_BACKWARD(f64, double)
                 if (n_act > 0 && n_inact > 0) {                                                             \
                     gather_columns(pb, B * N, T, act, n_act, fired);                                        \
                     psp_scatter_##SUFFIX(fired, n_act, T, n_act, &et, t_ref, window, cm, cs, prev);         \
+                    cover_init(&cv, fired, n_act, T, t_ref, window, lo, n_act);                             \
                     memset(accb, 0, (size_t)(n_inact * n_act) * sizeof(TYPE));                              \
                     if (ob) for (int64_t i = 0; i < nc; i++) td[i] = 0;                                     \
                     for (int64_t a = 0; a < n_act; a++) { am[a] = 0; as[a] = 0; fac_act[a] = fac[act[a]]; } \
                     for (int64_t t = T - 1; t >= 0; t--) {                                                  \
-                        filter_step_##SUFFIX(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds);        \
+                        filter_step_##SUFFIX(am, as, cm + t * n_act, cs + t * n_act, n_act, dm, ds, &cv, t); \
                         int64_t r = t * B + b;                                                              \
                         if (row_ptr[r] == row_ptr[r + 1]) continue;                                         \
                         for (int64_t a = 0; a < n_act; a++) tgc[a] = (am[a] + as[a]) * fac_act[a];          \

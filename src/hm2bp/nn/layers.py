@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..functional.autograd import (
     LinearSpec,
+    OutputSpec,
     SpikingConv2dFunction,
     SpikingLinearFunction,
     SpikingLinearStackFunction,
@@ -128,7 +129,7 @@ class SpikingLinear(nn.Module):
         """This layer's settings for its autograd Functions (``labels``: the output layer's targets)."""
         output_spec = None
         if self.output:
-            output_spec = (labels, float(self.lateral_strength or 0.0), self.desired)
+            output_spec = OutputSpec(labels, float(self.lateral_strength or 0.0), self.desired)
         return LinearSpec(self.params, self.lateral_weight, output_spec, self.effect_ratio, self.backward_dtype,
                           self.name)
 

@@ -1,21 +1,19 @@
 """A spiking network built from the paper's architecture strings, e.g. ``784-800-10`` or
 ``28x28-15c5-p2-40c5-p2-300-10``.
 
-Grammar (tokens joined by ``-``): the first token is the input, ``N`` (flat), ``HxW`` (one channel) or
-``HxWxC``; then ``Kc<k>`` is a conv layer of K maps with k×k kernels, ``p<s>`` a pool layer of size s,
-and a plain number a fully connected layer. The last token is the output layer, which gets the fixed
-lateral inhibition and the output-layer rules of the backward pass.
+The grammar and the shapes are in :mod:`hm2bp.arch` (torch-free; ``parse_architecture`` and
+``LayerSpec`` are re-exported here). The last token is the output layer, which gets the fixed lateral
+inhibition and the output-layer rules of the backward pass.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ..arch import LayerSpec, parse_architecture
 from ..errors import ConfigError
 from .layers import (
     Flatten,
@@ -24,55 +22,6 @@ from .layers import (
     SpikingPool2d,
     linear_stack_forward,
 )
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    kind: str  # "conv" | "pool" | "fc"
-    size: int  # maps (conv), window (pool) or neurons (fc)
-    kernel: int = 0
-
-
-_CONV = re.compile(r"^(\d+)c(\d+)$")
-_POOL = re.compile(r"^p(\d+)$")
-
-
-def parse_architecture(arch: str) -> tuple[tuple[int, ...], list[LayerSpec]]:
-    """Parse an architecture string into the input shape and the list of layers.
-
-    Returns:
-        (input shape: ``(N,)`` or ``(C, H, W)``, layers).
-    """
-    tokens = [t.strip().lower() for t in arch.split("-")]
-    if len(tokens) < 2 or any(not t for t in tokens):
-        raise ConfigError(f"architecture {arch!r}: need an input and at least one layer, e.g. '784-800-10'")
-    dims = tokens[0].split("x")
-    if not all(d.isdigit() and int(d) > 0 for d in dims) or len(dims) > 3:
-        raise ConfigError(f"architecture {arch!r}: bad input {tokens[0]!r} (use N, HxW or HxWxC)")
-    sizes = [int(d) for d in dims]
-    in_shape: tuple[int, ...] = (sizes[0],) if len(sizes) == 1 else (sizes[2] if len(sizes) == 3 else 1, sizes[0], sizes[1])
-    layers: list[LayerSpec] = []
-    for tok in tokens[1:]:
-        if (m := _CONV.match(tok)) is not None:
-            layers.append(LayerSpec("conv", int(m.group(1)), int(m.group(2))))
-        elif (m := _POOL.match(tok)) is not None:
-            layers.append(LayerSpec("pool", int(m.group(1))))
-        elif tok.isdigit():
-            layers.append(LayerSpec("fc", int(tok)))
-        else:
-            raise ConfigError(f"architecture {arch!r}: unknown layer token {tok!r} (use e.g. 15c5, p2, 800)")
-        if layers[-1].size < 1:
-            raise ConfigError(f"architecture {arch!r}: layer {tok!r} must have a positive size")
-    if layers[-1].kind != "fc":
-        raise ConfigError(f"architecture {arch!r}: the last layer must be fully connected (the output)")
-    seen_fc = False
-    for spec in layers:
-        seen_fc |= spec.kind == "fc"
-        if seen_fc and spec.kind != "fc":
-            raise ConfigError(f"architecture {arch!r}: conv/pool layers must come before the fully connected ones")
-        if spec.kind != "fc" and len(in_shape) == 1:
-            raise ConfigError(f"architecture {arch!r}: conv/pool layers need an image input such as 28x28")
-    return in_shape, layers
 
 
 class SpikingNetwork(nn.Module):
@@ -221,3 +170,6 @@ def build_network(
             )
             shape = (spec.size,)
     return SpikingNetwork(layers, in_shape, arch)
+
+
+__all__ = ["LayerSpec", "SpikingNetwork", "build_network", "parse_architecture"]  # the first and last: from hm2bp.arch

@@ -1,18 +1,22 @@
-"""Slow, loop-based reference implementation of HM2-BP, transcribed from docs/hm2bp-spec.md.
+"""Slow, loop-based reference implementation of HM2-BP, transcribed from docs/algorithm.md.
 
-This module is the "plain transcription" of design.md §5: one sample at a time (no batch axis),
+This module is the "plain transcription" of docs/algorithm.md §8.5: one sample at a time (no batch axis),
 explicit Python loops over time steps, neurons and spikes, numpy only (no torch), and no helper
 shared with the fast path. Its only job is to be obviously right, so that the fast implementation
 can be checked against it. It is far too slow for training.
 
+It is the one file allowed to exceed the package's 600-line limit: the whole algorithm (forward, S-PSP,
+every backward rule, the optimizer) is transcribed in one place, so that a reader can check it against
+docs/algorithm.md top to bottom, and splitting it would invite shared helpers between its parts.
+
 Conventions:
 - Arrays are time-major. A spike raster is ``[T, N]`` (FC layers) or ``[T, C, H, W]`` (conv and pool
   maps), bool or 0/1. t = 0 … T−1; one step is 1 ms.
-- ``W[i, j]`` is the weight from pre-synaptic neuron j to post-synaptic neuron i (spec's w_ij).
-- The forward pass (spec §1) runs in float32 in exactly the spec's operation order, which is what
-  reproduces the authors' spikes bit for bit. Everything in the backward pass (spec §2–§4) is
+- ``W[i, j]`` is the weight from pre-synaptic neuron j to post-synaptic neuron i (w_ij of docs/algorithm.md).
+- The forward pass (docs/algorithm.md §1) runs in float32 in exactly the operation order of §1.1, which is what
+  reproduces the authors' spikes bit for bit. Everything in the backward pass (docs/algorithm.md §2–§4) is
   float64.
-- Constants default to the spec's values τ_m = 64, τ_s = 8, T_ref = 2 (spec §1.1).
+- Constants default to the paper's values τ_m = 64, τ_s = 8, T_ref = 2 (docs/algorithm.md §1.1).
 """
 
 from __future__ import annotations
@@ -26,27 +30,27 @@ __all__ = [
     "TAU_M",
     "TAU_S",
     "T_REF",
-    "lif_forward_ref",
-    "fc_forward_ref",
+    "conv_backward_ref",
     "conv_forward_ref",
-    "pool_forward_ref",
-    "psp_kernel_ref",
-    "psp_pair_ref",
-    "psp_matrix_ref",
-    "output_delta_ref",
-    "softmax_delta_ref",
+    "fc_backward_ref",
+    "fc_forward_ref",
     "insert_spikes_ref",
     "lateral_factor_ref",
-    "fc_backward_ref",
+    "lif_forward_ref",
     "output_backward_ref",
-    "conv_backward_ref",
+    "output_delta_ref",
     "pool_backward_ref",
+    "pool_forward_ref",
+    "psp_kernel_ref",
+    "psp_matrix_ref",
+    "psp_pair_ref",
     "regularizer_grad_ref",
+    "softmax_delta_ref",
 ]
 
-TAU_M = 64.0  # membrane time constant τ_m (spec §1.1)
-TAU_S = 8.0  # synaptic time constant τ_s (spec §1.1)
-T_REF = 2  # refractory period T_ref in steps (spec §1.1)
+TAU_M = 64.0  # membrane time constant τ_m (docs/algorithm.md §1.1)
+TAU_S = 8.0  # synaptic time constant τ_s (docs/algorithm.md §1.1)
+T_REF = 2  # refractory period T_ref in steps (docs/algorithm.md §1.1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +68,7 @@ def _times_of(train: np.ndarray) -> list[int]:
 
 
 def _count_of(train: np.ndarray) -> int:
-    """Firing count o = Σ_t s(t) of one neuron's spike train ``[T]`` (spec §0 notation)."""
+    """Firing count o = Σ_t s(t) of one neuron's spike train ``[T]`` (docs/algorithm.md §0 notation)."""
     count = 0
     for t in range(train.shape[0]):
         if train[t]:
@@ -87,18 +91,18 @@ def lif_forward_ref(
     t_ref: int = T_REF,
     lateral: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Run the discrete LIF neuron with exponential synapse of spec §1.1 over a whole window.
+    """Run the discrete LIF neuron with exponential synapse of docs/algorithm.md §1.1 over a whole window.
 
     Args:
         drive: ``[T, N]`` feed-forward drive; ``drive[t, i]`` = Σ_j w_ij s_j(t) is computed from the
             input spikes of step t, so step t of the neuron consumes ``drive[t − 1]`` (the one-step
-            synaptic delay of spec §1.1 step 2).
+            synaptic delay of docs/algorithm.md §1.1 step 2).
         v_th: the layer threshold ν.
         theta_eps: θ = ν − theta_eps; 1e-6 for FC, output and pool layers, 0 for conv layers
-            (spec §1.1 step 6, §7.2). θ is rounded to float32 once, as a float variable would be.
+            (docs/algorithm.md §1.1 step 6, §7.2). θ is rounded to float32 once, as a float variable would be.
         tau_m, tau_s, t_ref: τ_m, τ_s, T_ref.
         lateral: optional ``[N, N]`` matrix ``w_lat[i, l]``; adds Σ_l w_lat[i, l] s_l(t − 1) (the
-            layer's own spikes of the previous step) to the drive (spec §1.1 step 2, §1.2).
+            layer's own spikes of the previous step) to the drive (docs/algorithm.md §1.1 step 2, §1.2).
 
     Returns:
         bool ``[T, N]`` spike raster. t = 0 never spikes.
@@ -171,14 +175,14 @@ def fc_forward_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> np.ndarray:
-    """Fully connected spiking layer (spec §1.2 SPIKING, §1.1 neuron).
+    """Fully connected spiking layer (docs/algorithm.md §1.2 SPIKING, §1.1 neuron).
 
     Args:
         in_spikes: ``[T, N_in]`` input raster.
         W: ``[N_out, N_in]`` weights, used as float32.
-        v_th: threshold ν; theta_eps: 1e-6 for FC/output layers (spec §1.1 step 6).
+        v_th: threshold ν; theta_eps: 1e-6 for FC/output layers (docs/algorithm.md §1.1 step 6).
         lateral: optional ``[N_out, N_out]`` lateral weights (output lateral inhibition: −1 off the
-            diagonal, 0 on it; spec §1.2).
+            diagonal, 0 on it; docs/algorithm.md §1.2).
 
     Returns:
         bool ``[T, N_out]``.
@@ -215,11 +219,11 @@ def conv_forward_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> np.ndarray:
-    """Convolutional spiking layer (spec §1.2 CONVSPIKING): valid, stride 1, no kernel flip.
+    """Convolutional spiking layer (docs/algorithm.md §1.2 CONVSPIKING): valid, stride 1, no kernel flip.
 
     Drive at output (k, x, y) at step t = Σ_{c,i,j} s_c(t; x+i, y+j) · W[k][c][i][j] (float32
     loop-sum in (c, i, j) order), then the LIF of §1.1 with θ = ν exactly (theta_eps = 0,
-    spec §7.2).
+    docs/algorithm.md §7.2).
 
     Args:
         in_spikes: ``[T, C, H, W]``; W: ``[K, C, k, k]``.
@@ -271,7 +275,7 @@ def pool_forward_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> np.ndarray:
-    """Spiking pooling layer (spec §1.2 POOLINGSPIKING), size = skip = p.
+    """Spiking pooling layer (docs/algorithm.md §1.2 POOLINGSPIKING), size = skip = p.
 
     Drive of pool neuron (c, x, y) at step t = number of input spikes of channel c at t in the
     window [x·p, x·p + p) × [y·p, y·p + p), clipped to the map; then the LIF of §1.1 with
@@ -313,7 +317,7 @@ def pool_forward_ref(
 
 
 def psp_kernel_ref(s: float, u: float, *, tau_m: float = TAU_M, tau_s: float = TAU_S) -> float:
-    """The reset-aware kernel K(s, u) of spec §2 step 3, float64.
+    """The reset-aware kernel K(s, u) of docs/algorithm.md §2 step 3, float64.
 
     K(s, u) = exp(−max(u − s, 0)/τ_s) · [exp(−min(s,u)/τ_m) − exp(−min(s,u)/τ_s)] / (1 − τ_s/τ_m),
     where s is the time since the end of the last reset and u the (T_ref-shifted) time since the
@@ -332,16 +336,16 @@ def psp_pair_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> float:
-    """S-PSP e_{i|j} of one post/pre pair, spec §2, in float64.
+    """S-PSP e_{i|j} of one post/pre pair, docs/algorithm.md §2, in float64.
 
     Args:
         post_times: ascending spike times t_i^(k) of the post-synaptic neuron i.
         pre_times: ascending spike times t_j^(m) of the pre-synaptic neuron j.
 
-    Steps (spec §2): ŝ^(0) = 1, ŝ^(k) = t_i^(k) + T_ref; for every post spike k,
+    Steps (docs/algorithm.md §2): ŝ^(0) = 1, ŝ^(k) = t_i^(k) + T_ref; for every post spike k,
     s_k = t_i^(k) − ŝ^(k−1); every pre spike with max(1, t_i^(k) − 4τ_m) ≤ t_j^(m) and
     t_j^(m) + T_ref ≤ t_i^(k) adds K(s_k, u_km) with u_km = t_i^(k) − (t_j^(m) + T_ref).
-    Special cases (spec §2 step 4): a silent pre gives 0; a silent post with an active pre gives
+    Special cases (docs/algorithm.md §2 step 4): a silent pre gives 0; a silent post with an active pre gives
     0.1.
     (With the window's lower bound t_j ≥ 1, u ≤ t_i^(1) − 3 < s_1, so ŝ^(0) never reaches the reset
     branch; it is kept as written.)
@@ -374,7 +378,7 @@ def psp_matrix_ref(
     """All S-PSPs e[i, j] = e_{i|j} of a post raster ``[T, N_post]`` and a pre raster
     ``[T, N_pre]``.
 
-    A double loop over (i, j) calling :func:`psp_pair_ref` (spec §2). Returns float64
+    A double loop over (i, j) calling :func:`psp_pair_ref` (docs/algorithm.md §2). Returns float64
     ``[N_post, N_pre]``.
     """
     post = np.asarray(post)
@@ -408,7 +412,7 @@ def output_delta_ref(
     margin: int = 5,
     boost: float = 1.0,
 ) -> np.ndarray:
-    """Rate-coded output error with a dead zone, spec §3.1.
+    """Rate-coded output error with a dead zone, docs/algorithm.md §3.1.
 
     y_i = desired for the label and undesired otherwise; δ_i = boost · (o_i − y_i) if
     |o_i − y_i| > margin (strict), else 0. ``counts`` are the raw counts, before spike insertion.
@@ -428,7 +432,7 @@ def output_delta_ref(
 
 
 def softmax_delta_ref(counts: np.ndarray, label: int, boost: float = 1.0) -> np.ndarray:
-    """Softmax output error, spec §3.6: P = softmax(o) of the raw counts, δ = boost · (P − onehot).
+    """Softmax output error, docs/algorithm.md §3.6: P = softmax(o) of the raw counts, δ = boost · (P − onehot).
 
     No temperature and no margin. The maximum count is subtracted before exponentiating (this
     changes nothing mathematically; it only avoids overflow). Returns float64 ``[N]``.
@@ -453,7 +457,7 @@ def softmax_delta_ref(counts: np.ndarray, label: int, boost: float = 1.0) -> np.
 
 
 def insert_spikes_ref(out_spikes: np.ndarray, label: int, desired: int = 35) -> np.ndarray:
-    """Silent-target spike insertion, spec §3.2.
+    """Silent-target spike insertion, docs/algorithm.md §3.2.
 
     If the label neuron fired 0 spikes, it gets spikes at t = Δ, 2Δ, … < T with Δ = ⌊T/desired⌋.
     Otherwise the raster is returned unchanged. Always returns a new bool ``[T, N]`` array.
@@ -486,7 +490,7 @@ def lateral_factor_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> np.ndarray:
-    """Lateral-inhibition factor Λ of the output layer, spec §3.4.
+    """Lateral-inhibition factor Λ of the output layer, docs/algorithm.md §3.4.
 
     Args:
         out_spikes: ``[T, N]`` output raster **before** spike insertion (its counts are f_j).
@@ -495,7 +499,7 @@ def lateral_factor_ref(
     d_j = 1/ν if f_j > 0 or j = c, else 0. For l ≠ j: R_jl = e_{l|j}/f_j and R_lj = e_{j|l}/f_l,
     both replaced by 1 when f_j = 0 or f_l = 0 (e from :func:`psp_pair_ref`, post first).
     Λ_j = 1 / (1 − w0² Σ_{l≠j} R_jl d_l R_lj d_j). There is no guard against a denominator ≤ 0
-    (spec §7.15); a RuntimeWarning is issued when it happens. Returns float64 ``[N]``.
+    (docs/algorithm.md §7.15); a RuntimeWarning is issued when it happens. Returns float64 ``[N]``.
     """
     out_spikes = np.asarray(out_spikes)
     n = out_spikes.shape[1]
@@ -551,7 +555,7 @@ def fc_backward_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One FC layer's backward step, spec §3.3 (with §2's effect ratios), float64.
+    """One FC layer's backward step, docs/algorithm.md §3.3 (with §2's effect ratios), float64.
 
     Args:
         delta: ``[N_out]`` error δ received by this layer (from §3.1 for the output layer).
@@ -625,7 +629,7 @@ def output_backward_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The output layer's whole backward step in the order of spec §3.7 (§3.1–§3.4, §3.6).
+    """The output layer's whole backward step in the order of docs/algorithm.md §3.7 (§3.1–§3.4, §3.6).
 
     1. δ from the **raw** counts (§3.1 rate loss with dead zone, or §3.6 softmax).
     2. Λ from the **raw** spikes (§3.4, w0 = 1), only when ``lateral`` (LOCAL_INHIBITION); else 1.
@@ -682,7 +686,7 @@ def conv_backward_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Conv layer backward step, spec §3.5 (valid, stride 1), float64.
+    """Conv layer backward step, docs/algorithm.md §3.5 (valid, stride 1), float64.
 
     Args:
         delta: ``[K, Ho, Wo]``; in_spikes: ``[T, C, H, W]``; out_spikes: ``[T, K, Ho, Wo]``;
@@ -703,7 +707,6 @@ def conv_backward_ref(
     n_k, n_c, ksize, _ = Wd.shape
     _, _, height, width = in_spikes.shape
     _, _, h_out, w_out = out_spikes.shape
-    consts = {"tau_m": tau_m, "tau_s": tau_s, "t_ref": t_ref}
 
     in_times = [
         [[_times_of(in_spikes[:, c, xx, yy]) for yy in range(width)] for xx in range(height)]
@@ -722,7 +725,8 @@ def conv_backward_ref(
                 for c in range(n_c):
                     for i in range(ksize):
                         for j in range(ksize):
-                            e[c, i, j] = psp_pair_ref(post, in_times[c][x + i][y + j], **consts)
+                            e[c, i, j] = psp_pair_ref(
+                                post, in_times[c][x + i][y + j], tau_m=tau_m, tau_s=tau_s, t_ref=t_ref)
                 # side effect of this output neuron
                 acc = 0.0
                 for c in range(n_c):
@@ -756,7 +760,7 @@ def pool_backward_ref(
     tau_s: float = TAU_S,
     t_ref: int = T_REF,
 ) -> np.ndarray:
-    """Pool layer backward step, spec §3.5: no ν division, no side effect, no gradient.
+    """Pool layer backward step, docs/algorithm.md §3.5: no ν division, no side effect, no gradient.
 
     Each conv neuron x' in the (clipped) window of pool neuron x receives
     δ_pool(x)/p² · r_{x|x'}, with r = e_{x|x'}/o_{x'} if o_x > 0 and o_{x'} > 0, else 1.
@@ -798,7 +802,7 @@ def pool_backward_ref(
 
 
 def regularizer_grad_ref(W: np.ndarray, lam: float, beta: float, limit: float = 8.0) -> np.ndarray:
-    """Gradient of the soft weight-norm regulariser, spec §4.1 (the term added to g), float64.
+    """Gradient of the soft weight-norm regulariser, docs/algorithm.md §4.1 (the term added to g), float64.
 
     reg_ij = λ β (w_ij/L) exp(β (S_i − 1)), S_i = (1/N_in) Σ_j (w_ij/L)², where row i is one
     output neuron of an FC layer ``[N_out, N_in]`` or one kernel k of a conv layer ``[K, C, k, k]``

@@ -5,6 +5,10 @@
 >>> result = train(load_config("digits", ["train.epochs=1"]))   # doctest: +SKIP
 """
 
+import sys
+import types
+from typing import Any
+
 from .boosting import update_boost_weights
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .datasets import SpikeDataset, load_datasets
@@ -16,24 +20,35 @@ from .runtime import build_model, resolve_device
 from .schedule import lr_at_epoch, shuffle_order
 
 __all__ = [
-    "train",
+    "CheckpointError",
+    "RunFolderError",
     "Trainer",
     "TrainingInterrupted",
-    "RunFolderError",
-    "evaluate",
-    "evaluate_checkpoint",
-    "build_model",
-    "model_from_checkpoint",
-    "resolve_device",
-    "TrainResult",
     "EvalResult",
     "SpikeDataset",
-    "load_datasets",
-    "update_boost_weights",
-    "lr_at_epoch",
-    "shuffle_order",
-    "CheckpointError",
+    "TrainResult",
     "atomic_write_bytes",
-    "save_checkpoint",
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
     "load_checkpoint",
+    "load_datasets",
+    "lr_at_epoch",
+    "model_from_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "shuffle_order",
+    "train",
+    "update_boost_weights",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``hm2bp.train`` names both this subpackage and the function :func:`train`; the import system binds
+    the subpackage to the name, so the subpackage runs :func:`train` when called: ``hm2bp.train(cfg)``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

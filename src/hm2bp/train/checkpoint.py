@@ -53,7 +53,7 @@ from typing import Any
 import torch
 
 from ..errors import HM2BPError
-from ..io.files import fsync_dir
+from ..io.files import fsync_dir, write_error
 
 __all__ = [
     "FORMAT",
@@ -163,11 +163,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise write_error(path, e) from e  # a full disk names the file (#18 item 17)
         raise
     fsync_dir(path.parent)
 
@@ -270,7 +272,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         first = lines[0] if lines else type(e).__name__
         raise CheckpointError(path, f"refused to load: the file holds objects other than tensors and plain "
                                     f"data (it may try to run code); {first}") from None
-    except Exception as e:  # noqa: BLE001 - a damaged file makes torch's reader fail in many ways
+    except Exception as e:
         raise CheckpointError(path, f"not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(path, f"not an hm2bp checkpoint (no format={FORMAT!r} entry)")
@@ -281,7 +283,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         want = obj.pop(_DIGEST_KEY)
         try:
             got = content_digest(obj)
-        except Exception as e:  # noqa: BLE001 - e.g. a corrupt tensor that cannot be read back
+        except Exception as e:
             raise CheckpointError(path, f"content cannot be checked ({type(e).__name__}: {e})") from None
         if got != want:
             raise CheckpointError(path, f"content does not match its sha256 digest (stored {str(want)[:16]}…, "

@@ -31,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arch import parse as parse_architecture
 from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
+from .input_checks import check_dataset_spikes, warn_if_silent
 
-__all__ = ["SpikeDataset", "ImageSpikes", "FileSpikes", "Splits", "load_datasets", "load_splits", "sample_generator",
+__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "load_datasets", "load_splits", "sample_generator",
            "validation_size", "validation_split"]
 
 
@@ -204,6 +206,11 @@ def _limit(n: int, limit: int) -> int:
     return n if limit <= 0 else min(n, limit)
 
 
+def _want(limit: int) -> int | None:
+    """Images to read from an IDX file: only those used (a small gzip can inflate to gigabytes)."""
+    return limit if limit > 0 else None
+
+
 def _need_dir(d: DataConfig, what: str) -> Path:
     if not d.data_dir:
         raise ConfigError(f"dataset {d.dataset!r} needs a data folder: pass --data-dir DIR (or data.data_dir=DIR) "
@@ -232,7 +239,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
         root = _need_dir(d, "the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)")
-        tr, te = load_mnist(root, "train"), load_mnist(root, "test")
+        tr, te = load_mnist(root, "train", _want(d.n_train)), load_mnist(root, "test", _want(d.n_test))
         n_classes = 10
     else:  # emnist
         from ..data.idx import load_emnist
@@ -240,7 +247,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         sub = d.emnist_subset
         root = _need_dir(d, f"the EMNIST files emnist-{sub}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte[.gz] "
                            f"and emnist-{sub}-mapping.txt (from the official gzip.zip)")
-        tr, te = load_emnist(root, "train", sub)[:2], load_emnist(root, "test", sub)[:2]
+        tr, te = load_emnist(root, "train", sub, _want(d.n_train))[:2], load_emnist(root, "test", sub, _want(d.n_test))[:2]
         n_classes = EMNIST_CLASSES[sub]
     common = dict(n_classes=n_classes, T=T, name=d.dataset, seed=seed, max_rate_div=d.max_rate_div,
                   cache_mb=d.cache_mb)
@@ -252,14 +259,14 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
 
 def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
-    from ..data.nmnist import events_to_raster, load_nmnist, read_nmnist_events
+    from ..data.nmnist import load_nmnist, nmnist_raster
 
     d, T = cfg.data, cfg.model.T
     root = _need_dir(d, "the N-MNIST recordings as Train/<digit>/<n>.bin and Test/<digit>/<n>.bin "
                        "(the official Train.zip and Test.zip, unpacked)")
 
-    def to_raster(p: Path) -> np.ndarray:
-        return events_to_raster(read_nmnist_events(p), T=T, bin_us=d.nmnist_bin_us, two_channels=True)
+    def to_raster(p: Path) -> np.ndarray:  # read → stabilise (spec §1.5 step 2) → bin
+        return nmnist_raster(p, T=T, bin_us=d.nmnist_bin_us)
 
     out = []
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
@@ -290,9 +297,9 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         coch = _cochleagram(p)
         if coch.shape[0] != n_in:
             raise DataFormatError(p, f"cochleagram has {coch.shape[0]} channels, expected {n_in}")
-        return bsa_encode(coch, T)
+        return warn_if_silent(p, bsa_encode(coch, T), f"{coch.shape[1]} frames of 16 ms")
 
-    out = []
+    out, names = [], None
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
         if d.dataset == "fsdd":
             root = _need_dir(d, "the Free Spoken Digit Dataset's recordings/ folder ({digit}_{speaker}_{index}.wav)")
@@ -301,11 +308,11 @@ def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         else:
             root = _need_dir(d, "TI46-Alpha as train/<class>/<utterance>.wav|.sph|.dat and test/<class>/…")
             sub = root / split
-            try:
-                items, classes = load_speech_folder(sub)
+            try:  # every split is numbered by the training split's class names
+                items, names = load_speech_folder(sub, classes=names)
             except DataFormatError:
-                items, classes = load_speech_folder(sub, extensions={".dat"})
-            n_classes = len(classes)
+                items, names = load_speech_folder(sub, extensions={".dat"}, classes=names)
+            n_classes = len(names)
         items = _permuted(items, d.split_seed)
         items = items[: _limit(len(items), limit)]
         out.append(FileSpikes([p for p, _ in items], [lab for _, lab in items], n_classes, n_in, T, to_raster,
@@ -368,10 +375,7 @@ def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
         train, test = _nmnist_sets(cfg)
     else:
         train, test = _speech_sets(cfg)
-    from ..nn.network import parse_architecture
-
-    in_shape, _ = parse_architecture(cfg.model.arch)
-    n_in = int(np.prod(in_shape))
+    n_in = parse_architecture(cfg.model.arch).n_inputs
     if n_in != train.n_inputs:
         raise ConfigError(f"model.arch {cfg.model.arch!r} takes {n_in} inputs but dataset {name!r} gives "
                           f"{train.n_inputs}")
@@ -380,6 +384,7 @@ def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
                           f"{train.n_classes} classes")
     if len(train) == 0 or len(test) == 0:
         raise ConfigError(f"dataset {name!r}: empty training or test set (n_train={len(train)}, n_test={len(test)})")
+    check_dataset_spikes(train, "training")  # reliability: refuse inputs that train on nothing
     return train, test
 
 

@@ -38,18 +38,18 @@ from .runtime import resolve_device
 
 __all__ = [
     "DistContext",
-    "env_world_size",
-    "is_main_process",
-    "session",
-    "shard",
-    "shard_range",
     "all_reduce_gradients",
     "all_reduce_sum",
     "all_reduce_tensor",
-    "merge_predictions",
     "any_flags",
     "gather_rows",
     "barrier",
+    "env_world_size",
+    "is_main_process",
+    "merge_predictions",
+    "session",
+    "shard",
+    "shard_range",
 ]
 
 

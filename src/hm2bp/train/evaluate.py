@@ -16,29 +16,17 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, config_from_dict
+from ..inference import EvalResult
 from ..nn.network import SpikingNetwork
 from ..progress import progress
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint
+from .preflight import check_checkpoint_matches
 from .datasets import SpikeDataset, load_datasets
 from .runtime import build_model, num_threads, resolve_device
 
 __all__ = ["EvalResult", "EvalInterrupted", "evaluate", "evaluate_all", "evaluate_checkpoint",
            "model_from_checkpoint"]
-
-
-@dataclass
-class EvalResult:
-    """Accuracy of a model on a dataset; ``predictions``/``labels`` int64 ``[N]``, ``counts`` ``[N, C]``."""
-
-    accuracy: float
-    predictions: Tensor
-    labels: Tensor
-    counts: Tensor
-
-    @property
-    def n(self) -> int:
-        return int(self.labels.numel())
 
 
 class EvalInterrupted(Exception):
@@ -86,10 +74,7 @@ def _eval_counts(model: SpikingNetwork, dataset: SpikeDataset, start: int, stop:
 
 
 def _eval_result(counts: Tensor, labels: Tensor) -> EvalResult:
-    total = int(labels.numel())
-    preds = counts.argmax(1) if total else torch.zeros(0, dtype=torch.int64)
-    acc = float((preds == labels).double().mean()) if total else float("nan")
-    return EvalResult(acc, preds, labels, counts)
+    return EvalResult(counts, labels)
 
 
 def evaluate_all(model: SpikingNetwork, dataset: SpikeDataset, ctx: D.DistContext | None, *, batch_size: int,
@@ -116,6 +101,7 @@ def model_from_checkpoint(
     """Rebuild the network of a checkpoint (safe load) and return ``(model, config, checkpoint)``."""
     ck = load_checkpoint(path)
     cfg = config_from_dict(ck["config"])
+    check_checkpoint_matches(ck, cfg, path)  # config vs weights, before building anything
     model = build_model(cfg)
     try:
         model.load_state_dict(ck["model"])

@@ -54,11 +54,13 @@ from .evaluate import (EvalInterrupted, EvalResult, evaluate, evaluate_all, eval
                        model_from_checkpoint)
 from .interrupt import InterruptGuard, TrainingInterrupted
 from .metrics import MetricsLog
+from .preflight import preflight, warn_if_threads_changed
 from .rundir import RunLock, check_run_folder
 from .runtime import build_model, num_threads, resolve_device
 from .schedule import lr_at_epoch, shuffle_order
 from .selection import early_stop_due, fill_selection, selected_fields, summary_line
 from .state import EpochProgress, TrainState, check_resumable, fresh_state, make_checkpoint, restore_state
+from .update_checks import report_epoch_updates
 
 __all__ = ["TrainResult", "EvalResult", "Trainer", "train", "evaluate", "evaluate_checkpoint", "build_model",
            "resolve_device", "model_from_checkpoint", "num_threads"]
@@ -334,10 +336,8 @@ class Trainer:
             preds = D.merge_predictions(preds, ctx)
         if not math.isfinite(loss_sum):
             raise NumericalError(f"epoch {ep.epoch + 1}: the training loss is not finite")
-        if ep.skipped and self.main:
-            print(f"warning: epoch {ep.epoch + 1}: skipped {ep.skipped} update(s) with non-finite gradients "
-                  f"(an output lateral loop gain >= 1, spec §7.15; a higher output threshold or a weaker "
-                  f"model.lateral_inhibition avoids it)", file=sys.stderr)
+        # names the cause of skipped updates; an epoch whose every update was skipped is an error
+        report_epoch_updates(self.cfg, self.model, ep.epoch, ep.skipped, ep.batch, self.main)
         boost = self._boosted(preds)
         try:
             val_eval = (None if self.val_set is None
@@ -450,6 +450,7 @@ def train(
     t = cfg.train
     with D.session(t.device, t.mode, t.batch_size) as (ctx, device), num_threads(t.threads):
         main = ctx is None or ctx.is_main
+        preflight(cfg, device)  # run folders usable, weights and an eval batch fit: before data and model
         lock = RunLock(cfg.out_dir) if main else None
         locks = [lock] if lock is not None else []
         if main and cfg.checkpoint_dir.resolve() != cfg.out_dir.resolve():
@@ -534,6 +535,7 @@ def _open_run_folder(cfg: RunConfig, *, resume: bool, overwrite: bool, main: boo
         return None
     ck = load_checkpoint(last_path)  # checked before the (possibly slow) data loading
     check_resumable(ck, cfg, last_path)
+    warn_if_threads_changed(ck["config"], cfg, last_path)  # allowed, but not bit-exact
     if main and repair_best(ck, last_path, best_path):
         say(f"{best_path} completed from {last_path} (a run stopped between writing the two)")
     return ck

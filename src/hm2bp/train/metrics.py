@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataFormatError
+from ..io.files import write_error
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -63,6 +64,8 @@ class MetricsLog:
             while view:  # one write() for a regular file; loop only in case of a short write
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+        except OSError as e:
+            raise write_error(self.path, e) from e  # a full disk names the file (#18 item 17)
         finally:
             os.close(fd)
         if self._tb is not None:

@@ -18,8 +18,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["have_matplotlib", "plot_curves", "plot_raster", "plot_count_histograms", "plot_confusion",
-           "plot_all", "plot_run"]
+__all__ = [
+    "have_matplotlib",
+    "plot_all",
+    "plot_confusion",
+    "plot_count_histograms",
+    "plot_curves",
+    "plot_raster",
+    "plot_run",
+]
 
 
 def have_matplotlib() -> bool:

@@ -1,0 +1,57 @@
+"""Checks that a run's inputs can train anything: refuse a data set, a layer or a value that yields no spike.
+
+Each check names the file or the configuration key to change. They are called from the data loading and
+the training loop with one line each, so the checks live here, in one place.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .datasets import SpikeDataset
+
+__all__ = ["check_dataset_spikes", "warn_if_silent", "PROBE_SAMPLES"]
+
+#: Samples of each split looked at before training (the first ones of the loaded order).
+PROBE_SAMPLES = 16
+
+_KEYS = {
+    "nmnist": "data.nmnist_bin_us and model.T",
+    "ti46": "the audio files and model.T",
+    "fsdd": "the audio files and model.T",
+}
+
+
+def warn_if_silent(path: Path, raster: np.ndarray, what: str) -> np.ndarray:
+    """Return ``raster``, warning (naming the file) when it holds no spike: that sample trains on nothing."""
+    if not raster.any():
+        warnings.warn(f"{path}: no input spike in T = {raster.shape[0]} steps ({what}); this sample trains "
+                      "on nothing", RuntimeWarning, stacklevel=2)
+    return raster
+
+
+def check_dataset_spikes(ds: SpikeDataset, split: str) -> None:
+    """Refuse a split whose first :data:`PROBE_SAMPLES` samples hold no input spike at all.
+
+    Per-sample warnings come from the readers (an empty or silent recording); this catches the setting
+    that silences everything (e.g. ``data.nmnist_bin_us=0.001`` puts every event past ``T``).
+    """
+    n = min(len(ds), PROBE_SAMPLES)
+    if n == 0:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the per-sample warnings would repeat the point
+        x = ds.get(np.arange(n), 0)
+    if not bool(x.any()):
+        what = _KEYS.get(ds.name, "the data files and model.T")
+        raise ConfigError(
+            f"dataset {ds.name!r}: the first {n} {split} samples hold no input spike in T = {ds.T} steps; "
+            f"the network would train on nothing (check {what})"
+        )

@@ -1,0 +1,34 @@
+"""#18 items 4, 11, 17: values that are legal numbers but cannot give a working run are refused by key."""
+
+from __future__ import annotations
+
+import pytest
+
+from hm2bp.config import load_config
+from hm2bp.errors import ConfigError
+
+pytestmark = pytest.mark.reliability
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.thresholds=1e39,5", r"model.thresholds: 1e\+39 does not fit float32"),
+    ("model.thresholds=5,3.5e38", r"model.thresholds: 3.5e\+38 does not fit float32"),
+    ("model.thresholds=1e-45,5", r"model.thresholds: 1e-45 is not above the threshold offset theta_eps"),
+    ("model.thresholds=5,1e-6", r"model.thresholds: 1e-06 is not above"),
+    ("model.tau_m=1e308", r"model.tau_m: must lie in \[1, 1e\+07\] steps"),
+    ("model.tau_s=0.5", r"model.tau_s: must lie in \[1"),
+    ("model.fc_init=1e39", r"model.fc_init: 1e\+39 does not fit float32"),
+    ("model.conv_init=1e39", r"model.conv_init: 1e\+39 does not fit float32"),
+    ("train.n_swaps=1000000000000", r"train.n_swaps: at most 100,000,000 swaps .* 14,901 GiB"),
+    ("train.device=cuda:99999999999999999999", r"train.device: CUDA device index 99999999999999999999 is out"),
+    ("train.lr=1e39", r"train.lr: 1e\+39 does not fit float32"),
+])
+def test_refused_by_key(override: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config("digits", [override])
+
+
+@pytest.mark.parametrize("override", ["model.thresholds=3e38,5", "model.tau_m=1e7", "model.tau_s=1",
+                                      "train.n_swaps=100000000", "train.device=cuda:7", "model.fc_init=1e30"])
+def test_limits_themselves_are_accepted(override: str) -> None:
+    load_config("digits", [override])
