@@ -23,7 +23,7 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
-__all__ = ["Progress", "progress", "format_duration"]
+__all__ = ["Progress", "format_duration", "progress"]
 
 
 def format_duration(seconds: float) -> str:
@@ -66,7 +66,7 @@ class Progress:
         self._bar: Any = None
         if enabled and _isatty(self.stream):
             try:
-                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+                from tqdm.auto import tqdm
             except ImportError:
                 tqdm = None
             if tqdm is not None:

@@ -63,9 +63,9 @@ __all__ = [
     "content_digest",
     "load_checkpoint",
     "remove_stale_temp_files",
+    "repair_best",
     "save_checkpoint",
     "save_run_checkpoints",
-    "repair_best",
 ]
 
 FORMAT = "hm2bp-checkpoint"

@@ -8,7 +8,6 @@ class 0 (spec §1.3). Every pass over more than a few samples reports its progre
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,18 @@ from ..nn.network import SpikingNetwork
 from ..progress import progress
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint
-from .preflight import check_checkpoint_matches
 from .datasets import SpikeDataset, load_datasets
+from .preflight import check_checkpoint_matches
 from .runtime import build_model, num_threads, resolve_device
 
-__all__ = ["EvalResult", "EvalInterrupted", "evaluate", "evaluate_all", "evaluate_checkpoint",
-           "model_from_checkpoint"]
+__all__ = [
+    "EvalInterrupted",
+    "EvalResult",
+    "evaluate",
+    "evaluate_all",
+    "evaluate_checkpoint",
+    "model_from_checkpoint",
+]
 
 
 class EvalInterrupted(Exception):

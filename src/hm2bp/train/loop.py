@@ -29,7 +29,6 @@ writes files (:mod:`hm2bp.train.distributed`, ``docs/distributed.md``).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,11 +46,10 @@ from ..nn.memory import check_training_fits
 from ..nn.network import SpikingNetwork
 from . import distributed as D
 from .boosting import update_boost_weights
-from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar, plural
+from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar
 from .checkpoint import load_checkpoint, repair_best
 from .datasets import SpikeDataset, load_splits
-from .evaluate import (EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint,
-                       model_from_checkpoint)
+from .evaluate import EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint, model_from_checkpoint
 from .interrupt import InterruptGuard, TrainingInterrupted
 from .metrics import MetricsLog
 from .preflight import preflight, warn_if_threads_changed
@@ -62,8 +60,18 @@ from .selection import early_stop_due, fill_selection, selected_fields, summary_
 from .state import EpochProgress, TrainState, check_resumable, fresh_state, make_checkpoint, restore_state
 from .update_checks import report_epoch_updates
 
-__all__ = ["TrainResult", "EvalResult", "Trainer", "train", "evaluate", "evaluate_checkpoint", "build_model",
-           "resolve_device", "model_from_checkpoint", "num_threads"]
+__all__ = [
+    "EvalResult",
+    "TrainResult",
+    "Trainer",
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
+    "model_from_checkpoint",
+    "num_threads",
+    "resolve_device",
+    "train",
+]
 
 
 @dataclass
@@ -326,7 +334,7 @@ class Trainer:
     # -- end of epoch -------------------------------------------------------------------------------
     def end_epoch(self, ep: EpochProgress) -> None:
         """Boost weights, evaluation and the epoch's record; then ``on_epoch_end`` (checkpoints, log, line)."""
-        t, ctx, st = self.t, self.ctx, self.st
+        ctx, st = self.ctx, self.st
         loss_sum, seen, correct, count_sum, cost_sum, preds = (ep.loss_sum, ep.seen, ep.correct, ep.count_sum,
                                                                ep.cost_sum, ep.preds)
         if ctx is not None:  # the epoch's numbers over all processes; every process's predictions
@@ -404,7 +412,8 @@ class Trainer:
                 f"{record['epoch_time_s']:.1f}s")
 
     def estimate_eval_seconds(self, n: int = 16) -> float:
-        """Seconds one evaluation of the test set takes, from a timed forward of ``n`` test samples."""
+        """Seconds one end-of-epoch evaluation (validation and test sets) takes, from a timed forward of ``n``
+        test samples."""
         k = min(n, len(self.test_set))
         if not k:
             return 0.0
@@ -412,7 +421,8 @@ class Trainer:
         evaluate(self.model, self.test_set, batch_size=k, device=self.device, n=k)
         per_sample = (time.perf_counter() - t0) / k
         world = 1 if self.ctx is None else self.ctx.world_size
-        return per_sample * len(self.test_set) / world
+        n_eval = len(self.test_set) + (len(self.val_set) if self.val_set is not None else 0)
+        return per_sample * n_eval / world
 
 
 # --------------------------------------------------------------------------------------------------
@@ -522,7 +532,7 @@ def _open_run_folder(cfg: RunConfig, *, resume: bool, overwrite: bool, main: boo
     if main:
         try:
             resuming = check_run_folder(cfg.out_dir, cfg.checkpoint_dir, resume=resume, overwrite=overwrite)
-        except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
+        except Exception as e:
             error = e
     failed, resuming = D.any_flags([error is not None, resuming], ctx)
     if error is not None:
