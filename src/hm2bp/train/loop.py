@@ -29,6 +29,7 @@ writes files (:mod:`hm2bp.train.distributed`, ``docs/distributed.md``).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -506,6 +507,9 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, overwrite: boo
             tr.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped without saving
             raise tr._interrupted() from None
+        if guard.requested and main:  # the signal came after the last update: the run is complete
+            print(f"hm2bp: the signal came after the last update; the run is complete "
+                  f"({tr.st.epoch} epochs in {last_path})", file=sys.stderr)
     D.barrier(ctx)  # the files of rank 0 are complete when any process returns
     assert tr.last_eval is not None
     metrics = tr.st.metrics
