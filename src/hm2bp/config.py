@@ -52,6 +52,8 @@ __all__ = [
 
 #: Datasets the trainer can load (see :mod:`hm2bp.train.datasets`).
 DATASETS = ("digits", "mnist", "emnist", "nmnist", "ti46", "fsdd")
+C_INT_MAX = 2**31 - 1
+"""Largest step count, T_ref, layer size or batch: the compiled kernels take them as 32-bit integers."""
 
 
 def _fail(section: str, key: str, problem: str) -> typing.NoReturn:
@@ -76,12 +78,17 @@ class ModelConfig:
         arch: architecture string, e.g. ``784-800-10`` or ``28x28-15c5-p2-40c5-p2-300-10``.
         thresholds: one threshold ν per conv, pool and FC layer (VTH).
         T: time steps per sample (END_TIME).
-        tau_m, tau_s, t_ref: membrane and synaptic time constants, refractory period (steps).
+        tau_m: membrane time constant τ_m (steps).
+        tau_s: synaptic time constant τ_s (steps).
+        t_ref: refractory period (steps).
         lateral_inhibition: weight w0 of the fixed output lateral inhibition; 0 switches it off.
         effect_ratio: use r = e/o_j in the error sent down (EFFECT_RATIO).
         loss: "rate" (dead-zone count loss, §3.1) or "softmax" (§3.6).
-        desired, undesired, margin: target counts of the label / other outputs and the dead zone M.
-        fc_init, conv_init: weights start as U(−init, +init) (spec §4.5).
+        desired: target output count of the label neuron (DESIRED_LEVEL).
+        undesired: target output count of the other output neurons (UNDESIRED_LEVEL).
+        margin: dead zone M of the rate loss: count errors within ±M cost nothing.
+        fc_init: FC weights start as U(−fc_init, +fc_init) (spec §4.5).
+        conv_init: conv weights start as U(−conv_init, +conv_init) (spec §4.5).
     """
 
     arch: str = "784-800-10"
@@ -106,6 +113,8 @@ class ModelConfig:
             layers = parse_architecture(self.arch).layers
         except ConfigError as e:
             raise ConfigError(f"model.arch: {e}") from None
+        if max(spec.size for spec in layers) > C_INT_MAX:
+            _fail(s, "arch", f"layer sizes must be <= {C_INT_MAX}; got {self.arch!r}")
         if len(self.thresholds) != len(layers):
             _fail(s, "thresholds", f"architecture {self.arch!r} has {len(layers)} conv/pool/FC layers, so it needs "
                                    f"{len(layers)} thresholds; got {len(self.thresholds)} ({list(self.thresholds)})")
@@ -114,12 +123,14 @@ class ModelConfig:
                 _fail(s, "thresholds", f"every threshold must be > 0; got {list(self.thresholds)}")
         if self.T < 2:
             _fail(s, "T", f"must be >= 2 time steps; got {self.T}")
+        if self.T > C_INT_MAX:
+            _fail(s, "T", f"must be <= {C_INT_MAX} time steps; got {self.T}")
         _check_positive(s, "tau_m", self.tau_m)
         _check_positive(s, "tau_s", self.tau_s)
         if self.tau_m == self.tau_s:
             _fail(s, "tau_s", "must differ from tau_m (the PSP kernel divides by 1 − tau_s/tau_m)")
-        if self.t_ref < 0:
-            _fail(s, "t_ref", f"must be >= 0; got {self.t_ref}")
+        if not 0 <= self.t_ref <= self.T:
+            _fail(s, "t_ref", f"must lie in [0, T] = [0, {self.T}] steps; got {self.t_ref}")
         _check_positive(s, "lateral_inhibition", self.lateral_inhibition, allow_zero=True)
         _check_choice(s, "loss", self.loss, ("rate", "softmax"))
         if not 0 <= self.undesired < self.desired:
@@ -144,7 +155,8 @@ class DataConfig:
     Attributes:
         dataset: one of :data:`DATASETS`.
         data_dir: folder of the dataset files (not needed for ``digits``).
-        n_train, n_test: use only the first n samples (0 = all).
+        n_train: use only the first n training samples (0 = all).
+        n_test: use only the first n test samples (0 = all).
         encoding: "fixed" (one raster per sample drawn at load and reused every epoch, as the MNIST-FC
             runs) or "fresh" (a new Poisson raster per sample per epoch). Speech and N-MNIST inputs are
             deterministic, so this only matters for image datasets.
@@ -158,9 +170,9 @@ class DataConfig:
         split_seed: seed of the digits train/test split, of data-order shuffles done once at load and of
             the validation split.
         n_val, val_fraction: hold out this many (or this fraction of the) training samples as a validation
-            set (0 = none; at most one of the two). They are drawn, seeded by ``split_seed`` only, from the
-            first ``n_train`` training samples, which then train on the rest: the same split in every epoch,
-            on resume, on every distributed rank and for every ``train.seed``. Validation rasters are fixed
+            set (0 = none; at most one of the two; an override of one clears the other, e.g. a preset's
+            ``val_fraction``). They are drawn, seeded by ``split_seed`` only, from the first ``n_train``
+            training samples, which then train on the rest: the same split in every epoch, on resume, on every distributed rank and for every ``train.seed``. Validation rasters are fixed
             and never augmented. The validation set picks ``best.pt`` and drives early stopping; the test
             set is only reported.
         cache_mb: keep deterministic rasters in memory, bit-packed, up to this many MiB per split.
@@ -225,9 +237,13 @@ class TrainConfig:
         optimizer: "adam" (β1 0.9, β2 0.999, ε 1e-8) or "sgd" (with ``momentum``).
         lr: base learning rate.
         lr_schedule: "code": the authors' current code, epochs 0 and 1 use lr, epoch e ≥ 1 uses lr/√e
-            (epoch 2 → 7.07e-4 for lr 1e-3); "sqrt": the older CNN run, lr/√(e+1); "constant".
+            (epoch 2 → 7.07e-4 for lr 1e-3); "sqrt": the older CNN run, lr/√(e+1); "constant"; "cosine": every
+            update, from lr down to 0 over all ``epochs`` (the mini-batch recipe).
+        warmup_steps: linear learning-rate warm-up over the first updates (0 = none).
         momentum: SGD momentum μ.
-        reg_lambda, reg_beta, reg_limit: weight regulariser λ, β, L (spec §4.1); λ = 0 switches it off.
+        reg_lambda: weight regulariser strength λ (spec §4.1); 0 switches it off.
+        reg_beta: weight regulariser β (spec §4.1).
+        reg_limit: weight regulariser limit L (spec §4.1).
         boosting: per-sample boost weights updated after each epoch (spec §4.4).
         shuffle: "swaps5000" (each epoch swaps ``n_swaps`` random pairs of the current order, as the
             authors), "permutation" (a fresh random order each epoch) or "none".
@@ -256,6 +272,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     lr_schedule: str = "code"
+    warmup_steps: int = 0
     momentum: float = 0.9
     reg_lambda: float = 10.0
     reg_beta: float = 0.04
@@ -280,8 +297,8 @@ class TrainConfig:
         s = "train"
         _check_types(self, s)
         _check_choice(s, "mode", self.mode, ("online", "minibatch"))
-        if self.batch_size < 1:
-            _fail(s, "batch_size", f"must be >= 1; got {self.batch_size}")
+        if not 1 <= self.batch_size <= C_INT_MAX:
+            _fail(s, "batch_size", f"must lie in [1, {C_INT_MAX}]; got {self.batch_size}")
         if self.mode == "online" and self.batch_size != 1:
             _fail(s, "batch_size", f"online mode updates after every sample, so batch_size must be 1; got "
                                    f"{self.batch_size} (use train.mode=minibatch for larger batches)")
@@ -289,7 +306,9 @@ class TrainConfig:
             _fail(s, "epochs", f"must be >= 1; got {self.epochs}")
         _check_choice(s, "optimizer", self.optimizer, ("adam", "sgd"))
         _check_positive(s, "lr", self.lr)
-        _check_choice(s, "lr_schedule", self.lr_schedule, ("code", "sqrt", "constant"))
+        _check_choice(s, "lr_schedule", self.lr_schedule, ("code", "sqrt", "constant", "cosine"))
+        if self.warmup_steps < 0:
+            _fail(s, "warmup_steps", f"must be >= 0 (0 = no warm-up); got {self.warmup_steps}")
         if not 0 <= self.momentum < 1:
             _fail(s, "momentum", f"must lie in [0, 1); got {self.momentum}")
         _check_positive(s, "reg_lambda", self.reg_lambda, allow_zero=True)
@@ -305,8 +324,8 @@ class TrainConfig:
             _fail(s, "device", f"must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {dev!r}")
         if not 0 <= self.threads <= 4096:
             _fail(s, "threads", f"must be between 0 (torch's default) and 4096; got {self.threads}")
-        if self.eval_batch_size < 1:
-            _fail(s, "eval_batch_size", f"must be >= 1; got {self.eval_batch_size}")
+        if not 1 <= self.eval_batch_size <= C_INT_MAX:
+            _fail(s, "eval_batch_size", f"must lie in [1, {C_INT_MAX}]; got {self.eval_batch_size}")
         if self.max_steps < 0:
             _fail(s, "max_steps", f"must be >= 0 (0 = no limit); got {self.max_steps}")
         if self.checkpoint_every_steps < 0:
@@ -497,7 +516,13 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
             raise ConfigError(f"override {item!r}: unknown key {key!r}; known keys of [{section}]: "
                               f"{', '.join(sorted(hints))}")
         d[section][attr] = _cast(section, attr, hints[attr], value)
+        if section == "data" and attr in _ALTERNATIVES:  # setting one of the two sizes clears the other
+            d["data"][_ALTERNATIVES[attr]] = 0
     return config_from_dict(d)
+
+
+#: Keys that are two ways of giving one quantity: an override of one clears the other.
+_ALTERNATIVES = {"n_val": "val_fraction", "val_fraction": "n_val"}
 
 
 def list_presets() -> list[str]:
@@ -555,11 +580,49 @@ def load_config(source: str | os.PathLike[str] | None = None, overrides: Iterabl
         path = preset_path(text)
     d = _read_json(path) if path.suffix.lower() == ".json" else _read_toml(path)
     d.setdefault("name", path.stem)
+    overrides = list(overrides)
     try:
+        d = _with_mode_recipe(d, overrides)
         cfg = config_from_dict(d)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return apply_overrides(cfg, overrides)
+
+
+#: Optional TOML table of a preset holding the mini-batch recipe: ``[minibatch.train]``, ``[minibatch.model]``,
+#: ``[minibatch.data]`` keys that replace the preset's own when the run is in mini-batch mode.
+RECIPE_SECTION = "minibatch"
+
+
+def _mode_of(d: Mapping[str, Any], overrides: Sequence[str]) -> str:
+    mode = d.get("train", {}).get("mode", TrainConfig.mode) if isinstance(d.get("train", {}), Mapping) else ""
+    for item in overrides:
+        key, value = _split_override(item)
+        if key == "train.mode":
+            mode = value.strip()
+    return str(mode)
+
+
+def _with_mode_recipe(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``d`` without its ``[minibatch]`` table, whose keys are merged in when the run (after ``overrides``)
+    is in mini-batch mode: preset < preset's mini-batch recipe < command-line overrides. An online run
+    (the authors' exact procedure) ignores the table."""
+    recipe = d.get(RECIPE_SECTION)
+    if recipe is None:
+        return d
+    out = {k: v for k, v in d.items() if k != RECIPE_SECTION}
+    if not isinstance(recipe, Mapping) or set(recipe) - set(_SECTIONS):
+        raise ConfigError(f"[{RECIPE_SECTION}] must hold only the tables [{RECIPE_SECTION}.model], "
+                          f"[{RECIPE_SECTION}.data], [{RECIPE_SECTION}.train]")
+    if _mode_of(d, overrides) != "minibatch":
+        return out
+    for section, values in recipe.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{RECIPE_SECTION}.{section}] must be a table of keys")
+        out[section] = {**out.get(section, {}), **values}
+    # so that the preset's online batch size 1 is not checked against an online mode before the overrides
+    out["train"] = {**out.get("train", {}), "mode": "minibatch"}
+    return out
 
 
 def write_config_json(cfg: RunConfig, path: str | os.PathLike[str]) -> None:

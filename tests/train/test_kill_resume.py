@@ -72,7 +72,7 @@ OVERRIDES = ["model.arch=64-40-10", "model.thresholds=1.5,4", "model.T=30", "mod
 FINAL_FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
 LOCK = ".hm2bp-train.lock"  # left by a killed run (taken over by the next one), removed by a finished one
 N_BATCHES = 15
-TIME_KEYS = {"epoch_time_s", "wall_time_s"}
+TIME_KEYS = {"epoch_time_s", "train_time_s", "wall_time_s"}
 TEMP = re.compile(r"^\..+\.tmp$")
 PROC_TIMEOUT = 300.0
 

@@ -69,8 +69,16 @@ def test_file_datasets_split_by_path() -> None:
     assert torch.equal(val.get([1]), ds.get([int(val_idx[1])]))
 
 
+def test_an_override_of_one_validation_size_clears_the_other(tmp_path: Path) -> None:
+    assert load_config("digits", TINY + ["data.val_fraction=0.1", "data.n_val=5"]).data.val_fraction == 0
+    assert load_config("digits", TINY + ["data.n_val=5", "data.val_fraction=0.1"]).data.n_val == 0
+    p = tmp_path / "both.toml"
+    p.write_text("[data]\nn_val = 5\nval_fraction = 0.1\n")
+    with pytest.raises(ConfigError, match="either data.n_val or data.val_fraction"):
+        load_config(p)
+
+
 @pytest.mark.parametrize("bad, match", [
-    (["data.n_val=5", "data.val_fraction=0.1"], "either data.n_val or data.val_fraction"),
     (["train.early_stop_patience=2"], "needs a validation split"),
     (["data.val_fraction=1.0"], "val_fraction"),
     (["data.n_val=-1"], "n_val"),

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import LateralGainWarning, NumericalError
-from ..kernels import cpu
+from ..kernels.backend import NonFiniteInput
 from . import events as ev
 from .hm2bp import (
     conv_backward,
@@ -127,14 +127,17 @@ def _linear_step_backward(
     used_spikes = out
     if spec.output_spec is not None:
         labels, strength, desired = spec.output_spec
-        if labels is not None:
-            rules = output_rules(out, labels, spec.p, strength if spec.lateral_weight is not None else None, desired)
-            lam, used_spikes = rules.lateral, rules.spikes
-            if rules.unstable:
-                assert lam is not None
-                warn_unstable_lateral(lam, spec.name)
-            if rules.inserted:
-                counts_out = psp_drive = None  # σ must see the inserted spikes: recomputed
+        if labels is None:  # running on without them would silently skip spike insertion and Λ
+            raise ValueError(f"{spec.name}: the output layer's backward pass needs the labels (spike insertion and "
+                             "the lateral factor, spec §3.2/§3.4): call net(x, labels) for training; net(x) is for "
+                             "inference (under torch.no_grad())")
+        rules = output_rules(out, labels, spec.p, strength if spec.lateral_weight is not None else None, desired)
+        lam, used_spikes = rules.lateral, rules.spikes
+        if rules.unstable:
+            assert lam is not None
+            warn_unstable_lateral(lam, spec.name)
+        if rules.inserted:
+            counts_out = psp_drive = None  # σ must see the inserted spikes: recomputed
     grads = linear_backward(
         delta, in_spikes, used_spikes, weight, drive, spec.p, lateral=lam, effect_ratio=spec.effect_ratio,
         need_delta_below=need_below, dtype=spec.backward_dtype, events=events, psp_drive=psp_drive,
@@ -150,17 +153,16 @@ def _event_forward(events: ev.SpikeEvents, weight: Tensor, spec: LinearSpec, kee
     checks W as it reads it: no extra pass over the weights)."""
     try:
         return ev.forward(events, weight, spec.p, spec.lateral_weight, keep, float_out)
-    except cpu.NonFiniteWeights:
+    except NonFiniteInput:
         raise NumericalError(f"{spec.name}: the weights contain NaN or inf") from None
 
 
-def input_events(in_spikes: Tensor, weight: Tensor, name: str) -> ev.SpikeEvents | None:
-    """The event index of a layer's input, or None for the dense path (the float32 kernels reproduce the
-    spikes exactly; other dtypes take the dense path). NaN/inf input → NumericalError naming the layer."""
-    if weight.dtype != torch.float32:
-        return None
+def input_events(in_spikes: Tensor, weight: Tensor, name: str, *more_weights: Tensor) -> ev.SpikeEvents | None:
+    """The event index of a layer's input (or of a chain's, whose further weights are ``more_weights``), or
+    None for the dense path (the backend for these tensors has no event path for their dtype, or the input is
+    dense or graded). NaN/inf input → NumericalError naming the layer."""
     try:
-        return ev.spike_events(in_spikes)
+        return ev.spike_events(in_spikes, weights=(weight, *more_weights))
     except NumericalError:
         check_finite(in_spikes, None, name)  # names the layer and the time steps
         raise

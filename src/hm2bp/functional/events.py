@@ -9,19 +9,20 @@ and fuse the rest: the drive goes straight into the LIF scan, and C̃ is rebuilt
 the compact output spikes and contracted on the fly. A training step therefore
 never holds a float ``[T, B, N]`` drive or C̃ tensor; what it keeps for the backward pass is one byte per
 (sample × step × output neuron) plus four bytes per input spike. Elsewhere (GPU, no compiler, dense or
-graded spikes) ``hm2bp.py`` uses dense matmuls instead.
+graded spikes: the backend's ``spike_index`` says None) ``hm2bp.py`` uses dense matmuls instead.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..errors import NumericalError
-from ..kernels import cpu
+from ..kernels.backend import Backend, NonFiniteInput, SpikeIndex, backend_for
 from .params import NeuronParams
 from .psp import SILENT_POST_PSP
 
@@ -30,7 +31,8 @@ MAX_EVENT_DENSITY = float(os.environ.get("HM2BP_MAX_EVENT_DENSITY", "0.15"))
 
 
 class SpikeEvents(NamedTuple):
-    """The spikes of a ``[T, B, N]`` train as a CSR index over rows r = t·B + b."""
+    """The spikes of a ``[T, B, N]`` train as a CSR index over rows r = t·B + b, and the backend that made it
+    (which runs every event product on it)."""
 
     row_ptr: Tensor
     """``[T·B + 1]`` int64 offsets into ``cols``."""
@@ -40,23 +42,33 @@ class SpikeEvents(NamedTuple):
     batch: int
     counts: Tensor
     """``[B, N]`` spike counts per sample and neuron."""
+    backend: Backend
+
+    @property
+    def csr(self) -> SpikeIndex:
+        return SpikeIndex(self.row_ptr, self.cols, self.counts)
 
 
-def spike_events(spikes: Tensor, max_density: float = MAX_EVENT_DENSITY) -> SpikeEvents | None:
-    """Index the spikes for the event-driven kernels, or None when the dense path is the better choice
-    (not on the CPU, no compiler, more than ``max_density`` ones, or values other than 0 and 1).
+def spike_events(spikes: Tensor, max_density: float = MAX_EVENT_DENSITY, weights: Sequence[Tensor] = ()
+                 ) -> SpikeEvents | None:
+    """Index the spikes for the event-driven kernels, or None when the dense path is the better choice: the
+    backend for ``spikes`` and the ``weights`` that will read them has no event path for the weights' dtype
+    (float32 when none are given), more than ``max_density`` of the entries are ones, or some value is not
+    0 or 1.
 
     Raises:
         NumericalError: the spikes contain NaN or inf.
     """
-    if spikes.device.type != "cpu" or spikes.dim() != 3 or cpu.library() is None:
+    backend = backend_for(spikes, *weights)
+    dtypes = {w.dtype for w in weights} or {torch.float32}
+    if spikes.dim() != 3 or len(dtypes) != 1 or not backend.takes_events(dtypes.pop()):
         return None
     T, B, N = spikes.shape
     try:
-        index = cpu.spike_index(spikes.reshape(T * B, N), B, max_density=max_density)
-    except cpu.NonFiniteSpikes as exc:
-        raise NumericalError(f"the input spikes contain NaN or inf ({exc})") from None
-    return None if index is None else SpikeEvents(index[0], index[1], T, B, index[2])
+        index = backend.spike_index(spikes.reshape(T * B, N), B, max_density)
+    except NonFiniteInput as exc:
+        raise NumericalError(str(exc)) from None
+    return None if index is None else SpikeEvents(index.row_ptr, index.cols, T, B, index.counts, backend)
 
 
 class KeptForward(NamedTuple):
@@ -79,17 +91,14 @@ def forward(events: SpikeEvents, weight: Tensor, p: NeuronParams, lateral: Tenso
         spikes ``[T, B, N_out]`` (float32, or uint8 without ``float_out``), and with ``keep`` what the
         backward pass needs (its ``spikes`` is then the returned tensor when that is uint8).
     """
-    out, kept = cpu.fc_forward(events.row_ptr, events.cols, weight.to(torch.float32), events.steps, events.batch,
-                               float(p.tau_m), float(p.tau_s), int(p.t_ref), p.threshold32, lateral, p.psp_window,
-                               keep, float_out)
+    out, kept = events.backend.fc_forward(events.csr, weight, events.steps, events.batch, p, lateral, keep, float_out)
     return out, None if kept is None else KeptForward(*kept)
 
 
 def psp_drive(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, p: NeuronParams) -> Tensor:
     """Σ_t C̃_i(t)·(W s(t))_i ``[B, N_out]`` in the dtype of ``weight`` = W, for post spikes that differ
     from the forward's (the output layer after spike insertion)."""
-    return cpu.fc_psp_drive(out_spikes, events.row_ptr, events.cols, weight, float(p.tau_m), float(p.tau_s),
-                            int(p.t_ref), p.psp_window)
+    return events.backend.fc_psp_drive(out_spikes, events.csr, weight, p)
 
 
 def linear_backward(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, delta: Tensor, psp_drive: Tensor,
@@ -99,6 +108,5 @@ def linear_backward(out_spikes: Tensor, events: SpikeEvents, weight: Tensor, del
     gradient ``[N_out, N_in]``, error below ``[B, N_in]`` or None), in the dtype of ``weight`` = W. The rules
     are those of ``hm2bp.linear_backward`` (its dense path is the pure-torch copy); ``below`` is None,
     "plain" or "effect_ratio"; ``counts_out`` are the spike counts of ``out_spikes`` when known (the forward's)."""
-    return cpu.fc_backward(out_spikes, events.row_ptr, events.cols, events.counts, weight, delta, psp_drive, lateral,
-                           float(p.v_th), below, SILENT_POST_PSP, float(p.tau_m), float(p.tau_s), int(p.t_ref),
-                           p.psp_window, counts_out)
+    return events.backend.fc_backward(out_spikes, events.csr, weight, delta, psp_drive, lateral, p, below,
+                                      SILENT_POST_PSP, counts_out)

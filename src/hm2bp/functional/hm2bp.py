@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..kernels import cpu
+from ..kernels import torch_backend
+from ..kernels.backend import OutputRules, backend_for
+from ..kernels.torch_backend import insert_label_spikes, label_spike_times
 from . import events as ev
 from .params import NeuronParams
 from .psp import SILENT_POST_PSP, psp_coefficients
@@ -44,36 +46,6 @@ class LayerGrads(NamedTuple):
 # --------------------------------------------------------------------------------------------------
 
 
-def label_spike_times(steps: int, desired: int = 35) -> range:
-    """Spec §3.2: the steps t = Δ, 2Δ, … < T (Δ = ⌊T/desired⌋) at which a silent label neuron gets spikes;
-    empty when T < desired."""
-    step = steps // desired
-    return range(step, steps, step) if step >= 1 else range(0)
-
-
-def insert_label_spikes(spikes: Tensor, labels: Tensor, desired: int = 35) -> Tensor:
-    """Spec §3.2: a silent label neuron gets spikes at t = Δ, 2Δ, … < T, Δ = ⌊T/desired⌋.
-
-    Args:
-        spikes: ``[T, B, N]`` output spikes; labels: ``[B]`` class indices.
-
-    Returns:
-        A modified copy of ``spikes`` (the input is left unchanged).
-    """
-    T, B = spikes.shape[0], spikes.shape[1]
-    when = label_spike_times(T, desired)
-    out = spikes.clone()
-    if not when:
-        return out
-    batch = torch.arange(B, device=spikes.device)
-    silent = spikes[:, batch, labels].sum(0) == 0
-    if bool(silent.any()):
-        times = torch.arange(when.start, when.stop, when.step, device=spikes.device)
-        rows = batch[silent]
-        out[times.unsqueeze(1), rows.unsqueeze(0), labels[silent].unsqueeze(0)] = 1
-    return out
-
-
 def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float = 1.0) -> Tensor:
     """Spec §3.4: Λ_j = 1 / (1 − w0² Σ_{l≠j} R_jl d_l R_lj d_j), from the spikes before insertion.
 
@@ -85,50 +57,15 @@ def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: fl
         ``[B, N]`` float64 factors. Non-finite values and loop gains ≥ 1 are returned as they are
         (the authors do not guard them); callers that want a check use ``check_lateral_gain``.
     """
-    s = spikes.to(torch.float64)
-    counts = s.sum(0)  # f_j
-    # e[b, j, l] = e_{l|j}: only pairs of active neurons are used, so spec §2's silent-post case is not needed.
-    e = torch.einsum("tbj,tbl->bjl", s, psp_coefficients(spikes, p, torch.float64))
-    active = counts > 0
-    # R[b, j, l] = e_{l|j} / f_j  (j's effect on l relative to j's count), 1 where a count is 0.
-    both = active.unsqueeze(2) & active.unsqueeze(1)
-    ratio = torch.where(both, e / counts.clamp(min=1).unsqueeze(2), 1.0)
-    d = active.to(torch.float64)
-    d[torch.arange(len(labels), device=d.device), labels] = 1.0
-    d = d / p.v_th
-    # loop[b, j] = Σ_{l≠j} R_jl d_l R_lj d_j
-    terms = ratio * ratio.transpose(1, 2) * d.unsqueeze(1) * d.unsqueeze(2)
-    loop = terms.sum(2) - torch.diagonal(terms, dim1=1, dim2=2)
-    return 1.0 / (1.0 - strength**2 * loop)
-
-
-class OutputRules(NamedTuple):
-    """The output layer's spike insertion and lateral factor for one batch (``output_rules``)."""
-
-    spikes: Tensor
-    """``[T, B, N]`` spikes after the insertion of §3.2 (same dtype as the input spikes)."""
-    lateral: Tensor | None
-    """``[B, N]`` float64 Λ of §3.4 (None without lateral inhibition)."""
-    inserted: bool
-    """Whether any spike was inserted (σ's numerator of the forward is then stale)."""
-    unstable: bool
-    """Whether some Λ is not finite or ≤ 0 (loop gain ≥ 1; the authors leave it unguarded)."""
+    return torch_backend.lateral_factor(spikes, labels, p, strength, backend_for(spikes).psp_coefficients)
 
 
 def output_rules(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float | None, desired: int = 35
                  ) -> OutputRules:
     """Spec §3.2 and §3.4 for a batch: ``insert_label_spikes`` and, when ``strength`` (w0) is not None,
-    ``lateral_factor`` of the spikes before insertion. On the CPU one compiled pass does both (one call
-    instead of ~90 small tensor operations per training step); elsewhere the two functions above."""
-    if spikes.dim() == 3 and cpu.usable(spikes, labels):
-        used, lam, inserted, bad = cpu.output_rules(
-            spikes, labels, spikes.shape[0] // desired, float(p.v_th), strength, float(p.tau_m), float(p.tau_s),
-            int(p.t_ref), p.psp_window)
-        return OutputRules(used if spikes.dtype == torch.uint8 else used.to(spikes.dtype), lam, inserted > 0, bad > 0)
-    lam = lateral_factor(spikes, labels, p, strength) if strength is not None else None
-    used = insert_label_spikes(spikes, labels, desired)
-    unstable = lam is not None and bool((~torch.isfinite(lam) | (lam <= 0)).any())
-    return OutputRules(used, lam, not torch.equal(used, spikes), unstable)
+    ``lateral_factor`` of the spikes before insertion. The backend decides how (on the CPU one compiled pass
+    does both: one call instead of ~90 small tensor operations per training step)."""
+    return backend_for(spikes, labels).output_rules(spikes, labels, p, strength, desired)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,3 +242,9 @@ def pool_backward(
     both = (counts_in > 0) & (counts_out > 0)
     ratio = torch.where(both, e / counts_in.clamp(min=1), torch.ones_like(e))
     return up(delta.to(dtype)) / pool**2 * ratio
+
+
+__all__ = [
+    "LayerGrads", "OutputRules", "conv_backward", "insert_label_spikes", "label_spike_times", "lateral_factor",
+    "linear_backward", "output_rules", "pool_backward",
+]

@@ -6,10 +6,10 @@ pre-synaptic spikes of step ``t``, which the neuron integrates at step ``t + 1``
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from ..kernels import cpu
+from ..kernels import torch_backend
+from ..kernels.backend import backend_for
 from .params import NeuronParams
 
 
@@ -31,39 +31,12 @@ def simulate_lif(drive: Tensor, p: NeuronParams, lateral: Tensor | None = None) 
     Returns:
         ``[T, B, *shape]`` spikes as 0/1 values of ``drive.dtype``.
 
-    On the CPU in float32 the compiled kernel of ``hm2bp.kernels`` runs the same operations; the
-    torch loop below is the portable path (GPU, other dtypes, or no C compiler).
+    ``hm2bp.kernels.backend_for`` picks the implementation (the compiled C kernel on the CPU, Triton on
+    CUDA, the torch loop of ``kernels/torch_backend.lif_step`` elsewhere); all run the same operations.
     """
-    if drive.dtype == torch.float32 and cpu.usable(drive):
-        return cpu.lif_scan(drive, float(p.tau_m), float(p.tau_s), int(p.t_ref), p.threshold32, lateral)
-    return _simulate_lif_torch(drive, p, lateral)
+    return backend_for(drive).lif_scan(drive, p, lateral)
 
 
 def _simulate_lif_torch(drive: Tensor, p: NeuronParams, lateral: Tensor | None) -> Tensor:
-    T = drive.shape[0]
-    out = torch.zeros_like(drive)
-    if T == 0:
-        return out
-    state_shape = drive.shape[1:]
-    v = torch.zeros(state_shape, dtype=drive.dtype, device=drive.device)
-    x = torch.zeros_like(v)
-    refractory = torch.zeros(state_shape, dtype=torch.int32, device=drive.device)
-    theta = p.threshold32 if drive.dtype == torch.float32 else float(p.v_th) - float(p.theta_eps)
-    tau_m, tau_s, t_ref = float(p.tau_m), float(p.tau_s), int(p.t_ref)
-    for t in range(1, T):
-        v.sub_(v / tau_m)
-        x.sub_(x / tau_s)
-        current = drive[t - 1]
-        if lateral is not None:
-            prev = out[t - 1].reshape(drive.shape[1], -1)
-            current = current + (prev @ lateral.t().to(drive.dtype)).reshape(current.shape)
-        x.add_(current)
-        v.add_(x / tau_s)
-        clamped = refractory > 0
-        v.masked_fill_(clamped, 0.0)
-        refractory.sub_(clamped.to(torch.int32))
-        spiked = v > theta
-        refractory.masked_fill_(spiked, t_ref)
-        v.masked_fill_(spiked, 0.0)
-        out[t] = spiked
-    return out
+    """The torch twin (``kernels/torch_backend.py``), whatever ``backend_for`` would choose."""
+    return torch_backend.lif_scan(drive, p, lateral)

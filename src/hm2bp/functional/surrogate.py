@@ -1,7 +1,7 @@
 """Surrogate-gradient BPTT on exactly the HM2-BP neuron, for comparing learning rules on identical networks.
 
-The forward pass is the LIF scan of spec §1.1 (same operations, so the same spikes as
-``neuron.simulate_lif``), written with differentiable torch ops; the spike's Heaviside step gets the
+The forward pass is the LIF scan of spec §1.1: the same time loop and step as the torch backend
+(``kernels/torch_backend.lif_run``, out-of-place ops, so the same spikes as ``neuron.simulate_lif``); the spike's Heaviside step gets the
 SuperSpike / fast-sigmoid surrogate derivative 1/(1 + β|u|)², u = (v − θ)/ν, and autograd
 back-propagates through time. The reset is detached (the usual choice in surrogate-gradient SNNs).
 Memory grows with every stored step, which is the point of the comparison with HM2-BP.
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..kernels import torch_backend
 from .params import NeuronParams
 
 SURROGATE_BETA = 10.0
@@ -43,30 +44,6 @@ def simulate_lif_bptt(drive: Tensor, p: NeuronParams, lateral: Tensor | None = N
     Returns:
         ``[T, B, *shape]`` spikes (0/1), differentiable through the surrogate.
     """
-    T = drive.shape[0]
-    theta = p.threshold32 if drive.dtype == torch.float32 else float(p.v_th) - float(p.theta_eps)
-    v = torch.zeros_like(drive[0])
-    x = torch.zeros_like(drive[0])
-    refractory = torch.zeros(drive.shape[1:], dtype=torch.int32, device=drive.device)
-    spikes = [torch.zeros_like(drive[0])]
-    # unbind, not drive[t - 1]: the backward of per-step indexing would build a [T, B, ...] zero
-    # gradient for every step (O(T²) memory traffic); unbind's backward is one stack.
-    currents = drive.unbind(0)
-    for t in range(1, T):
-        v = v - v / p.tau_m
-        x = x - x / p.tau_s
-        current = currents[t - 1]
-        if lateral is not None:
-            prev = spikes[-1].reshape(drive.shape[1], -1)
-            current = current + (prev @ lateral.t().to(drive.dtype)).reshape(current.shape)
-        x = x + current
-        v = v + x / p.tau_s
-        clamped = refractory > 0
-        v = v.masked_fill(clamped, 0.0)
-        refractory = refractory - clamped.to(torch.int32)
-        s = _HeavisideSurrogate.apply((v - theta) / p.v_th, beta)
-        fired = s.detach() > 0
-        refractory = refractory.masked_fill(fired, int(p.t_ref))
-        v = v * (1.0 - s.detach())
-        spikes.append(s)
-    return torch.stack(spikes)
+    theta = torch_backend.threshold(p, drive.dtype)
+    v_th = float(p.v_th)
+    return torch_backend.lif_run(drive, p, lateral, lambda v: _HeavisideSurrogate.apply((v - theta) / v_th, beta))

@@ -1,4 +1,10 @@
-"""Optional compiled kernels with the same results as the pure-torch loops in ``hm2bp.functional``.
+"""Implementations of the hot loops behind one seam (``backend.py``): the portable torch twin, the compiled C
+kernels (``cpu.py``) and Triton kernels for CUDA. ``backend_for(*tensors)`` chooses; ``HM2BP_BACKEND=torch``,
+``cpu`` or ``triton`` forces one; ``python -m hm2bp.kernels`` prints which backend each device gets and why.
 
-Set ``HM2BP_BACKEND=torch`` to force the pure-torch path.
+Submodules load lazily: importing this package imports neither the C library nor triton.
 """
+
+from .backend import Backend, backend_for, describe, get_backend
+
+__all__ = ["Backend", "backend_for", "describe", "get_backend"]

@@ -1,20 +1,16 @@
-"""The compiled CPU kernels (``cpu_scan.c``), built with the system C compiler on first use.
+"""The compiled CPU kernels (the C files of ``SOURCES``) and their ``ctypes`` wrappers.
 
-The shared library is cached under ``$HM2BP_CACHE`` (default ``~/.cache/hm2bp``), keyed by a hash of
-the source and the compiler flags, and loaded with ``ctypes``: no Python headers, no build step at
-install time. On a CPU with AVX2 the library is built with ``-mavx2`` (bit-identical results: FMA
-contraction stays off), falling back to the generic build if the compiler refuses it. Where no compiler
-is available the callers fall back to the pure-torch loops (same results, slower), and say so once.
+The library is built with the system C compiler on first use, cached and verified by ``build.py``. Where
+no compiler is available the callers fall back to the pure-torch loops (same results, slower), and say so
+once. Every integer handed to C is bounded here first (``c_int``): ctypes would wrap it silently.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
+import math
+import operator
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -22,8 +18,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-_SOURCE = Path(__file__).with_name("cpu_scan.c")
-_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-std=c11", "-lm"]
+from . import build
+
+_HERE = Path(__file__).parent
+SOURCES = ["cpu_scan.c"]
+"""The C files compiled into the one kernel library (adding a kernel file is one more name here)."""
+HEADERS: list[str] = []
+"""The headers they include (part of the cache key)."""
+# For cpu_conv.py and older callers: the build settings now live in build.py.
+_FLAGS, _cache_dir, _isa_flags = build.FLAGS, build.cache_dir, build.isa_flags
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -31,55 +34,49 @@ _failed: str | None = None
 _i64, _i32, _f32, _f64, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_double, ctypes.c_void_p
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("HM2BP_CACHE", Path.home() / ".cache" / "hm2bp"))
+C_INT_MAX = 2**31 - 1
+"""Bound of every count, size and T_ref handed to the kernels: ctypes would silently wrap a larger Python int
+(T_ref = 2**32 + 2 ran as 2; 2**31 became negative and indexed out of the buffers)."""
 
 
-def _isa_flags() -> list[str]:
-    """``-mavx2`` when this x86-64 CPU has AVX2 (twice the vector width; without FMA contraction the
-    results are bit for bit those of the generic build), else nothing. The cache key holds the flags."""
-    if os.environ.get("HM2BP_GENERIC_KERNELS"):
-        return []
+def c_int(name: str, value: object, low: int = 0, high: float = C_INT_MAX) -> int:
+    """``value`` as an integer in [low, high] for the kernels, or a ValueError naming the parameter."""
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return ["-mavx2"] if "avx2" in line.split() else []
-    except OSError:
-        pass
-    return []
+        v = operator.index(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise ValueError(f"hm2bp kernels: {name} must be an integer, got {value!r}") from None
+    if not low <= v <= high:
+        raise ValueError(f"hm2bp kernels: {name} must lie in [{low}, {high}], got {v}")
+    return v
 
 
-def _compile(compiler: str, flags: list[str]) -> Path:
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"hm2bp_cpu_{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
-            os.replace(tmp, target)  # atomic: a concurrent or interrupted build never leaves a half library
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc.stderr.strip()[:500]}") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
+def c_window(window: object, steps: int) -> int:
+    """The S-PSP window (≥ 0) for the kernels: every window ≥ T reaches back to step 1, so a larger one is
+    passed as T (the same results, and no overflow of t − window)."""
+    return min(c_int("window", window, high=math.inf), steps)
+
+
+def _sizes(**sizes: int) -> None:
+    """Every tensor size handed to the kernels fits their 32-bit indices (cols are int32)."""
+    for name, v in sizes.items():
+        c_int(name, v)
+
+
+def _shape(name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
+    if t is not None and tuple(t.shape) != shape:
+        raise ValueError(f"hm2bp kernels: {name} must have shape {list(shape)}, got {list(t.shape)}")
+
+
+def _check_index(row_ptr: Tensor, cols: Tensor, T: int, batch: int) -> None:
+    """The CSR spike index matches T·B rows (the kernels read row_ptr[0 … T·B])."""
+    if (row_ptr.dtype != torch.int64 or cols.dtype != torch.int32 or row_ptr.dim() != 1 or cols.dim() != 1
+            or row_ptr.numel() != T * batch + 1):
+        raise ValueError(f"hm2bp kernels: the spike index must be row_ptr int64 [T·B + 1 = {T * batch + 1}] and "
+                         f"cols int32, got {row_ptr.dtype} {list(row_ptr.shape)} and {cols.dtype} {list(cols.shape)}")
 
 
 def _build() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc/gcc) found")
-    isa = _isa_flags()
-    try:
-        target = _compile(compiler, [*_FLAGS, *isa])
-    except RuntimeError:
-        if not isa:
-            raise
-        target = _compile(compiler, _FLAGS)  # a compiler without the ISA option: the generic build
-    lib = ctypes.CDLL(str(target))
+    lib = build.load("hm2bp_cpu", [_HERE / name for name in SOURCES], [_HERE / name for name in HEADERS])
     lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
     lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
     lib.hm2bp_fc_forward_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _f32, _i32, _f32, _ptr,
@@ -146,13 +143,16 @@ def lif_scan(drive: Tensor, tau_m: float, tau_s: float, t_ref: int, theta: float
     lib = library()
     assert lib is not None and drive.dtype == torch.float32
     T = drive.shape[0]
+    t_ref = c_int("t_ref", t_ref)
+    _sizes(T=T)
     d = drive.reshape(T, -1).contiguous()
     out = torch.zeros_like(d)
     n = 0
     lat_ptr = None
     if lateral is not None:
         lat = lateral.to(torch.float32).contiguous()
-        n = lat.shape[0]
+        n = math.prod(drive.shape[2:])
+        _shape("lateral", lat, (n, n))
         lat_ptr = lat.data_ptr()
     status = lib.hm2bp_lif_scan_f32(d.data_ptr(), out.data_ptr(), T, d.shape[1], tau_m, tau_s, t_ref, theta,
                                     lat_ptr, n, torch.get_num_threads())
@@ -203,6 +203,10 @@ def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[T
     else:
         s, kernel = spikes.to(torch.float32).contiguous(), lib.hm2bp_spike_index_f32
     R, N = s.shape
+    _sizes(neurons=N, batch=batch)
+    if (batch < 1 and R > 0) or (batch > 0 and R % batch):
+        raise ValueError(f"hm2bp kernels: {R} spike rows are not T·B rows of batch {batch}")
+    _sizes(T=R // batch if batch > 0 else 0)
     row_ptr = torch.empty(R + 1, dtype=torch.int64)
     counts = torch.empty(batch, N, dtype=torch.int64)
     handle = ctypes.c_void_p()
@@ -232,6 +236,10 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int
     assert lib is not None and weight.dtype == torch.float32
     w = weight.contiguous()
     n, n_in = w.shape
+    _sizes(T=T, batch=batch, neurons=n, inputs=n_in)
+    t_ref, window = c_int("t_ref", t_ref), c_window(window, T)
+    _check_index(row_ptr, cols, T, batch)
+    _shape("lateral", lateral, (n, n))
     out = torch.empty(T, batch, n, dtype=torch.float32) if float_out else None
     out_u8 = torch.empty(T, batch, n, dtype=torch.uint8) if keep or not float_out else None
     counts = torch.empty(batch, n, dtype=torch.int32) if keep else None
@@ -265,6 +273,10 @@ def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, ta
     T, B, n = post.shape
     u8 = _as_u8(post)
     w = weight.contiguous()
+    _sizes(T=T, batch=B, neurons=n, inputs=w.shape[1])
+    _shape("weight", w, (n, w.shape[1]))
+    t_ref, window = c_int("t_ref", t_ref), c_window(window, T)
+    _check_index(row_ptr, cols, T, B)
     out = torch.empty(B, n, dtype=w.dtype)
     _check(getattr(lib, f"hm2bp_fc_psp_drive_{_suffix(w)}")(
         u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), out.data_ptr(), T, B, n, w.shape[1],
@@ -294,6 +306,13 @@ def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, 
     u8 = _as_u8(post)
     w = weight.contiguous()
     n_in = w.shape[1]
+    _sizes(T=T, batch=B, neurons=n, inputs=n_in)
+    t_ref, window = c_int("t_ref", t_ref), c_window(window, T)
+    _check_index(row_ptr, cols, T, B)
+    for name, t, shape in (("weight", w, (n, n_in)), ("counts_in", counts_in, (B, n_in)), ("delta", delta, (B, n)),
+                           ("psp_drive", psp_drive, (B, n)), ("lateral", lateral, (B, n)),
+                           ("counts_out", counts_out, (B, n))):
+        _shape(name, t, shape)
     mode = {None: 0, "plain": 1, "effect_ratio": 2}[below]
     d = delta.to(w.dtype).contiguous()
     drive = psp_drive.to(torch.float64).contiguous()
@@ -320,6 +339,9 @@ def output_rules(post: Tensor, labels: Tensor, step: int, v_th: float, strength:
     lib = library()
     assert lib is not None
     T, B, n = post.shape
+    _sizes(T=T, batch=B, neurons=n)
+    step, t_ref, window = c_int("step", step), c_int("t_ref", t_ref), c_window(window, T)
+    _shape("labels", labels, (B,))
     u8 = _as_u8(post)
     lab = labels.to(torch.int64).contiguous()
     used = torch.empty(T, B, n, dtype=torch.uint8)
@@ -341,6 +363,8 @@ def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int
     lib = library()
     assert lib is not None
     spikes = _as_u8(post_spikes)
+    _sizes(T=spikes.shape[0])
+    t_ref, window = c_int("t_ref", t_ref), c_window(window, spikes.shape[0])
     out = torch.empty(spikes.shape, dtype=dtype)
     _check(getattr(lib, f"hm2bp_psp_coeffs_{_suffix(out)}")(
         spikes.data_ptr(), out.data_ptr(), spikes.shape[0], spikes.shape[1], tau_m, tau_s, t_ref, window,

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..functional import conv_events
 from ..functional.autograd import (
     LinearSpec,
     OutputSpec,
@@ -26,15 +27,60 @@ from ..functional.neuron import simulate_lif
 from ..functional.params import NeuronParams
 from ..functional.surrogate import simulate_lif_bptt
 
-RULES = ("hm2bp", "bptt")
+
+class _HM2BPRule:
+    """The HM2-BP backward pass (``functional/autograd.py``): exact spiking forward, spec §3 backward."""
+
+    name = "hm2bp"
+    fuses_linear_stack = True
+    """Consecutive FC layers may run as one autograd node (``linear_stack_forward``), and so may
+    consecutive conv/pool layers (``conv_stack_forward``)."""
+
+    def linear(self, layer: SpikingLinear, x: Tensor, labels: Tensor | None) -> Tensor:
+        keep = torch.is_grad_enabled() and (layer.weight.requires_grad or x.requires_grad)
+        return SpikingLinearFunction.apply(x, layer.weight, layer.spec(labels), keep)
+
+    def conv(self, layer: SpikingConv2d, x: Tensor) -> Tensor:
+        out = conv_stack_forward([layer], x, None)  # the event-driven path, where the input allows it
+        if out is not None:
+            return out
+        return SpikingConv2dFunction.apply(x, layer.weight, layer.params, layer.backward_dtype, layer.name)
+
+    def pool(self, layer: SpikingPool2d, x: Tensor) -> Tensor:
+        out = conv_stack_forward([layer], x, None)
+        if out is not None:
+            return out
+        return SpikingPool2dFunction.apply(x, layer.pool, layer.params, layer.backward_dtype, layer.name)
+
+
+class _BPTTRule:
+    """Surrogate-gradient BPTT through the same LIF neurons (``functional/surrogate.py``)."""
+
+    name = "bptt"
+    fuses_linear_stack = False
+
+    def linear(self, layer: SpikingLinear, x: Tensor, labels: Tensor | None) -> Tensor:
+        return simulate_lif_bptt(linear_drive(x, layer.weight), layer.params, layer.lateral_weight)
+
+    def conv(self, layer: SpikingConv2d, x: Tensor) -> Tensor:
+        return simulate_lif_bptt(conv_drive(x, layer.weight), layer.params)
+
+    def pool(self, layer: SpikingPool2d, x: Tensor) -> Tensor:
+        return simulate_lif_bptt(pool_drive(x, layer.pool), layer.params)
+
+
+_RULES: dict[str, _HM2BPRule | _BPTTRule] = {"hm2bp": _HM2BPRule(), "bptt": _BPTTRule()}
+RULES = tuple(_RULES)
 """Learning rules: "hm2bp" (the HM2-BP backward pass) or "bptt" (surrogate-gradient BPTT on the same
-neuron, ``hm2bp.functional.surrogate``), for comparing rules on identical networks."""
+neuron, ``hm2bp.functional.surrogate``), for comparing rules on identical networks. A layer looks its rule up
+once, when it is built."""
 
 
-def _check_rule(rule: str) -> str:
-    if rule not in RULES:
+def learning_rule(rule: str) -> _HM2BPRule | _BPTTRule:
+    """The rule object called ``rule`` (ConfigError for an unknown name)."""
+    if rule not in _RULES:
         raise ConfigError(f"learning rule must be one of {RULES}, got {rule!r}")
-    return rule
+    return _RULES[rule]
 
 
 def _uniform_(weight: Tensor, scale: float, generator: torch.Generator | None) -> Tensor:
@@ -102,7 +148,8 @@ class SpikingLinear(nn.Module):
         rule: str = "hm2bp",
     ) -> None:
         super().__init__()
-        self.rule = _check_rule(rule)
+        self.learning_rule = learning_rule(rule)
+        self.rule = rule
         if in_features < 1 or out_features < 1:
             raise ConfigError(f"SpikingLinear: sizes must be positive, got {in_features} -> {out_features}")
         self.in_features, self.out_features = in_features, out_features
@@ -119,11 +166,7 @@ class SpikingLinear(nn.Module):
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         _check_input(x, 3, "SpikingLinear", (self.in_features,))
-        x = x.to(self.weight.dtype)
-        if self.rule == "bptt":
-            return simulate_lif_bptt(linear_drive(x, self.weight), self.params, self.lateral_weight)
-        keep = torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)
-        return SpikingLinearFunction.apply(x, self.weight, self.spec(labels), keep)
+        return self.learning_rule.linear(self, x.to(self.weight.dtype), labels)
 
     def spec(self, labels: Tensor | None = None) -> LinearSpec:
         """This layer's settings for its autograd Functions (``labels``: the output layer's targets)."""
@@ -147,10 +190,8 @@ def linear_stack_forward(layers: list[SpikingLinear], x: Tensor, labels: Tensor 
     first = layers[0]
     _check_input(x, 3, first.name, (first.in_features,))
     weights = [layer.weight for layer in layers]
-    if any(w.dtype != torch.float32 or w.device.type != "cpu" for w in weights):
-        return None
-    x = x.to(torch.float32) if x.is_floating_point() else x
-    events = input_events(x, first.weight, first.name)
+    x = x.to(first.weight.dtype) if x.is_floating_point() else x
+    events = input_events(x, first.weight, first.name, *weights[1:])
     if events is None:
         return None
     specs = tuple(layer.spec(labels if i == len(layers) - 1 else None) for i, layer in enumerate(layers))
@@ -195,7 +236,8 @@ class SpikingConv2d(nn.Module):
         rule: str = "hm2bp",
     ) -> None:
         super().__init__()
-        self.rule = _check_rule(rule)
+        self.learning_rule = learning_rule(rule)
+        self.rule = rule
         if min(in_channels, out_channels, kernel_size) < 1:
             raise ConfigError("SpikingConv2d: channels and kernel size must be positive")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
@@ -211,10 +253,7 @@ class SpikingConv2d(nn.Module):
                 f"SpikingConv2d: expected [T, B, {self.in_channels}, H, W] with H, W >= {self.kernel_size}, "
                 f"got {list(x.shape)}"
             )
-        x = x.to(self.weight.dtype)
-        if self.rule == "bptt":
-            return simulate_lif_bptt(conv_drive(x, self.weight), self.params)
-        return SpikingConv2dFunction.apply(x, self.weight, self.params, self.backward_dtype, self.name)
+        return self.learning_rule.conv(self, x.to(self.weight.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, v_th={self.params.v_th}"
@@ -243,7 +282,8 @@ class SpikingPool2d(nn.Module):
         rule: str = "hm2bp",
     ) -> None:
         super().__init__()
-        self.rule = _check_rule(rule)
+        self.learning_rule = learning_rule(rule)
+        self.rule = rule
         if pool < 1:
             raise ConfigError(f"SpikingPool2d: pool size must be positive, got {pool}")
         self.pool = pool
@@ -254,12 +294,34 @@ class SpikingPool2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5:
             raise ValueError(f"SpikingPool2d: expected [T, B, C, H, W], got {list(x.shape)}")
-        if self.rule == "bptt":
-            return simulate_lif_bptt(pool_drive(x, self.pool), self.params)
-        return SpikingPool2dFunction.apply(x, self.pool, self.params, self.backward_dtype, self.name)
+        return self.learning_rule.pool(self, x)
 
     def extra_repr(self) -> str:
         return f"pool={self.pool}, v_th={self.params.v_th}"
+
+
+def conv_stack_forward(layers: list[SpikingConv2d | SpikingPool2d], x: Tensor, recorded: list[Tensor] | None
+                       ) -> Tensor | None:
+    """Run consecutive HM2-BP conv/pool layers on ``x`` ``[T, B, C, H, W]`` as one event-driven autograd node
+    (``functional/conv_events.py``), or return None when their input takes the dense path (not on the CPU,
+    not float32, no compiler, graded spikes): the caller then runs the layers one by one. ``recorded`` (a
+    list, or None) receives every layer's spikes. Same spikes either way."""
+    if x.dim() != 5:
+        return None
+    specs = []
+    C, H, W = x.shape[2:]
+    for layer in layers:
+        if isinstance(layer, SpikingConv2d):
+            if C != layer.in_channels or min(H, W) < layer.kernel_size:
+                return None  # the layer's own forward reports the shape
+            g = conv_events.conv_geometry(C, H, W, layer.out_channels, layer.kernel_size)
+        else:
+            g = conv_events.pool_geometry(C, H, W, layer.pool)
+        specs.append(conv_events.ConvLayerSpec(isinstance(layer, SpikingConv2d), g, layer.params, layer.name))
+        C, H, W = g.K, g.Ho, g.Wo
+    weights = [layer.weight for layer in layers if isinstance(layer, SpikingConv2d)]
+    x = x.to(torch.float32) if x.is_floating_point() else x
+    return conv_events.stack_forward(tuple(specs), weights, x, recorded)
 
 
 class Reservoir(nn.Module):

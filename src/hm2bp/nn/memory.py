@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError
 from ..functional.events import MAX_EVENT_DENSITY
-from ..kernels import cpu
+from ..kernels.backend import backend_for
 from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d
 from .network import SpikingNetwork
 
@@ -45,9 +45,9 @@ def _event_path(net: SpikingNetwork, device: torch.device | str) -> bool:
     """Whether a training step of ``net`` runs on the event-driven FC kernels (fully connected HM2-BP
     layers with float32 weights, on the CPU with the compiled kernels; sparse input assumed)."""
     spiking = [layer for layer in net.layers if not isinstance(layer, Flatten)]
-    return (torch.device(device).type == "cpu" and cpu.library() is not None and bool(spiking)
-            and all(isinstance(layer, SpikingLinear) and layer.rule == "hm2bp"
-                    and layer.weight.dtype == torch.float32 for layer in spiking))
+    backend = backend_for(torch.device(device))
+    return bool(spiking) and all(isinstance(layer, SpikingLinear) and layer.learning_rule.fuses_linear_stack
+                                 and backend.takes_events(layer.weight.dtype) for layer in spiking)
 
 
 def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value: int = 4,
@@ -74,7 +74,7 @@ def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value
 def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     """Free memory of the device: MemAvailable on Linux CPUs, free memory on CUDA; None if unknown."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # free memory: a device property, not a backend choice
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     try:

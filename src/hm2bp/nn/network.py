@@ -20,6 +20,7 @@ from .layers import (
     SpikingConv2d,
     SpikingLinear,
     SpikingPool2d,
+    conv_stack_forward,
     linear_stack_forward,
 )
 
@@ -65,9 +66,18 @@ class SpikingNetwork(nn.Module):
         layers = list(self.layers)
         i = 0
         while i < len(layers):
+            convs = self._conv_run(layers, i)
+            if convs:  # consecutive conv/pool layers: one event-driven node, compact spikes in between
+                stacked: list[Tensor] | None = [] if record else None
+                out = conv_stack_forward(convs, x, stacked)
+                if out is not None:
+                    x = out
+                    recorded += [t.detach() for t in stacked or []]
+                    i += len(convs)
+                    continue
             run = self._linear_run(layers, i)
             if len(run) >= 2:  # consecutive FC layers: one node, compact spikes in between
-                stacked: list[Tensor] | None = [] if record else None
+                stacked = [] if record else None
                 is_last = i + len(run) == len(layers)
                 out = linear_stack_forward(run, x, labels if is_last else None, stacked)
                 if out is not None:
@@ -84,11 +94,21 @@ class SpikingNetwork(nn.Module):
         return x
 
     @staticmethod
+    def _conv_run(layers: list[nn.Module], start: int) -> list[SpikingConv2d | SpikingPool2d]:
+        """The HM2-BP SpikingConv2d/SpikingPool2d layers from ``start`` on, up to the first other layer."""
+        run: list[SpikingConv2d | SpikingPool2d] = []
+        for layer in layers[start:]:
+            if not isinstance(layer, (SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_linear_stack:
+                break
+            run.append(layer)
+        return run
+
+    @staticmethod
     def _linear_run(layers: list[nn.Module], start: int) -> list[SpikingLinear]:
         """The HM2-BP SpikingLinear layers from ``start`` on, up to the first other layer."""
         run: list[SpikingLinear] = []
         for layer in layers[start:]:
-            if not isinstance(layer, SpikingLinear) or layer.rule != "hm2bp":
+            if not isinstance(layer, SpikingLinear) or not layer.learning_rule.fuses_linear_stack:
                 break
             run.append(layer)
         return run

@@ -49,17 +49,19 @@ from . import distributed as D
 from .boosting import update_boost_weights
 from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar
 from .checkpoint import load_checkpoint, repair_best
-from .datasets import SpikeDataset, load_splits
-from .evaluate import EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint, model_from_checkpoint
+from .datasets import SpikeDataset
+from .evaluate import (EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint,
+                       model_from_checkpoint)
 from .interrupt import InterruptGuard, TrainingInterrupted
 from .metrics import MetricsLog
 from .preflight import preflight, warn_if_threads_changed
 from .rundir import RunLock, check_run_folder
 from .runtime import build_model, num_threads, resolve_device
-from .schedule import lr_at_epoch, shuffle_order
+from .schedule import lr_at_epoch, lr_at_step, per_step_schedule, shuffle_order
 from .selection import early_stop_due, fill_selection, selected_fields, summary_line
 from .state import EpochProgress, TrainState, check_resumable, fresh_state, make_checkpoint, restore_state
 from .update_checks import report_epoch_updates
+from .user_datasets import resolve_datasets
 
 __all__ = [
     "EvalResult",
@@ -173,6 +175,7 @@ class Trainer:
         self.show_progress = True  # evaluation progress (the training pass has its own hook)
         self._t_start = time.perf_counter()
         self._t_epoch = self._t_start
+        self._train_time = 0.0
 
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -222,9 +225,10 @@ class Trainer:
 
     def begin_epoch(self, epoch: int) -> EpochProgress:
         """The learning rate and data order of ``epoch`` (kept when resuming inside it)."""
-        lr = lr_at_epoch(self.t.lr, epoch, self.t.lr_schedule)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        if self._per_step:
+            self._set_lr(epoch, 0)
+        else:
+            self._set_lr_value(lr_at_epoch(self.t.lr, epoch, self.t.lr_schedule))
         st = self.st
         if st.progress is None:
             st.order = shuffle_order(st.order, self.t.shuffle, st.shuffle_gen, self.t.n_swaps)
@@ -232,6 +236,21 @@ class Trainer:
         self._t_epoch = time.perf_counter() - st.progress.elapsed
         self._emit("on_epoch_start", st.progress)
         return st.progress
+
+    @property
+    def _per_step(self) -> bool:
+        return per_step_schedule(self.t.lr_schedule, self.t.warmup_steps)
+
+    def _set_lr_value(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def _set_lr(self, epoch: int, batch: int) -> None:
+        """The per-update rate (cosine, warm-up) of batch ``batch`` of ``epoch``: a function of the global
+        update index, so that a run resumed mid-epoch gets the same rates."""
+        n = self.n_batches
+        self._set_lr_value(lr_at_step(self.t.lr, epoch, epoch * n + batch, self.t.epochs * n, self.t.lr_schedule,
+                                      self.t.warmup_steps))
 
     def run_epoch(self, ep: EpochProgress) -> None:
         """The updates of the epoch's training pass from batch ``ep.batch`` on; hooks after every update."""
@@ -249,6 +268,8 @@ class Trainer:
         if ctx is not None:
             idx = D.shard(idx, ctx)
         b = int(idx.numel())
+        if self._per_step:
+            self._set_lr(ep.epoch, ep.batch)
         self.opt.zero_grad(set_to_none=True)
         if b:
             x = self.train_set.get(idx, ep.epoch).to(device)  # bool: each layer converts what it needs
@@ -348,6 +369,7 @@ class Trainer:
         # names the cause of skipped updates; an epoch whose every update was skipped is an error
         report_epoch_updates(self.cfg, self.model, ep.epoch, ep.skipped, ep.batch, self.main)
         boost = self._boosted(preds)
+        self._train_time = time.perf_counter() - self._t_epoch  # the training pass, without evaluation
         try:
             val_eval = (None if self.val_set is None
                         else self._evaluate(self.val_set, ep.epoch, "validation"))
@@ -396,6 +418,7 @@ class Trainer:
             "test_acc": self.last_eval.accuracy,
             "best_test_acc": max([self.last_eval.accuracy] + [m["test_acc"] for m in st.metrics]),
             "epoch_time_s": now - self._t_epoch,
+            "train_time_s": self._train_time,
             "wall_time_s": st.wall_offset + now - self._t_start,
             "step": st.step,
             "mean_output_count": count_sum / max(seen * self.train_set.n_classes, 1),
@@ -436,6 +459,7 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     echo: Callable[[str], None] | None = print,
+    datasets: Any = None,
 ) -> TrainResult:
     """Train a network as configured; returns the metrics and the final/best test accuracy.
 
@@ -448,6 +472,9 @@ def train(
             holding checkpoints or logged epochs is refused (:class:`~hm2bp.train.rundir.RunFolderError`).
         quiet: no progress and no per-epoch lines.
         echo: where per-epoch summary lines go (None = nowhere).
+        datasets: your own data instead of ``cfg.data``'s: ``(train, test)``, ``(train, test, val)`` or a
+            dict with those keys; each a SpikeDataset or any map-style dataset of ``(spikes [T, inputs],
+            label)`` items (:mod:`hm2bp.train.user_datasets`), checked against ``cfg.model``.
 
     Raises:
         TrainingInterrupted: on SIGINT/SIGTERM, after writing a mid-epoch ``last.pt``; the message says
@@ -470,6 +497,7 @@ def train(
             lk.acquire()
         try:
             return _train(cfg, device, resume=resume, overwrite=overwrite, quiet=quiet or not main, echo=echo,
+                          datasets=datasets,
                           ctx=ctx)
         finally:
             for lk in reversed(locks):
@@ -477,13 +505,14 @@ def train(
 
 
 def _train(cfg: RunConfig, device: torch.device, *, resume: bool, overwrite: bool, quiet: bool,
-           echo: Callable[[str], None] | None, ctx: D.DistContext | None = None) -> TrainResult:
+           echo: Callable[[str], None] | None, ctx: D.DistContext | None = None, datasets: Any = None
+           ) -> TrainResult:
     main = ctx is None or ctx.is_main
     say: Callable[[str], None] = (lambda s: None) if (quiet or echo is None) else echo
     out_dir, ck_dir = cfg.out_dir, cfg.checkpoint_dir
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
     ck = _open_run_folder(cfg, resume=resume, overwrite=overwrite, main=main, ctx=ctx, say=say)
-    train_set, val_set, test_set = load_splits(cfg)
+    train_set, val_set, test_set = resolve_datasets(cfg, datasets)
     with InterruptGuard(announce=main) as guard:
         callbacks: list[Callback] = [Checkpointer(last_path, best_path, every_steps=cfg.train.checkpoint_every_steps,
                                                   every_minutes=cfg.train.checkpoint_every_minutes, write=main)]

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["lr_at_epoch", "shuffle_order"]
+__all__ = ["lr_at_epoch", "lr_at_step", "per_step_schedule", "shuffle_order"]
 
 
 def lr_at_epoch(base_lr: float, epoch: int, schedule: str = "code") -> float:
@@ -26,7 +26,30 @@ def lr_at_epoch(base_lr: float, epoch: int, schedule: str = "code") -> float:
         return base_lr / math.sqrt(epoch + 1)
     if schedule == "constant":
         return base_lr
-    raise ValueError(f"unknown lr schedule {schedule!r} (use 'code', 'sqrt' or 'constant')")
+    if schedule == "cosine":  # its value at the start of the epoch needs the run length: see lr_at_step
+        raise ValueError("the 'cosine' schedule changes every step: use lr_at_step")
+    raise ValueError(f"unknown lr schedule {schedule!r} (use 'code', 'sqrt', 'constant' or 'cosine')")
+
+
+def per_step_schedule(schedule: str, warmup_steps: int) -> bool:
+    """Whether the learning rate changes within an epoch (else it is set once per epoch, as the authors)."""
+    return schedule == "cosine" or warmup_steps > 0
+
+
+def lr_at_step(base_lr: float, epoch: int, step: int, total_steps: int, schedule: str, warmup_steps: int = 0) -> float:
+    """Learning rate of the update with 0-based global index ``step`` (in 0-based ``epoch``).
+
+    ``"cosine"``: base_lr·½(1 + cos(π·step/total_steps)), from base_lr down to ~0 over ``total_steps`` updates;
+    the other schedules as :func:`lr_at_epoch`. A linear warm-up multiplies the first ``warmup_steps`` updates
+    by (step + 1)/warmup_steps.
+    """
+    if schedule == "cosine":
+        lr = base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    else:
+        lr = lr_at_epoch(base_lr, epoch, schedule)
+    if step < warmup_steps:
+        lr *= (step + 1) / warmup_steps
+    return lr
 
 
 def shuffle_order(order: torch.Tensor, method: str, generator: torch.Generator, n_swaps: int = 5000) -> torch.Tensor:
