@@ -50,8 +50,7 @@ from .boosting import update_boost_weights
 from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar
 from .checkpoint import load_checkpoint, repair_best
 from .datasets import SpikeDataset
-from .evaluate import (EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint,
-                       model_from_checkpoint)
+from .evaluate import EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint, model_from_checkpoint
 from .interrupt import InterruptGuard, TrainingInterrupted
 from .metrics import MetricsLog
 from .preflight import preflight, warn_if_threads_changed
