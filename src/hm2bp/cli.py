@@ -291,7 +291,10 @@ def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
     res, cfg, ck = evaluate_checkpoint(args.checkpoint, n=args.n or None, device=args.device,
                                        batch_size=args.batch_size or None, overrides=flags)
     correct = int((res.predictions == res.labels).sum())
-    print(f"{args.checkpoint}: {cfg.name} after epoch {ck['epoch']}, {cfg.data.dataset} test set, "
+    prog = ck.get("progress")  # a mid-epoch checkpoint (Ctrl-C, periodic)
+    when = (f"after epoch {ck['epoch']}" if prog is None else
+            f"inside epoch {prog['epoch'] + 1} (after update {prog['batch']}, step {ck['step']})")
+    print(f"{args.checkpoint}: {cfg.name} {when}, {cfg.data.dataset} test set, "
           f"{correct}/{res.n} correct")
     print(f"test accuracy: {100 * res.accuracy:.2f}%")
     return 0

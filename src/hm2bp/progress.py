@@ -10,9 +10,9 @@ One helper for every phase that can take more than a couple of seconds (a traini
 
 On a terminal (``stream.isatty()``) and with tqdm installed, a bar with the phase's name, rate and ETA.
 Otherwise (a log file, a batch job, no tqdm) one line ``<name>: 1200/60000 samples (2.0%), 35.1 samples/s,
-ETA 28m10s`` after the first ``first_s`` seconds and then every ``interval_s`` seconds (default 30 s,
-``HM2BP_PROGRESS_INTERVAL`` in the environment), plus a closing line for a phase that printed any; a
-phase shorter than ``first_s`` prints nothing.
+ETA 28m10s`` after the first ``first_s`` seconds (default 2 s, ``HM2BP_PROGRESS_FIRST`` in the
+environment) and then every ``interval_s`` seconds (default 30 s, ``HM2BP_PROGRESS_INTERVAL``), plus a
+closing line for a phase that printed any; a phase shorter than ``first_s`` prints nothing.
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ def format_duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _default_interval() -> float:
+def _env_seconds(name: str, default: float) -> float:
     try:
-        return max(float(os.environ.get("HM2BP_PROGRESS_INTERVAL", "30")), 0.0)
+        return max(float(os.environ.get(name, default)), 0.0)
     except ValueError:
-        return 30.0
+        return default
 
 
 class Progress:
     """Counts ``done`` of ``total`` units; see the module docstring for what it shows."""
 
     def __init__(self, total: int, desc: str, *, unit: str = "sample", enabled: bool = True,
-                 stream: TextIO | None = None, first_s: float = 2.0, interval_s: float | None = None,
+                 stream: TextIO | None = None, first_s: float | None = None, interval_s: float | None = None,
                  initial: int = 0) -> None:
         self.total, self.desc, self.unit = int(total), desc, unit
         self.done = int(initial)
@@ -59,14 +59,14 @@ class Progress:
         self.enabled = enabled
         self._start = time.perf_counter()
         self._start_done = self.done
-        self._next_line = self._start + first_s
-        self._interval = _default_interval() if interval_s is None else interval_s
+        self._next_line = self._start + (_env_seconds("HM2BP_PROGRESS_FIRST", 2.0) if first_s is None else first_s)
+        self._interval = _env_seconds("HM2BP_PROGRESS_INTERVAL", 30.0) if interval_s is None else interval_s
         self._lines = 0
         self._postfix: dict[str, Any] = {}
         self._bar: Any = None
         if enabled and _isatty(self.stream):
             try:
-                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+                from tqdm.auto import tqdm
             except ImportError:
                 tqdm = None
             if tqdm is not None:

@@ -22,6 +22,7 @@ import torch
 from hm2bp.config import load_config
 from hm2bp.errors import ConfigError
 from hm2bp.train import load_checkpoint, train
+from hm2bp.train.checkpoint import content_digest
 from hm2bp.train.distributed import DistContext, shard, shard_range
 
 pytestmark = pytest.mark.distributed
@@ -40,12 +41,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def _torchrun(args: list[str], cwd: Path, timeout: float = 300, script: Path | None = None,
+              env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
+    target = [str(script)] if script is not None else ["-m", "hm2bp"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "hm2bp", *args]
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *target, *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,6 +85,48 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl"], names
     lines = (dist_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+# Rank 1 alone sends itself SIGINT during its N-th update: both processes must stop after the same update,
+# rank 0 saving every process's running sums.
+SIGNAL_ONE_RANK = r"""
+import os, signal, sys
+import hm2bp.train.loop as L
+orig, calls = L.Trainer.train_step, [0]
+def step(self, *a, **k):
+    calls[0] += 1
+    if calls[0] == int(os.environ["HM2BP_TEST_STEP"]) and os.environ.get("RANK") == "1":
+        os.kill(os.getpid(), signal.SIGINT)
+    return orig(self, *a, **k)
+L.Trainer.train_step = step
+from hm2bp.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.requires("sklearn")
+def test_a_signal_on_one_rank_stops_all_at_one_update_and_resumes_exactly(tmp_path: Path) -> None:
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    args = ["train", "digits", *[f"--{o}" for o in TINY]]
+    proc = _torchrun(args + ["--out", str(ref_dir)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    hook = tmp_path / "hook.py"
+    hook.write_text(SIGNAL_ONE_RANK)
+    proc = _torchrun(args + ["--out", str(run_dir)], cwd=tmp_path, script=hook, env_extra={"HM2BP_TEST_STEP": "4"})
+    assert proc.returncode != 0
+    assert "last.pt holds epoch 2 after update 1 of 3 (step 4); continue with --resume" in proc.stderr, \
+        proc.stderr[-3000:]
+    ck = load_checkpoint(run_dir / "last.pt")
+    assert (ck["epoch"], ck["step"], ck["progress"]["batch"]) == (1, 4, 1)
+    assert ck["progress"]["rank_sums"].shape == (2, 6) and int(ck["progress"]["rank_sums"][:, 3].sum()) == 8
+    proc = _torchrun(args + ["--out", str(run_dir), "--resume"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a, b = load_checkpoint(ref_dir / "last.pt"), load_checkpoint(run_dir / "last.pt")
+    for key in ("model", "optimizer", "boost", "order", "rng"):  # bit-identical to the uninterrupted run
+        assert content_digest({key: a[key]}) == content_digest({key: b[key]}), key
+    assert (a["step"], a["best"], a["best_step"]) == (b["step"], b["best"], b["best_step"])
+    strip = [{k: v for k, v in m.items() if not k.endswith("time_s")} for m in a["metrics"]]
+    assert strip == [{k: v for k, v in m.items() if not k.endswith("time_s")} for m in b["metrics"]]
 
 
 @pytest.mark.requires("sklearn")

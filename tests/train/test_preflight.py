@@ -26,7 +26,7 @@ def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail loudly if a test reaches the data load or the model build."""
     def boom(*a, **k):
         raise AssertionError("reached the data load / model build")
-    monkeypatch.setattr(loop, "load_datasets", boom)
+    monkeypatch.setattr(loop, "resolve_datasets", boom)  # the loop's data load
     monkeypatch.setattr(loop, "build_model", boom)
 
 

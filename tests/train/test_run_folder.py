@@ -67,7 +67,7 @@ def test_resume_in_an_empty_or_unstarted_folder_starts_fresh(tmp_path: Path) -> 
 
 
 def test_resume_and_overwrite_exclude_each_other(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--resume .* --overwrite"):
+    with pytest.raises(ConfigError, match=r"--resume .* --overwrite"):
         train(_cfg(tmp_path, "train.epochs=1"), resume=True, overwrite=True, quiet=True)
 
 

@@ -40,8 +40,7 @@ from torch import Tensor
 
 from ..config import RunConfig, write_config_json
 from ..errors import ConfigError, NumericalError
-from ..functional.autograd import all_finite
-from ..loss import counts_as_logged, rate_loss, softmax_loss, weight_regularizer
+from ..loss import weight_regularizer
 from ..nn.memory import check_training_fits
 from ..nn.network import SpikingNetwork
 from . import distributed as D
@@ -53,6 +52,10 @@ from .evaluate import EvalInterrupted, EvalResult, evaluate, evaluate_all, evalu
 from .input_checks import check_layers_fire
 from .interrupt import InterruptGuard, TrainingInterrupted
 from .metrics import MetricsLog
+from .objective import authors_cost as _authors_cost
+from .objective import data_loss as _data_loss
+from .objective import grads_finite as _grads_finite  # also used by benchmarks/harness.py
+from .objective import make_optimizer as _make_optimizer
 from .preflight import preflight, warn_if_threads_changed
 from .rundir import RunLock, check_run_folder
 from .runtime import build_model, num_threads, resolve_device
@@ -97,48 +100,6 @@ class TrainResult:
     selected_test_acc: float = float("nan")
     selected_val_acc: float | None = None
     stopped_early: bool = False
-
-
-# --------------------------------------------------------------------------------------------------
-# Losses and the optimizer
-# --------------------------------------------------------------------------------------------------
-def _make_optimizer(cfg: RunConfig, model: SpikingNetwork) -> torch.optim.Optimizer:
-    t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
-    if t.optimizer == "adam":
-        # fused: one pass over the weights per step (5x faster than the per-op loop on a CPU, where the
-        # batch-1 exact mode spends most of its step in the optimizer); same update rule (spec §4.2).
-        return torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
-    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
-
-
-def _data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor | None,
-               reduction: str = "mean") -> Tensor:
-    m = cfg.model
-    if m.loss == "softmax":
-        return softmax_loss(counts, labels, sample_weight=weights, reduction=reduction)
-    return rate_loss(counts, labels, desired=m.desired, undesired=m.undesired, margin=m.margin,
-                     sample_weight=weights, reduction=reduction)
-
-
-def _authors_cost(cfg: RunConfig, counts: Tensor, labels: Tensor, plain: Tensor, steps: int) -> Tensor:
-    """The per-sample cost the authors' code logs (spec §3.1, §3.6), batch mean: Σ_i [|o_i − y_i| > M]·(o_i − y_i)²
-    (no ½, no boost weight), or −log softmax(o)_label, on the counts after spike insertion
-    (``counts_as_logged``). ``plain`` is the unweighted data loss of the raw ``counts``: the two differ only
-    where a label neuron stayed silent, so the (rare) recomputation is skipped otherwise; it costs ~0.25 ms,
-    a tenth of a batch-1 step at short windows."""
-    scale = 1.0 if cfg.model.loss == "softmax" else 2.0  # the rate loss carries a ½
-    if not bool((counts.gather(1, labels.unsqueeze(1)) == 0).any()):
-        return scale * plain
-    return scale * _data_loss(cfg, counts_as_logged(counts, labels, steps, int(cfg.model.desired)), labels, None)
-
-
-def _grads_finite(opt: torch.optim.Optimizer) -> bool:
-    for group in opt.param_groups:
-        for p in group["params"]:
-            if p.grad is not None and not all_finite(p.grad):
-                return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,7 +397,8 @@ class Trainer:
                 f"{record['epoch_time_s']:.1f}s")
 
     def estimate_eval_seconds(self, n: int = 16) -> float:
-        """Seconds one evaluation of the test set takes, from a timed forward of ``n`` test samples."""
+        """Seconds one end-of-epoch evaluation (validation and test sets) takes, from a timed forward of ``n``
+        test samples."""
         k = min(n, len(self.test_set))
         if not k:
             return 0.0
@@ -444,7 +406,8 @@ class Trainer:
         evaluate(self.model, self.test_set, batch_size=k, device=self.device, n=k)
         per_sample = (time.perf_counter() - t0) / k
         world = 1 if self.ctx is None else self.ctx.world_size
-        return per_sample * len(self.test_set) / world
+        n_eval = len(self.test_set) + (len(self.val_set) if self.val_set is not None else 0)
+        return per_sample * n_eval / world
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,6 +497,9 @@ def _train(cfg: RunConfig, device: torch.device, *, resume: bool, overwrite: boo
             tr.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped without saving
             raise tr._interrupted() from None
+        if guard.requested and main:  # the signal came after the last update: the run is complete
+            print(f"hm2bp: the signal came after the last update; the run is complete "
+                  f"({tr.st.epoch} epochs in {last_path})", file=sys.stderr)
     D.barrier(ctx)  # the files of rank 0 are complete when any process returns
     assert tr.last_eval is not None
     metrics = tr.st.metrics
