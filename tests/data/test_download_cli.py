@@ -230,3 +230,21 @@ def test_progress_lines_off_a_terminal(tmp_path: Path) -> None:
         time.sleep(0.02)
     prog.close()
     assert "big.bin: 1.0 MiB of 4.0 MiB (25 %) received" in out.getvalue()
+
+
+def test_an_archive_placed_by_hand_is_verified_and_unpacked_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The offline route the message describes: put the file into ROOT, rerun, no network needed."""
+    archive = _zip({"Test/3/00001.bin": b"\x03" * 7, "Test/4/00002.bin": b"\x04" * 3})
+    _fake_nmnist(monkeypatch, archive)
+    root = tmp_path / "nm"
+    root.mkdir()
+    (root / "Test.zip").write_bytes(archive)
+    assert main(["download", "nmnist", str(root), "--mirror", _closed_port(), *FAST]) == 0
+    assert (root / "Test" / "3" / "00001.bin").read_bytes() == b"\x03" * 7 and not (root / "Test.zip").exists()
+    (root / ".hm2bp-unpacked-Test.zip.json").unlink()  # a copy of the files without the marker: counted
+    assert main(["download", "nmnist", str(root), "--mirror", _closed_port(), *FAST]) == 0
+    capsys.readouterr()
+    (root / "Test" / "4" / "00002.bin").unlink()  # incomplete: fetched again (and here: no network)
+    assert main(["download", "nmnist", str(root), "--mirror", _closed_port(), *FAST]) == 1
+    assert "offline" in capsys.readouterr().err
