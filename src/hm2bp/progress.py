@@ -23,7 +23,7 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
-__all__ = ["Progress", "progress", "format_duration"]
+__all__ = ["Progress", "format_duration", "progress"]
 
 
 def format_duration(seconds: float) -> str:

@@ -14,19 +14,19 @@ from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, sa
 from .datasets import SpikeDataset, load_datasets
 from .evaluate import EvalResult, evaluate, evaluate_checkpoint, model_from_checkpoint
 from .interrupt import TrainingInterrupted
-from .loop import TrainResult, Trainer, train
+from .loop import Trainer, TrainResult, train
 from .rundir import RunFolderError
 from .runtime import build_model, resolve_device
 from .schedule import lr_at_epoch, shuffle_order
 
 __all__ = [
     "CheckpointError",
-    "RunFolderError",
-    "Trainer",
-    "TrainingInterrupted",
     "EvalResult",
+    "RunFolderError",
     "SpikeDataset",
     "TrainResult",
+    "Trainer",
+    "TrainingInterrupted",
     "atomic_write_bytes",
     "build_model",
     "evaluate",

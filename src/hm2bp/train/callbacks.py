@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .loop import Trainer
     from .metrics import MetricsLog
 
-__all__ = ["Callback", "ProgressBar", "ConsoleLog", "Checkpointer", "MetricsWriter", "Plotter", "plural"]
+__all__ = ["Callback", "Checkpointer", "ConsoleLog", "MetricsWriter", "Plotter", "ProgressBar", "plural"]
 
 
 def plural(n: int, word: str) -> str:
@@ -101,7 +101,7 @@ class ConsoleLog(Callback):
             self._t0 = now
             return
         self._steps += 1
-        if self._steps >= self.warmup_steps and now - self._t0 >= self.warmup_s or ep.batch >= tr.n_batches:
+        if (self._steps >= self.warmup_steps and now - self._t0 >= self.warmup_s) or ep.batch >= tr.n_batches:
             self._estimated = True
             self.say(self._estimate(tr, ep, (now - self._t0) / self._steps))
 

@@ -8,7 +8,6 @@ class 0 (spec §1.3). Every pass over more than a few samples reports its progre
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,24 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, config_from_dict
+from ..errors import ConfigError
 from ..inference import EvalResult
 from ..nn.network import SpikingNetwork
 from ..progress import progress
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint
-from .preflight import check_checkpoint_matches
 from .datasets import SpikeDataset, load_datasets
+from .preflight import check_checkpoint_matches
 from .runtime import build_model, num_threads, resolve_device
 
-__all__ = ["EvalResult", "EvalInterrupted", "evaluate", "evaluate_all", "evaluate_checkpoint",
-           "model_from_checkpoint"]
+__all__ = [
+    "EvalInterrupted",
+    "EvalResult",
+    "evaluate",
+    "evaluate_all",
+    "evaluate_checkpoint",
+    "model_from_checkpoint",
+]
 
 
 class EvalInterrupted(Exception):
@@ -100,7 +106,10 @@ def model_from_checkpoint(
 ) -> tuple[SpikingNetwork, RunConfig, dict[str, Any]]:
     """Rebuild the network of a checkpoint (safe load) and return ``(model, config, checkpoint)``."""
     ck = load_checkpoint(path)
-    cfg = config_from_dict(ck["config"])
+    try:
+        cfg = config_from_dict(ck["config"])
+    except ConfigError as e:  # a crafted or damaged file: name it, not only the key
+        raise CheckpointError(path, f"its config is not valid: {e}") from None
     check_checkpoint_matches(ck, cfg, path)  # config vs weights, before building anything
     model = build_model(cfg)
     try:

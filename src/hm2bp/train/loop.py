@@ -29,7 +29,6 @@ writes files (:mod:`hm2bp.train.distributed`, ``docs/distributed.md``).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,11 +46,11 @@ from ..nn.memory import check_training_fits
 from ..nn.network import SpikingNetwork
 from . import distributed as D
 from .boosting import update_boost_weights
-from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar, plural
+from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar
 from .checkpoint import load_checkpoint, repair_best
 from .datasets import SpikeDataset
-from .evaluate import (EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint,
-                       model_from_checkpoint)
+from .evaluate import EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint, model_from_checkpoint
+from .input_checks import check_layers_fire
 from .interrupt import InterruptGuard, TrainingInterrupted
 from .metrics import MetricsLog
 from .preflight import preflight, warn_if_threads_changed
@@ -63,8 +62,18 @@ from .state import EpochProgress, TrainState, check_resumable, fresh_state, make
 from .update_checks import report_epoch_updates
 from .user_datasets import resolve_datasets
 
-__all__ = ["TrainResult", "EvalResult", "Trainer", "train", "evaluate", "evaluate_checkpoint", "build_model",
-           "resolve_device", "model_from_checkpoint", "num_threads"]
+__all__ = [
+    "EvalResult",
+    "TrainResult",
+    "Trainer",
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
+    "model_from_checkpoint",
+    "num_threads",
+    "resolve_device",
+    "train",
+]
 
 
 @dataclass
@@ -149,6 +158,7 @@ class Trainer:
         self.model = build_model(cfg).to(device)
         # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
         check_training_fits(self.model, cfg.model.T, self.t.batch_size, device)
+        check_layers_fire(self.model, train_set, cfg.model.thresholds, device)  # a silent hidden layer warns
         self.opt = _make_optimizer(cfg, self.model)
         self.params = [p for group in self.opt.param_groups for p in group["params"]]
         self.n_train = len(train_set)
@@ -346,7 +356,7 @@ class Trainer:
     # -- end of epoch -------------------------------------------------------------------------------
     def end_epoch(self, ep: EpochProgress) -> None:
         """Boost weights, evaluation and the epoch's record; then ``on_epoch_end`` (checkpoints, log, line)."""
-        t, ctx, st = self.t, self.ctx, self.st
+        ctx, st = self.ctx, self.st
         loss_sum, seen, correct, count_sum, cost_sum, preds = (ep.loss_sum, ep.seen, ep.correct, ep.count_sum,
                                                                ep.cost_sum, ep.preds)
         if ctx is not None:  # the epoch's numbers over all processes; every process's predictions
@@ -550,7 +560,7 @@ def _open_run_folder(cfg: RunConfig, *, resume: bool, overwrite: bool, main: boo
     if main:
         try:
             resuming = check_run_folder(cfg.out_dir, cfg.checkpoint_dir, resume=resume, overwrite=overwrite)
-        except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
+        except Exception as e:
             error = e
     failed, resuming = D.any_flags([error is not None, resuming], ctx)
     if error is not None:

@@ -222,8 +222,8 @@ def plot_run(run_dir: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
     from ..config import apply_overrides
     from .datasets import load_datasets
     from .evaluate import model_from_checkpoint
-    from .runtime import num_threads
     from .metrics import read_metrics
+    from .runtime import num_threads
 
     run = Path(run_dir)
     ck_path = Path(checkpoint) if checkpoint else next((run / f for f in ("best.pt", "last.pt") if (run / f).is_file()),

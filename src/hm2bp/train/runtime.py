@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..nn.network import SpikingNetwork, build_network
 from .datasets import sample_generator
 
-__all__ = ["resolve_device", "num_threads", "build_model"]
+__all__ = ["build_model", "num_threads", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:

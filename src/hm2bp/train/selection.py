@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .loop import TrainResult
 
-__all__ = ["selected", "selected_fields", "early_stop_due", "fill_selection", "summary_line"]
+__all__ = ["early_stop_due", "fill_selection", "selected", "selected_fields", "summary_line"]
 
 
 def selected(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:

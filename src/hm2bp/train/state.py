@@ -26,8 +26,15 @@ from ..errors import ConfigError
 from .checkpoint import FORMAT, VERSION, CheckpointError
 from .datasets import sample_generator
 
-__all__ = ["EpochProgress", "TrainState", "fresh_state", "make_checkpoint", "restore_state", "check_resumable",
-           "RESUMABLE_KEYS"]
+__all__ = [
+    "RESUMABLE_KEYS",
+    "EpochProgress",
+    "TrainState",
+    "check_resumable",
+    "fresh_state",
+    "make_checkpoint",
+    "restore_state",
+]
 
 
 @dataclass
