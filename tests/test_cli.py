@@ -156,8 +156,11 @@ def test_every_config_key_is_documented() -> None:
     from hm2bp.config_doc import RANGES, key_docs
 
     docs = key_docs()
+    # a new key needs its line in the config.py docstring and, unless it is a bool or a choice, in RANGES
     assert [k for k, d in docs.items() if not d.meaning] == []
+    assert [k for k, d in docs.items() if not d.allowed] == [], "add the allowed range to config_doc.RANGES"
     assert set(RANGES) <= set(docs)  # no stale range entries
+    assert docs["train.lr_schedule"].allowed == "code | sqrt | constant | cosine"  # read from the validation
     assert docs["model.tau_s"].meaning.startswith("synaptic time constant")  # grouped entries split
     assert docs["train.batch_size"].type == "int" and docs["model.thresholds"].default == (20.0, 8.0)
 

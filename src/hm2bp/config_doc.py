@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import re
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import (
-    DATASETS,
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -41,7 +41,7 @@ def _choices(*values: str) -> str:
     return " | ".join(values)
 
 
-#: Allowed values of each key, as checked in the dataclasses' ``__post_init__`` (bools: true/false).
+#: Allowed values of each numeric or free-form key, as checked in the dataclasses' ``__post_init__``.
 RANGES: dict[str, str] = {
     "model.arch": "input (N or HxW or CxHxW) - layers (N, KcS conv, pS pool) - classes, e.g. 784-800-10",
     "model.thresholds": "one value > 0 per conv, pool and FC layer",
@@ -50,37 +50,30 @@ RANGES: dict[str, str] = {
     "model.tau_s": "> 0, != tau_m",
     "model.t_ref": ">= 0",
     "model.lateral_inhibition": ">= 0 (0 = off)",
-    "model.loss": _choices("rate", "softmax"),
     "model.desired": "undesired < desired <= T",
     "model.undesired": "0 <= undesired < desired",
     "model.margin": ">= 0",
     "model.fc_init": "> 0",
     "model.conv_init": "> 0",
-    "data.dataset": _choices(*DATASETS),
     "data.data_dir": "a folder (stored absolute by the CLI); not needed for digits",
     "data.n_train": ">= 0 (0 = all)",
     "data.n_test": ">= 0 (0 = all)",
-    "data.encoding": _choices("fixed", "fresh"),
     "data.augment": "true | false (image datasets only)",
     "data.max_rate_div": ">= 1",
     "data.nmnist_bin_us": "> 0",
-    "data.emnist_subset": _choices("balanced", "byclass", "bymerge", "digits", "letters", "mnist"),
     "data.digits_n_test": "1 ... 1796",
     "data.split_seed": ">= 0",
     "data.n_val": ">= 0 (0 = none; not with val_fraction)",
     "data.val_fraction": "[0, 1) (0 = none; not with n_val)",
     "data.cache_mb": ">= 0",
-    "train.mode": _choices("online", "minibatch"),
     "train.batch_size": ">= 1 (1 in online mode)",
     "train.epochs": ">= 1",
-    "train.optimizer": _choices("adam", "sgd"),
     "train.lr": "> 0",
-    "train.lr_schedule": _choices("code", "sqrt", "constant"),
+    "train.warmup_steps": ">= 0 (0 = no warm-up)",
     "train.momentum": "[0, 1)",
     "train.reg_lambda": ">= 0 (0 = off)",
     "train.reg_beta": ">= 0",
     "train.reg_limit": "> 0",
-    "train.shuffle": _choices("swaps5000", "permutation", "none"),
     "train.n_swaps": ">= 0",
     "train.seed": ">= 0",
     "train.device": _choices("cpu", "cuda", "cuda:N", "auto"),
@@ -90,7 +83,11 @@ RANGES: dict[str, str] = {
     "train.early_stop_patience": ">= 0 (0 = off; needs a validation split)",
     "train.out_dir": "a folder (\"\" = runs/<name>)",
     "train.checkpoint_dir": "a folder (\"\" = out_dir)",
+    "train.checkpoint_every_steps": ">= 0 (0 = off)",
+    "train.checkpoint_every_minutes": ">= 0 (0 = off)",
 }
+# Keys with a fixed set of values are not listed: their choices are read from the validation itself
+# (see _probed_choices), so a choice added in config.py shows up here without a second edit.
 
 
 @dataclass(frozen=True)
@@ -139,14 +136,31 @@ def _attributes(cls: type) -> dict[str, str]:
     return {k: _ROLE.sub(r"\1", v).replace("``", "") for k, v in out.items()}
 
 
+def _probed_choices(key: str) -> str:
+    """The choices of a string key, read from the error its validation gives for a value it cannot take
+    ("must be one of 'a', 'b'; got ..."); "" when the key is not a choice."""
+    from .config import apply_overrides
+    from .errors import ConfigError
+
+    try:
+        apply_overrides(RunConfig(), [f"{key}=\x01not-a-choice"])
+    except ConfigError as e:
+        m = re.search(r"must be one of (.+?); got", str(e))
+        if m:
+            return _choices(*re.findall(r"'([^']*)'", m.group(1)))
+    return ""
+
+
 def _type_name(tp: Any) -> str:
     if tp == tuple[float, ...]:
         return "list of floats"
     return getattr(tp, "__name__", str(tp))
 
 
+@functools.lru_cache(maxsize=1)
 def key_docs() -> dict[str, KeyDoc]:
-    """Every config key, in dataclass order: ``{"model.arch": KeyDoc(...), ...}``."""
+    """Every config key, in dataclass order: ``{"model.arch": KeyDoc(...), ...}`` (computed once; do not
+    modify the returned dict)."""
     docs: dict[str, KeyDoc] = {}
     for section, cls in SECTIONS.items():
         meanings = _attributes(cls)
@@ -155,7 +169,7 @@ def key_docs() -> dict[str, KeyDoc]:
             key = f"{section}.{f.name}"
             tp = hints[f.name]
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
-            allowed = RANGES.get(key, "true | false" if tp is bool else "")
+            allowed = RANGES.get(key) or ("true | false" if tp is bool else _probed_choices(key) if tp is str else "")
             docs[key] = KeyDoc(key, meanings.get(f.name, ""), _type_name(tp), default, allowed)
     return docs
 

@@ -214,3 +214,38 @@ def test_missing_data_errors_name_the_download_command(tmp_path: Path, capsys: p
         assert f"hm2bp download {name}" in capsys.readouterr().err, preset
     assert main(["train", "mnist_fc", "--quiet", "--out", str(tmp_path / "r")]) == 2
     assert "hm2bp download mnist" in capsys.readouterr().err
+
+
+def test_progress_lines_off_a_terminal(tmp_path: Path) -> None:
+    import time
+
+    from hm2bp.data.fetch import PartFileProgress
+
+    out = io.StringIO()
+    prog = PartFileProgress(interval=0.01, log_every=0.05, stream=out)
+    dest = tmp_path / "big.bin"
+    prog.start("http://127.0.0.1/x", dest, dl.RemoteFile("big.bin", None, 4 * 2**20, "x"))
+    dest.with_name("big.bin.part").write_bytes(b"\0" * 2**20)
+    deadline = time.monotonic() + 10
+    while "1.0 MiB of 4.0 MiB (25 %) received" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    prog.close()
+    assert "big.bin: 1.0 MiB of 4.0 MiB (25 %) received" in out.getvalue()
+
+
+def test_an_archive_placed_by_hand_is_verified_and_unpacked_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The offline route the message describes: put the file into ROOT, rerun, no network needed."""
+    archive = _zip({"Test/3/00001.bin": b"\x03" * 7, "Test/4/00002.bin": b"\x04" * 3})
+    _fake_nmnist(monkeypatch, archive)
+    root = tmp_path / "nm"
+    root.mkdir()
+    (root / "Test.zip").write_bytes(archive)
+    assert main(["download", "nmnist", str(root), "--mirror", _closed_port(), *FAST]) == 0
+    assert (root / "Test" / "3" / "00001.bin").read_bytes() == b"\x03" * 7 and not (root / "Test.zip").exists()
+    (root / ".hm2bp-unpacked-Test.zip.json").unlink()  # a copy of the files without the marker: counted
+    assert main(["download", "nmnist", str(root), "--mirror", _closed_port(), *FAST]) == 0
+    capsys.readouterr()
+    (root / "Test" / "4" / "00002.bin").unlink()  # incomplete: fetched again (and here: no network)
+    assert main(["download", "nmnist", str(root), "--mirror", _closed_port(), *FAST]) == 1
+    assert "offline" in capsys.readouterr().err

@@ -49,7 +49,8 @@ def test_train_accepts_user_datasets(tmp_path: Path) -> None:
     result = train(cfg, datasets=(tr, te), echo=None)
     assert 0.0 <= result.test_acc <= 1.0 and result.last_eval is not None and result.last_eval.n == 20
     assert result.metrics[0]["step"] == 8
-    result = train(cfg, datasets={"train": tr, "test": te, "val": va}, echo=None, overwrite=True)  # same folder
+    cfg = load_config("digits", [*TINY, f"train.out_dir={tmp_path / 'with_val'}"])
+    result = train(cfg, datasets={"train": tr, "test": te, "val": va}, echo=None)
     assert result.metrics[0].get("val_acc") is not None
     loader_ready = MapSpikes(tr, 10)
     assert isinstance(loader_ready, SpikeDataset) and loader_ready.get([3, 1]).shape == (20, 2, 64)

@@ -1,8 +1,9 @@
 """``hm2bp download DATASET ROOT``: :func:`~hm2bp.data.download.fetch_dataset` with a progress bar and
 messages a user can act on (what was fetched, where it went, what to do offline).
 
-The progress bar follows the size of the ``.part`` file that :func:`~hm2bp.data.download.download` is
-writing (polled from a thread), so the download code itself stays free of display concerns.
+Progress follows the size of the ``.part`` file that :func:`~hm2bp.data.download.download` is writing
+(polled from a thread; a bar on a terminal, periodic lines in a log), so the download code itself stays
+free of display concerns.
 """
 
 from __future__ import annotations
@@ -28,46 +29,69 @@ _NEXT = {
 
 
 class PartFileProgress:
-    """A tqdm bar per downloaded file, following the size of its ``.part`` file (None without tqdm or
-    when ``quiet``)."""
+    """Progress of each downloaded file, read from the size of its ``.part`` file: a tqdm bar on a
+    terminal, a log line every ``log_every`` seconds otherwise (default: ``HM2BP_PROGRESS_INTERVAL``, 30 s,
+    as :mod:`hm2bp.progress`), nothing when ``quiet``."""
 
-    def __init__(self, quiet: bool = False, interval: float = 0.2) -> None:
+    def __init__(self, quiet: bool = False, interval: float = 0.2, log_every: float | None = None,
+                 stream: Any = None) -> None:
+        from ..progress import _default_interval
+
         self.quiet = quiet
         self.interval = interval
+        self.log_every = _default_interval() if log_every is None else log_every
+        self.stream = stream if stream is not None else sys.stderr
         self._bar: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._parts: list[Path] = []
+        self._name = ""
+        self._total: int | None = None
         self._lock = threading.Lock()
 
     def start(self, url: str, dest: Path, f: RemoteFile) -> None:
-        """Called by fetch_dataset before each download: a new bar for ``dest``."""
+        """Called by fetch_dataset before each download: follow ``dest``'s part file from now on."""
         self.close()
         if self.quiet:
             return
-        try:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-        except ImportError:  # pragma: no cover - tqdm is in the 'train' extra
-            return
         self._parts = [dest.with_name(dest.name + ".gz.part"), dest.with_name(dest.name + ".part")]
-        total = None if f.gzip else f.size  # a .gz source's compressed size is not registered
-        self._bar = tqdm(total=total, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024,
-                         leave=False, dynamic_ncols=True, file=sys.stderr)
+        self._name = dest.name
+        self._total = None if f.gzip else f.size  # a .gz source's compressed size is not registered
+        if getattr(self.stream, "isatty", lambda: False)():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # pragma: no cover - tqdm is in the 'train' extra
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=self._total, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024,
+                                 leave=False, dynamic_ncols=True, file=self.stream)
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
 
+    def _size(self) -> int:
+        size = 0
+        for p in self._parts:
+            try:
+                size = max(size, p.stat().st_size)
+            except OSError:
+                pass
+        return size
+
     def _poll(self) -> None:
+        import time
+
+        last_log = time.monotonic()
         while not self._stop.wait(self.interval):
-            size = 0
-            for p in self._parts:
-                try:
-                    size = max(size, p.stat().st_size)
-                except OSError:
-                    pass
+            size = self._size()
             with self._lock:
-                if self._bar is not None and size > self._bar.n:
-                    self._bar.update(size - self._bar.n)
+                if self._bar is not None:
+                    if size > self._bar.n:
+                        self._bar.update(size - self._bar.n)
+                elif time.monotonic() - last_log >= self.log_every:
+                    last_log = time.monotonic()
+                    of = f" of {self._total / 2**20:.1f} MiB ({100 * size / self._total:.0f} %)" if self._total else ""
+                    print(f"{self._name}: {size / 2**20:.1f} MiB{of} received", file=self.stream, flush=True)
 
     def close(self) -> None:
         self._stop.set()
