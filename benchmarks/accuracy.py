@@ -274,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-mlp", action="store_true", help="emnist_fc: skip the ReLU MLP")
     p.add_argument("--mlp-lr", type=float, default=1e-3)
     p.add_argument("--mlp-batch", type=int, default=32)
+    p.add_argument("--commit", default="", help="the commit column (default: git HEAD of this checkout, "
+                                                  "'-dirty' when src/ has changes); for a run from an exported copy")
     a = p.parse_args(argv)
     a.overrides = extra
-    a.commit = _git_commit()
+    a.commit = a.commit or _git_commit()
     for name in a.experiments:
         for row in run_experiment(name, a):
             print("ROW " + json.dumps(row), flush=True)
