@@ -4,6 +4,7 @@
     python benchmarks/accuracy.py --data-dir ../shared/data emnist_fc           # + the ReLU MLP baseline
     python benchmarks/accuracy.py --data-dir ../shared/data online --seeds 0 1 2
     python benchmarks/accuracy.py --data-dir ../shared/data mnist_fc --threads 1 --out-root /tmp/acc
+    python benchmarks/accuracy.py table            # the CSV as the Markdown table of docs/results.md
 
 Every row goes to ``benchmarks/results/accuracy.csv`` (appended; ``--csv`` elsewhere) with the columns
 :data:`COLUMNS`; accuracies are fractions in [0, 1]. ``test_acc`` of an hm2bp row is the test accuracy of the
@@ -224,6 +225,26 @@ def run_mlp(name: str, cfg: Any, a: argparse.Namespace, seed: int) -> dict[str, 
             "test_acc": _fmt(best[1]), "train_s": f"{t_train:.1f}", "library": "mlp", "commit": a.commit}
 
 
+# ------------------------------------------------------------------------------------------------ table
+TARGETS = {"protocol": ">= 90.0 % (peers: BPTT, same spikes)", "mnist_fc": ">= 98.5 %",
+           "emnist_fc": "within 3 points of the MLP", "nmnist_fc": ">= 90 %", "fsdd": ">= 95 %",
+           "online": "authors' log 97.32 %", "mnist_cnn": "paper 99.49 % (200 online epochs)"}
+
+
+def markdown_table(path: Path) -> str:
+    """The CSV as the Markdown table of docs/results.md (one line per row, in file order)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    pct = lambda v: f"{100 * float(v):.2f} %" if v else "–"  # noqa: E731
+    out = ["| experiment | library | dataset, arch, T | mode, batch | epochs | seed | val | **test** | train s | "
+           "commit | target |", "|---|---|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        out.append(f"| {r['experiment']} | {r['library']} | {r['dataset']} {r['arch']}, T {r['T'] or '–'} | "
+                   f"{r['mode']}, {r['batch']} | {r['epochs']} | {r['seed']} | {pct(r['val_acc'])} | "
+                   f"**{pct(r['test_acc'])}** | {r['train_s']} | `{r['commit']}` | {TARGETS.get(r['experiment'], '')} |")
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------------------------------------- main
 def run_experiment(name: str, a: argparse.Namespace) -> list[dict[str, Any]]:
     exp = EXPERIMENTS[name]
@@ -255,6 +276,9 @@ def run_experiment(name: str, a: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["table"]:  # python benchmarks/accuracy.py table [CSV]: the Markdown table of docs/results.md
+        print(markdown_table(Path(argv[1] if len(argv) > 1 else RESULTS / "accuracy.csv")))
+        return 0
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
