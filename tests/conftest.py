@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Generator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,18 @@ from shared_paths import DATA, GOLDEN, REQUIRE_GOLDEN
 
 _REQUIRED_SKIP_REASONS = ("golden", "c compiler")
 """Skip reasons (lower case) that HM2BP_REQUIRE_GOLDEN=1 turns into failures."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Speech features the tests compute are cached in a temporary folder, not in ~/.cache."""
+    before = os.environ.get("HM2BP_CACHE")
+    os.environ["HM2BP_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if before is None:
+        os.environ.pop("HM2BP_CACHE", None)
+    else:
+        os.environ["HM2BP_CACHE"] = before
 
 
 @pytest.fixture

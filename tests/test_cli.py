@@ -130,3 +130,100 @@ def test_python_dash_m_runs_the_same_main() -> None:
     r = subprocess.run([sys.executable, "-m", "hm2bp", "train", "--help"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "bundled presets" in r.stdout and "digits" in r.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding options: config show, key docs, --help, aliases, --dry-run, subcommand usage
+# --------------------------------------------------------------------------------------------------
+def test_config_show_gives_every_key_with_meaning_type_default_and_range(capsys: pytest.CaptureFixture[str]) -> None:
+    from hm2bp.config_doc import key_docs
+
+    assert main(["config", "show", "mnist_fc", "--batch-size", "64", "--train.lr=5e-4"]) == 0
+    out = capsys.readouterr().out
+    assert '* batch_size = 64' in out and '* mode = "minibatch"' in out  # --batch-size > 1 selects minibatch
+    assert "* lr = 0.0005" in out and "  max_steps = 0" in out
+    assert "stop each epoch after this many updates" in out and "int; default 0; allowed: >= 0" in out
+    for key in key_docs():
+        assert f" {key.split('.')[1]} = " in out, key
+    assert main(["config", "show", "digits", "--json", "--n-train", "7"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["n_train"] == 7
+    assert main(["config", "show", "digits", "--train.nope=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+
+
+def test_every_config_key_is_documented() -> None:
+    from hm2bp.config_doc import RANGES, key_docs
+
+    docs = key_docs()
+    assert [k for k, d in docs.items() if not d.meaning] == []
+    assert set(RANGES) <= set(docs)  # no stale range entries
+    assert docs["model.tau_s"].meaning.startswith("synaptic time constant")  # grouped entries split
+    assert docs["train.batch_size"].type == "int" and docs["model.thresholds"].default == (20.0, 8.0)
+
+
+def test_train_help_lists_every_key_and_the_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    from hm2bp.config_doc import key_docs
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in key_docs():
+        assert f"--{key}=" in out, key
+    for flag in ("--batch-size", "--lr", "--n-train", "--n-test", "--epochs", "--max-steps", "--dry-run"):
+        assert flag in out, flag
+
+
+def test_wrong_flag_shows_the_subcommand_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in (["train", "digits"], ["eval", "x.pt"], ["config", "show"], ["download", "mnist", "d"]):
+        with pytest.raises(SystemExit) as e:
+            main([*cmd, "--bogus"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"usage: hm2bp {cmd[0]}" in err and "unrecognized arguments: --bogus" in err, cmd
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    have_sklearn: None) -> None:
+    out_dir = tmp_path / "run"
+    assert main(["train", "digits", "--out", str(out_dir), "--epochs", "3", "--dry-run", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "20 train, 12 test" in out and "4 per epoch x 3 epochs = 12 (batch 5)" in out
+    assert "one epoch:" in out and "memory per step:" in out and "nothing written" in out
+    assert not out_dir.exists()
+
+
+def _tiny_mnist(out: Path) -> list[str]:
+    return ["train", "mnist_fc", "--arch", "784-16-10", "--T", "20", "--model.thresholds=3,5", "--model.desired=6",
+            "--model.undesired=1", "--model.margin=1", "--n-train", "10", "--n-test", "8", "--batch-size", "5",
+            "--epochs", "1", "--train.tensorboard=false", "--no-plots", "--threads", "1", "--quiet", "--out", str(out)]
+
+
+def test_run_folder_works_from_anywhere_and_eval_takes_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+    if not shared.is_dir():
+        pytest.skip("no local MNIST copy")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    relative = os.path.relpath(shared, work)
+    assert main([*_tiny_mnist(Path("run")), "--data-dir", relative]) == 0
+    capsys.readouterr()
+    cfg = json.loads((work / "run" / "config.json").read_text())
+    assert cfg["data"]["data_dir"] == str(shared)  # stored absolute
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run folder still evaluates, and on more test samples
+    assert main(["eval", "work/run/last.pt", "--data.n_test=30"]) == 0
+    assert "/30 correct" in capsys.readouterr().out
+    assert main(["eval", "work/run/last.pt", "--n-test", "20", "--train.eval_batch_size=7"]) == 0
+    assert "/20 correct" in capsys.readouterr().out
+    assert main(["eval", "work/run/last.pt", "--model.arch=784-10"]) == 2
+    assert "the network is the checkpoint's" in capsys.readouterr().err
+
+
+def test_all_extra_does_not_pull_tonic() -> None:
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert extras["tonic"] == ["tonic>=1.4"] and not any("tonic" in r for r in extras["data"])
+    assert extras["all"] == ["hm2bp[data,train,nir]"]

@@ -78,12 +78,17 @@ class ModelConfig:
         arch: architecture string, e.g. ``784-800-10`` or ``28x28-15c5-p2-40c5-p2-300-10``.
         thresholds: one threshold ν per conv, pool and FC layer (VTH).
         T: time steps per sample (END_TIME).
-        tau_m, tau_s, t_ref: membrane and synaptic time constants, refractory period (steps).
+        tau_m: membrane time constant τ_m (steps).
+        tau_s: synaptic time constant τ_s (steps).
+        t_ref: refractory period (steps).
         lateral_inhibition: weight w0 of the fixed output lateral inhibition; 0 switches it off.
         effect_ratio: use r = e/o_j in the error sent down (EFFECT_RATIO).
         loss: "rate" (dead-zone count loss, §3.1) or "softmax" (§3.6).
-        desired, undesired, margin: target counts of the label / other outputs and the dead zone M.
-        fc_init, conv_init: weights start as U(−init, +init) (spec §4.5).
+        desired: target output count of the label neuron (DESIRED_LEVEL).
+        undesired: target output count of the other output neurons (UNDESIRED_LEVEL).
+        margin: dead zone M of the rate loss: count errors within ±M cost nothing.
+        fc_init: FC weights start as U(−fc_init, +fc_init) (spec §4.5).
+        conv_init: conv weights start as U(−conv_init, +conv_init) (spec §4.5).
     """
 
     arch: str = "784-800-10"
@@ -150,7 +155,8 @@ class DataConfig:
     Attributes:
         dataset: one of :data:`DATASETS`.
         data_dir: folder of the dataset files (not needed for ``digits``).
-        n_train, n_test: use only the first n samples (0 = all).
+        n_train: use only the first n training samples (0 = all).
+        n_test: use only the first n test samples (0 = all).
         encoding: "fixed" (one raster per sample drawn at load and reused every epoch, as the MNIST-FC
             runs) or "fresh" (a new Poisson raster per sample per epoch). Speech and N-MNIST inputs are
             deterministic, so this only matters for image datasets.
@@ -235,7 +241,9 @@ class TrainConfig:
             update, from lr down to 0 over all ``epochs`` (the mini-batch recipe).
         warmup_steps: linear learning-rate warm-up over the first updates (0 = none).
         momentum: SGD momentum μ.
-        reg_lambda, reg_beta, reg_limit: weight regulariser λ, β, L (spec §4.1); λ = 0 switches it off.
+        reg_lambda: weight regulariser strength λ (spec §4.1); 0 switches it off.
+        reg_beta: weight regulariser β (spec §4.1).
+        reg_limit: weight regulariser limit L (spec §4.1).
         boosting: per-sample boost weights updated after each epoch (spec §4.4).
         shuffle: "swaps5000" (each epoch swaps ``n_swaps`` random pairs of the current order, as the
             authors), "permutation" (a fresh random order each epoch) or "none".

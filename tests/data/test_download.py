@@ -485,7 +485,7 @@ def test_fetch_mnist_from_local_mirrors(server: Server, tmp_path: Path) -> None:
 
 
 def test_fetch_errors(server: Server, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="registered: mnist"):
+    with pytest.raises(ConfigError, match="registered: emnist, fsdd, mnist, nmnist"):
         fetch_dataset("cifar10", tmp_path)
     for f in DATASETS["mnist"].files:
         server.behaviour.files[f.source] = gzip.compress(b"not mnist", mtime=0)

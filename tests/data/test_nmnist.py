@@ -196,7 +196,7 @@ def test_nmnist_fixture_and_raster():
 
 @needs_nmnist
 def test_from_tonic_matches_our_pipeline():
-    tonic = pytest.importorskip("tonic", reason="tonic not installed (pip install hm2bp[data])")
+    tonic = pytest.importorskip("tonic", reason="tonic not installed (pip install hm2bp[tonic])")
     from tonic.io import read_mnist_file
 
     paths = [FIXTURE] + [p for p, _ in load_nmnist(NMNIST, "test")[:5]]

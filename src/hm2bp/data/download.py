@@ -47,6 +47,7 @@ __all__ = ["DATASETS", "DownloadError", "RemoteDataset", "RemoteFile", "download
 
 _CHUNK = 1 << 16
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 class DownloadError(HM2BPError, OSError):
@@ -74,9 +75,10 @@ class _Permanent(Exception):
 # --------------------------------------------------------------------------------------------------
 # Hashing
 # --------------------------------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike[str], *, gunzip: bool = False) -> str:
-    """SHA-256 (hex) of a file's bytes, or of its decompressed bytes with ``gunzip=True``."""
-    h = hashlib.sha256()
+def sha256_file(path: str | os.PathLike[str], *, gunzip: bool = False, algo: str = "sha256") -> str:
+    """SHA-256 (hex) of a file's bytes, or of its decompressed bytes with ``gunzip=True`` (``algo="md5"``:
+    the MD5, for sources that publish only that)."""
+    h = hashlib.new(algo)
     opener = gzip.open if gunzip else open
     with opener(path, "rb") as f:  # type: ignore[operator]
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -84,12 +86,14 @@ def sha256_file(path: str | os.PathLike[str], *, gunzip: bool = False) -> str:
     return h.hexdigest()
 
 
-def _matches(path: Path, sha256: str, size: int | None, *, gunzip: bool = False) -> bool:
-    """Whether ``path`` holds the expected content (False for a missing or unreadable file)."""
+def _matches(path: Path, sha256: str | None, size: int | None, *, gunzip: bool = False,
+             algo: str = "sha256") -> bool:
+    """Whether ``path`` holds the expected content (False for a missing or unreadable file); a digest of
+    None checks only the size."""
     try:
         if not path.is_file() or (size is not None and not gunzip and path.stat().st_size != size):
             return False
-        return sha256_file(path, gunzip=gunzip) == sha256
+        return sha256 is None or sha256_file(path, gunzip=gunzip, algo=algo) == sha256
     except (OSError, EOFError, zlib.error):
         return False
 
@@ -219,8 +223,10 @@ def _fetch(url: str, part: Path, *, timeout: float, limit: int | None, dest: Pat
 def download(
     url: str,
     dest: str | os.PathLike[str],
-    sha256: str,
+    sha256: str | None,
     *,
+    md5: str | None = None,
+    check: Callable[[Path], str | None] | None = None,
     expected_size: int | None = None,
     timeout: float = 60.0,
     retries: int = 3,
@@ -237,7 +243,12 @@ def download(
         url: an ``http://`` or ``https://`` URL.
         dest: the final path; it only ever holds verified bytes. An existing file that verifies is kept
             (no request is made); one that does not is replaced once a verified copy has arrived.
-        sha256: expected SHA-256 (hex) of the final bytes (the decompressed bytes with ``gunzip``).
+        sha256: expected SHA-256 (hex) of the final bytes (the decompressed bytes with ``gunzip``), or None
+            when ``md5`` or ``check`` is given instead.
+        md5: expected MD5 (hex) of the final bytes, for sources that publish only an MD5 (torchvision's and
+            tonic's dataset tables).
+        check: a content check of the final bytes, returning None when they are right or what is wrong
+            (e.g. the files inside an archive whose own bytes are not stable); runs after the digest.
         expected_size: expected size of the final bytes; a server that announces or sends more is refused
             (a ``.gz`` source may be at most 1 % + 64 KiB larger).
         timeout: seconds without progress (connect or read) before an attempt counts as failed.
@@ -257,9 +268,7 @@ def download(
             received so far stay in the ``.part`` file and the next call resumes from there.
     """
     dest = Path(dest)
-    sha = sha256.strip().lower()
-    if not _HEX64.match(sha):
-        raise ValueError(f"sha256 must be 64 hexadecimal digits; got {sha256!r}")
+    algo, sha = _expected_digest(sha256, md5, check)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise ValueError(f"only http:// and https:// URLs are downloaded; got {url!r}")
@@ -267,7 +276,7 @@ def download(
         raise ValueError("retries must be >= 0 and timeout > 0")
     if dest.is_dir():
         raise DataFormatError(dest, "is a folder; give the path of the file to create")
-    if _matches(dest, sha, expected_size):
+    if _matches(dest, sha, expected_size, algo=algo) and (check is None or check(dest) is None):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     raw_part = dest.with_name(dest.name + (".gz.part" if gunzip else ".part"))
@@ -306,7 +315,9 @@ def download(
         except _Permanent as e:
             raise DownloadError(url, dest, str(e)) from None
 
-        problem = _verify(raw_part, unpacked if gunzip else None, sha, expected_size)
+        problem = _verify(raw_part, unpacked if gunzip else None, sha, expected_size, algo)
+        if problem is None and check is not None:
+            problem = check(unpacked if gunzip else raw_part)
         if problem is None:
             final = unpacked if gunzip else raw_part
             os.replace(final, dest)
@@ -323,9 +334,26 @@ def download(
         raise DataFormatError(dest, f"downloaded from {url}: {problem}; the partial file was deleted")
 
 
-def _verify(raw: Path, unpacked: Path | None, sha: str, size: int | None) -> str | None:
+def _expected_digest(sha256: str | None, md5: str | None, check: object) -> tuple[str, str | None]:
+    """(hash algorithm, expected hex digest or None) from download()'s arguments, checked."""
+    if md5 is not None:
+        digest = md5.strip().lower()
+        if not _HEX32.match(digest):
+            raise ValueError(f"md5 must be 32 hexadecimal digits; got {md5!r}")
+        return "md5", digest
+    if sha256 is None:
+        if check is None:
+            raise ValueError("give sha256, md5 or a content check: nothing unverified is downloaded")
+        return "sha256", None
+    digest = sha256.strip().lower()
+    if not _HEX64.match(digest):
+        raise ValueError(f"sha256 must be 64 hexadecimal digits; got {sha256!r}")
+    return "sha256", digest
+
+
+def _verify(raw: Path, unpacked: Path | None, sha: str | None, size: int | None, algo: str = "sha256") -> str | None:
     """None when the content is right, else what is wrong (with both hashes)."""
-    h = hashlib.sha256()
+    h = hashlib.new(algo)
     n = 0
     try:
         if unpacked is None:
@@ -346,8 +374,8 @@ def _verify(raw: Path, unpacked: Path | None, sha: str, size: int | None) -> str
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         return f"not a valid gzip stream ({type(e).__name__}: {e})"
     got = h.hexdigest()
-    if got != sha or (size is not None and n != size):
-        return (f"sha256 {got} ({n:,} bytes) does not match the expected {sha}"
+    if (sha is not None and got != sha) or (size is not None and n != size):
+        return (f"{algo} {got} ({n:,} bytes) does not match the expected {sha or 'content'}"
                 + (f" ({size:,} bytes)" if size is not None else ""))
     return None
 
@@ -357,13 +385,27 @@ def _verify(raw: Path, unpacked: Path | None, sha: str, size: int | None) -> str
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file of a dataset: final ``name``, SHA-256 and size of the final bytes, the name on a mirror."""
+    """A file of a dataset: final ``name``, checksum and size of the final bytes, the name on a mirror.
+
+    ``sha256``/``size`` are of the final bytes (decompressed for a ``gzip`` source); ``md5`` stands in
+    where the source publishes only an MD5. An archive (``unpack`` = "zip" or "tar.gz") is downloaded as
+    ``name``, verified, and its members matching ``pattern`` (``strip`` leading path parts dropped) are
+    unpacked into the folder (:mod:`hm2bp.data.archives`); then the archive is deleted. ``content_sha256``
+    verifies an archive by the files it holds (:func:`~hm2bp.data.archives.content_digest`), for sources
+    that regenerate their archives; ``n_members`` is the number of files it unpacks to.
+    """
 
     name: str
-    sha256: str
-    size: int
+    sha256: str | None
+    size: int | None
     source: str
-    gzip: bool
+    gzip: bool = False
+    md5: str | None = None
+    unpack: str = ""
+    pattern: str = "*"
+    strip: int = 0
+    content_sha256: str | None = None
+    n_members: int = 0
 
 
 @dataclass(frozen=True)
@@ -373,8 +415,14 @@ class RemoteDataset:
     note: str
 
 
-#: Registered datasets. Every checksum here was computed from the local copy in ../shared/data/mnist
-#: (``zcat <name>.gz | sha256sum``) and agrees with that folder's README and MANIFEST.sha256.
+_NMNIST_FILES = "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
+
+#: Registered datasets. MNIST: the SHA-256 and size of the uncompressed IDX files, computed from the local
+#: copy in ../shared/data/mnist (``zcat <name>.gz | sha256sum``; it agrees with that folder's README and
+#: MANIFEST.sha256). EMNIST and N-MNIST: the official archives with the MD5s published by torchvision
+#: (``EMNIST.md5``) and tonic (``NMNIST.train_md5``/``test_md5``), not checked here (no network, no copy).
+#: FSDD: the GitHub tarball of tag v1.0.10, verified by the content digest of its 3,000 recordings,
+#: computed from ../shared/data/fsdd/recordings (identical to v1.0.10's tree).
 DATASETS: dict[str, RemoteDataset] = {
     "mnist": RemoteDataset(
         files=(
@@ -394,13 +442,89 @@ DATASETS: dict[str, RemoteDataset] = {
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         note="MNIST (LeCun, Cortes, Burges), usually given as CC BY-SA 3.0",
     ),
+    "emnist": RemoteDataset(
+        files=(RemoteFile("gzip.zip", None, None, "gzip.zip", md5="58c8d27c78d21e728a6bc7b3cc06412e", unpack="zip",
+                          pattern="gzip/emnist-*", strip=1, n_members=30),),
+        mirrors=("https://biometrics.nist.gov/cs_links/EMNIST/",),
+        note="EMNIST (Cohen et al. 2017), NIST's gzip.zip (~536 MB): all six subsets as IDX .gz + mappings",
+    ),
+    "nmnist": RemoteDataset(
+        files=(RemoteFile("Train.zip", None, None, "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",
+                          md5="20959b8e626244a1b502305a9e6e2031", unpack="zip", pattern="Train/*.bin",
+                          n_members=60_000),
+               RemoteFile("Test.zip", None, None, "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",
+                          md5="69ca8762b2fe404d9b9bad1103e97832", unpack="zip", pattern="Test/*.bin",
+                          n_members=10_000)),
+        mirrors=(_NMNIST_FILES,),
+        note="N-MNIST (Orchard et al. 2015) from Mendeley Data (~1 GB); cite the paper",
+    ),
+    "fsdd": RemoteDataset(
+        files=(RemoteFile("fsdd-v1.0.10.tar.gz", None, None, "v1.0.10.tar.gz", unpack="tar.gz",
+                          pattern="*/recordings/*.wav", strip=1, n_members=3000,
+                          content_sha256="710951a2589b3ada7d439d4478090cd83b6eed3c738ae7ae04a030fa0f61ed88"),),
+        mirrors=("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/",),
+        note="Free Spoken Digit Dataset v1.0.10 (3,000 recordings, 21 MB), CC BY-SA 4.0",
+    ),
 }
 
 
+def _unpacked_glob(f: RemoteFile) -> str:
+    """The glob, relative to the dataset folder, of the files an archive unpacks to."""
+    head, _, tail = "/".join(f.pattern.split("/")[f.strip:]).rpartition("/")
+    return f"{head}/**/{tail}" if head else tail
+
+
 def _present(root: Path, f: RemoteFile) -> bool:
-    """The file is in ``root`` already, raw or as ``.gz`` (both are read by the loaders), and verifies."""
+    """The file is in ``root`` already, raw or as ``.gz`` (both are read by the loaders), and verifies; for
+    an archive: it was unpacked here, or a copy by hand holds its files (all ``n_members`` of them, with the
+    right content digest where one is registered)."""
+    if f.unpack:
+        from .archives import folder_content_digest, is_unpacked
+
+        if is_unpacked(root, f.name):
+            return True
+        if not f.n_members:
+            return False
+        glob = _unpacked_glob(f)
+        if f.content_sha256 is None:
+            return sum(1 for p in root.glob(glob) if p.is_file()) == f.n_members
+        return folder_content_digest(root, glob) == (f.content_sha256, f.n_members)
     return _matches(root / f.name, f.sha256, f.size) or _matches(root / (f.name + ".gz"), f.sha256, f.size,
                                                                  gunzip=True)
+
+
+def _content_check(f: RemoteFile) -> Callable[[Path], str | None] | None:
+    """For an archive with a registered content digest: the check download() runs on its bytes."""
+    if f.content_sha256 is None:
+        return None
+
+    def check(path: Path) -> str | None:
+        from .archives import archive_content_digest
+
+        try:
+            digest, n = archive_content_digest(path, f.unpack, f.pattern)
+        except DataFormatError as e:
+            return e.problem
+        if (digest, n) != (f.content_sha256, f.n_members or n):
+            return (f"its {n:,} files matching {f.pattern!r} have content digest {digest}, expected "
+                    f"{f.content_sha256}" + (f" ({f.n_members:,} files)" if f.n_members else ""))
+        return None
+
+    return check
+
+
+def _fetch_one(f: RemoteFile, root: Path, url: str, *, timeout: float, retries: int, backoff: float,
+               echo: Callable[[str], None] | None) -> None:
+    """Download (and for an archive: verify, unpack, delete) one registered file from ``url``."""
+    dest = root / f.name
+    download(url, dest, f.sha256, md5=f.md5, check=_content_check(f), expected_size=f.size, gunzip=f.gzip,
+             timeout=timeout, retries=retries, backoff=backoff, echo=echo)
+    if f.unpack:
+        from .archives import unpack_archive
+
+        unpack_archive(dest, root, kind=f.unpack, pattern=f.pattern, strip=f.strip,
+                       checksum=f.md5 or f.sha256 or f.content_sha256 or "")
+        dest.unlink()
 
 
 def fetch_dataset(
@@ -415,12 +539,15 @@ def fetch_dataset(
     deadline: float | None = 3600.0,
     min_rate: float = 1024.0,
     rate_window: float = 30.0,
+    on_file: Callable[[str, Path, RemoteFile], None] | None = None,
 ) -> Path:
     """Make sure ``root`` holds the verified files of dataset ``name``; download what is missing.
 
-    Files already present (raw, or as ``<name>.gz``) and matching their checksum are not downloaded again.
-    Each missing file is tried on each mirror in turn (``mirrors`` replaces the registered ones, e.g. a
-    local copy). Returns ``root``.
+    Files already present (raw, or as ``<name>.gz``) and matching their checksum are not downloaded again;
+    archives are unpacked into the layout the loaders read and then deleted (an archive placed in ``root``
+    by hand is verified and unpacked without a download). Each missing file is tried on each mirror in
+    turn (``mirrors`` replaces the registered ones, e.g. a local copy). ``on_file(url, dest, file)`` is
+    called before each download (the CLI's progress bar). Returns ``root``.
 
     Raises:
         ConfigError: unknown dataset name.
@@ -445,9 +572,10 @@ def fetch_dataset(
         for base in bases:
             url = base.rstrip("/") + "/" + f.source
             say(f"downloading {url} -> {root / f.name}")
+            if on_file is not None:
+                on_file(url, root / f.name, f)
             try:
-                download(url, root / f.name, f.sha256, expected_size=f.size, gunzip=f.gzip, timeout=timeout,
-                         retries=retries, backoff=backoff, echo=echo)
+                _fetch_one(f, root, url, timeout=timeout, retries=retries, backoff=backoff, echo=echo)
             except (DownloadError, DataFormatError) as e:
                 errors.append(e)
                 say(f"failed: {e}")
@@ -460,4 +588,3 @@ def fetch_dataset(
                 raise DataFormatError(root / f.name, f"no mirror served the right bytes: {detail}{hint}")
             raise DownloadError(", ".join(bases), root / f.name, f"no mirror worked: {detail}{hint}")
     return root
-

@@ -408,7 +408,7 @@ def from_tonic(
         sensor_size: ``(width, height[, polarities])``; ``None`` takes ``dataset.sensor_size`` or 34 × 34.
         target_transform: applied to each label.
 
-    Tonic itself is not needed by this function; install it with ``pip install hm2bp[data]``.
+    Tonic itself is not needed by this function; install it with ``pip install hm2bp[tonic]``.
     """
     if sensor_size is None:
         sensor_size = tuple(getattr(dataset, "sensor_size", (SENSOR, SENSOR, 2)))

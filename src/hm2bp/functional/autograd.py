@@ -127,14 +127,17 @@ def _linear_step_backward(
     used_spikes = out
     if spec.output_spec is not None:
         labels, strength, desired = spec.output_spec
-        if labels is not None:
-            rules = output_rules(out, labels, spec.p, strength if spec.lateral_weight is not None else None, desired)
-            lam, used_spikes = rules.lateral, rules.spikes
-            if rules.unstable:
-                assert lam is not None
-                warn_unstable_lateral(lam, spec.name)
-            if rules.inserted:
-                counts_out = psp_drive = None  # σ must see the inserted spikes: recomputed
+        if labels is None:  # running on without them would silently skip spike insertion and Λ
+            raise ValueError(f"{spec.name}: the output layer's backward pass needs the labels (spike insertion and "
+                             "the lateral factor, spec §3.2/§3.4): call net(x, labels) for training; net(x) is for "
+                             "inference (under torch.no_grad())")
+        rules = output_rules(out, labels, spec.p, strength if spec.lateral_weight is not None else None, desired)
+        lam, used_spikes = rules.lateral, rules.spikes
+        if rules.unstable:
+            assert lam is not None
+            warn_unstable_lateral(lam, spec.name)
+        if rules.inserted:
+            counts_out = psp_drive = None  # σ must see the inserted spikes: recomputed
     grads = linear_backward(
         delta, in_spikes, used_spikes, weight, drive, spec.p, lateral=lam, effect_ratio=spec.effect_ratio,
         need_delta_below=need_below, dtype=spec.backward_dtype, events=events, psp_drive=psp_drive,

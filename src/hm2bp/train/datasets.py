@@ -36,8 +36,8 @@ from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
 from .input_checks import check_dataset_spikes, warn_if_silent
 
-__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "load_datasets", "load_splits", "sample_generator",
-           "validation_size", "validation_split"]
+__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "collate_time_major", "load_datasets", "load_splits",
+           "sample_generator", "validation_size", "validation_split"]
 
 
 def sample_generator(*keys: int | str) -> torch.Generator:
@@ -47,8 +47,14 @@ def sample_generator(*keys: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
-class SpikeDataset:
-    """Base class: ``labels`` (int64 ``[N]``), ``n_classes``, ``n_inputs``, ``T`` and :meth:`get`."""
+class SpikeDataset(torch.utils.data.Dataset):
+    """Base class: ``labels`` (int64 ``[N]``), ``n_classes``, ``n_inputs``, ``T`` and :meth:`get`.
+
+    Also a map-style ``torch.utils.data.Dataset``: item ``i`` is ``(spikes bool [T, n_inputs], label)`` of
+    epoch :attr:`epoch` (:meth:`set_epoch`); batch items time-major with :func:`collate_time_major`, e.g.
+    ``DataLoader(ds, batch_size=32, collate_fn=collate_time_major)`` gives ``([T, B, n_inputs], [B])``.
+    The trainer itself calls :meth:`get` on whole batches (faster: one encoding call per batch).
+    """
 
     def __init__(self, labels: np.ndarray | torch.Tensor, n_classes: int, n_inputs: int, T: int, name: str) -> None:
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
@@ -56,9 +62,21 @@ class SpikeDataset:
         self.n_inputs = int(n_inputs)
         self.T = int(T)
         self.name = name
+        self.epoch = 0
 
     def __len__(self) -> int:
         return int(self.labels.numel())
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"{self.name}: index {i} out of range for {n} samples")
+        i = int(i) % n
+        return self.get([i], self.epoch)[:, 0], int(self.labels[i])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose rasters ``dataset[i]`` returns (fresh encodings and augmentation vary by epoch)."""
+        self.epoch = int(epoch)
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         """Input spikes ``bool [T, B, n_inputs]`` of samples ``indices`` in ``epoch``."""
@@ -67,6 +85,13 @@ class SpikeDataset:
     def subset(self, indices: np.ndarray, split: str) -> SpikeDataset:
         """The samples ``indices`` (in that order) as a dataset of their own, playing the role ``split``."""
         raise NotImplementedError
+
+
+def collate_time_major(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DataLoader`` collate function: items ``(spikes [T, ...], label)`` → ``(spikes [T, B, ...], labels [B])``,
+    the time-major layout the networks take."""
+    xs, ys = zip(*items)
+    return torch.stack(xs, dim=1), torch.as_tensor(ys, dtype=torch.int64)
 
 
 class _PackedCache:
@@ -211,13 +236,19 @@ def _want(limit: int) -> int | None:
     return limit if limit > 0 else None
 
 
+#: Datasets ``hm2bp download NAME DIR`` can fetch (hm2bp.data.download.DATASETS).
+_DOWNLOADABLE = ("mnist", "emnist", "nmnist", "fsdd")
+
+
 def _need_dir(d: DataConfig, what: str) -> Path:
+    get = (f"; to fetch it: hm2bp download {d.dataset} DIR, then --data-dir DIR" if d.dataset in _DOWNLOADABLE
+           else "")
     if not d.data_dir:
         raise ConfigError(f"dataset {d.dataset!r} needs a data folder: pass --data-dir DIR (or data.data_dir=DIR) "
-                          f"pointing at {what}")
+                          f"pointing at {what}{get}")
     root = Path(d.data_dir).expanduser()
     if not root.is_dir():
-        raise DataFormatError(root, f"data folder not found; it should hold {what}")
+        raise DataFormatError(root, f"data folder not found; it should hold {what}{get}")
     return root
 
 
@@ -287,17 +318,23 @@ def _cochleagram(path: Path) -> np.ndarray:
 
 
 def _speech_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
+    from ..data.feature_cache import cached_raster, speech_params
     from ..data.speech import load_fsdd, load_speech_folder
     from ..encoding import bsa_encode
 
     d, T = cfg.data, cfg.model.T
     n_in = 78
 
-    def to_raster(p: Path) -> np.ndarray:
+    def features(p: Path) -> np.ndarray:
         coch = _cochleagram(p)
         if coch.shape[0] != n_in:
             raise DataFormatError(p, f"cochleagram has {coch.shape[0]} channels, expected {n_in}")
         return warn_if_silent(p, bsa_encode(coch, T), f"{coch.shape[1]} frames of 16 ms")
+
+    params = speech_params(T, n_in)
+
+    def to_raster(p: Path) -> np.ndarray:  # Lyon + BSA take ~0.3 s per utterance: cached on disk
+        return cached_raster(p, params, features)
 
     out, names = [], None
     for split, limit in (("train", d.n_train), ("test", d.n_test)):

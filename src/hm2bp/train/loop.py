@@ -49,7 +49,7 @@ from . import distributed as D
 from .boosting import update_boost_weights
 from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotter, ProgressBar, plural
 from .checkpoint import load_checkpoint, repair_best
-from .datasets import SpikeDataset, load_splits
+from .datasets import SpikeDataset
 from .evaluate import (EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint,
                        model_from_checkpoint)
 from .interrupt import InterruptGuard, TrainingInterrupted
@@ -61,6 +61,7 @@ from .schedule import lr_at_epoch, lr_at_step, per_step_schedule, shuffle_order
 from .selection import early_stop_due, fill_selection, selected_fields, summary_line
 from .state import EpochProgress, TrainState, check_resumable, fresh_state, make_checkpoint, restore_state
 from .update_checks import report_epoch_updates
+from .user_datasets import resolve_datasets
 
 __all__ = ["TrainResult", "EvalResult", "Trainer", "train", "evaluate", "evaluate_checkpoint", "build_model",
            "resolve_device", "model_from_checkpoint", "num_threads"]
@@ -446,6 +447,7 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     echo: Callable[[str], None] | None = print,
+    datasets: Any = None,
 ) -> TrainResult:
     """Train a network as configured; returns the metrics and the final/best test accuracy.
 
@@ -458,6 +460,9 @@ def train(
             holding checkpoints or logged epochs is refused (:class:`~hm2bp.train.rundir.RunFolderError`).
         quiet: no progress and no per-epoch lines.
         echo: where per-epoch summary lines go (None = nowhere).
+        datasets: your own data instead of ``cfg.data``'s: ``(train, test)``, ``(train, test, val)`` or a
+            dict with those keys; each a SpikeDataset or any map-style dataset of ``(spikes [T, inputs],
+            label)`` items (:mod:`hm2bp.train.user_datasets`), checked against ``cfg.model``.
 
     Raises:
         TrainingInterrupted: on SIGINT/SIGTERM, after writing a mid-epoch ``last.pt``; the message says
@@ -480,6 +485,7 @@ def train(
             lk.acquire()
         try:
             return _train(cfg, device, resume=resume, overwrite=overwrite, quiet=quiet or not main, echo=echo,
+                          datasets=datasets,
                           ctx=ctx)
         finally:
             for lk in reversed(locks):
@@ -487,13 +493,14 @@ def train(
 
 
 def _train(cfg: RunConfig, device: torch.device, *, resume: bool, overwrite: bool, quiet: bool,
-           echo: Callable[[str], None] | None, ctx: D.DistContext | None = None) -> TrainResult:
+           echo: Callable[[str], None] | None, ctx: D.DistContext | None = None, datasets: Any = None
+           ) -> TrainResult:
     main = ctx is None or ctx.is_main
     say: Callable[[str], None] = (lambda s: None) if (quiet or echo is None) else echo
     out_dir, ck_dir = cfg.out_dir, cfg.checkpoint_dir
     last_path, best_path = ck_dir / "last.pt", ck_dir / "best.pt"
     ck = _open_run_folder(cfg, resume=resume, overwrite=overwrite, main=main, ctx=ctx, say=say)
-    train_set, val_set, test_set = load_splits(cfg)
+    train_set, val_set, test_set = resolve_datasets(cfg, datasets)
     with InterruptGuard(announce=main) as guard:
         callbacks: list[Callback] = [Checkpointer(last_path, best_path, every_steps=cfg.train.checkpoint_every_steps,
                                                   every_minutes=cfg.train.checkpoint_every_minutes, write=main)]

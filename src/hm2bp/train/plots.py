@@ -60,36 +60,61 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _marker_size(n_points: int) -> float:
+    """Visible markers for a few epochs (a lone point after one epoch), small ones for long curves."""
+    return 7.0 if n_points <= 3 else 5.0 if n_points <= 30 else 2.5
+
+
 def plot_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Loss, accuracies and learning rate per epoch."""
+    """Loss, accuracies and learning rate per epoch (epochs counted from 1, integer ticks)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     first = metrics[0]["epoch"] if metrics else 1  # logs before epochs were counted from 1 start at 0
     ep = [m["epoch"] + (1 - first if first == 0 else 0) for m in metrics]
+    ms = _marker_size(len(ep))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(ep, [m["train_loss"] for m in metrics], "o-", ms=3)
+    axes[0].plot(ep, [m["train_loss"] for m in metrics], "o-", ms=ms)
     axes[0].set(xlabel="epoch", ylabel="train loss", title="training loss")
-    axes[1].plot(ep, [100 * m["train_acc"] for m in metrics], "o-", ms=3, label="train")
-    axes[1].plot(ep, [100 * m["test_acc"] for m in metrics], "s-", ms=3, label="test")
+    axes[1].plot(ep, [100 * m["train_acc"] for m in metrics], "o-", ms=ms, label="train")
+    axes[1].plot(ep, [100 * m["test_acc"] for m in metrics], "s-", ms=ms, label="test")
+    if any(m.get("val_acc") is not None for m in metrics):
+        axes[1].plot(ep, [100 * m["val_acc"] if m.get("val_acc") is not None else float("nan") for m in metrics],
+                     "^-", ms=ms, label="validation")
     axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     axes[1].legend()
-    axes[2].plot(ep, [m["lr"] for m in metrics], "o-", ms=3)
+    axes[2].plot(ep, [m["lr"] for m in metrics], "o-", ms=ms)
     axes[2].set(xlabel="epoch", ylabel="learning rate", title="learning rate")
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3), useMathText=True)  # short tick labels
     for ax in axes:
         ax.grid(alpha=0.3)
+        if len(ep) <= 10:
+            ax.set_xticks(ep)
+            ax.set_xlim(min(ep) - 0.5, max(ep) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
     return _save(fig, Path(path))
 
 
 def plot_raster(layer_spikes: list[Tensor], path: str | os.PathLike[str], names: list[str] | None = None,
                 title: str = "") -> Path:
     """Spike raster of one sample: ``layer_spikes[k]`` is ``[T, N]`` (or ``[T, C, H, W]``, flattened)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     n = len(layer_spikes)
-    fig, axes = plt.subplots(n, 1, figsize=(9, 1.2 + 1.6 * n), sharex=True, squeeze=False)
+    row_in = 1.6  # inches per layer
+    fig, axes = plt.subplots(n, 1, figsize=(9, 1.2 + row_in * n), sharex=True, squeeze=False)
     for k, s in enumerate(layer_spikes):
         s2 = s.reshape(s.shape[0], -1).float()
         t, i = torch.nonzero(s2, as_tuple=True)
         ax = axes[k, 0]
-        ax.scatter(t.numpy(), i.numpy(), s=0.6, c="k", marker="|", linewidths=0.6)
+        # a tick as tall as most of one neuron's row: the 10 output neurons get long, thick ticks
+        length = min(0.8 * row_in * 72 / max(s2.shape[1], 1), 9.0)
+        ax.scatter(t.numpy(), i.numpy(), s=max(length, 0.8) ** 2, c="tab:red" if k == n - 1 else "k", marker="|",
+                   linewidths=1.5 if length > 3 else 0.6)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.5, s2.shape[1] - 0.5)
         ax.set_xlim(-0.5, s2.shape[0] - 0.5)
         label = names[k] if names else f"layer {k}"
@@ -138,6 +163,13 @@ def plot_confusion(labels: Tensor, predictions: Tensor, n_classes: int, path: st
                 if v:
                     ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                             color="white" if v > cm.max() / 2 else "black")
+    if n_classes <= 64:  # every class labelled (not matplotlib's every other one)
+        small = n_classes > 20
+        ax.set_xticks(range(n_classes))
+        ax.set_yticks(range(n_classes))
+        ax.tick_params(labelsize=6 if small else 9)
+        if small:
+            ax.tick_params(axis="x", labelrotation=90)
     acc = float(cm.diag().sum()) / max(int(cm.sum()), 1)
     ax.set(xlabel="predicted", ylabel="true", title=f"test confusion matrix ({100 * acc:.2f}%)")
     return _save(fig, Path(path))
