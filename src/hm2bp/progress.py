@@ -23,7 +23,7 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
-__all__ = ["Progress", "format_duration", "progress"]
+__all__ = ["Progress", "default_interval", "format_duration", "progress"]
 
 
 def format_duration(seconds: float) -> str:
@@ -47,6 +47,11 @@ def _env_seconds(name: str, default: float) -> float:
         return default
 
 
+def default_interval() -> float:
+    """Seconds between log lines off a terminal: ``HM2BP_PROGRESS_INTERVAL``, default 30."""
+    return _env_seconds("HM2BP_PROGRESS_INTERVAL", 30.0)
+
+
 class Progress:
     """Counts ``done`` of ``total`` units; see the module docstring for what it shows."""
 
@@ -60,7 +65,7 @@ class Progress:
         self._start = time.perf_counter()
         self._start_done = self.done
         self._next_line = self._start + (_env_seconds("HM2BP_PROGRESS_FIRST", 2.0) if first_s is None else first_s)
-        self._interval = _env_seconds("HM2BP_PROGRESS_INTERVAL", 30.0) if interval_s is None else interval_s
+        self._interval = default_interval() if interval_s is None else interval_s
         self._lines = 0
         self._postfix: dict[str, Any] = {}
         self._bar: Any = None

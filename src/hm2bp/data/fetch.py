@@ -35,11 +35,11 @@ class PartFileProgress:
 
     def __init__(self, quiet: bool = False, interval: float = 0.2, log_every: float | None = None,
                  stream: Any = None) -> None:
-        from ..progress import _default_interval
+        from ..progress import default_interval
 
         self.quiet = quiet
         self.interval = interval
-        self.log_every = _default_interval() if log_every is None else log_every
+        self.log_every = default_interval() if log_every is None else log_every
         self.stream = stream if stream is not None else sys.stderr
         self._bar: Any = None
         self._stop = threading.Event()

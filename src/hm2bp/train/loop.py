@@ -29,6 +29,7 @@ writes files (:mod:`hm2bp.train.distributed`, ``docs/distributed.md``).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -76,7 +76,7 @@ class RunLock:
         return self
 
     def _acquire_exclusive_file(self) -> RunLock:  # pragma: no cover - Windows
-        from .checkpoint import _pid_alive
+        from ..io.files import _pid_alive
 
         for _ in range(2):
             try:
