@@ -1,8 +1,9 @@
 """The compiled event-driven conv and pool kernels (``cpu_conv.c``, one of the sources of ``cpu.py``'s library).
 
-``cpu_conv.c`` uses the helpers of ``hm2bp_kernels.h`` (the LIF step, the scratch memory), so it is built
-into the same library (``cpu.SOURCES``); this module declares its functions there. Every call takes its
-geometry and neuron constants as one ``LayerArgs`` structure.
+``cpu_conv.c`` uses the helpers of ``hm2bp_kernels.h`` (the LIF step, the scratch memory, the exp table), so
+it is built into the same library (``cpu.SOURCES``); this module declares its functions there. Every call
+takes its geometry and neuron constants as one ``LayerArgs`` structure, whose integers are bounds-checked
+here (``cpu.c_int``: ctypes would wrap them silently).
 """
 
 from __future__ import annotations
@@ -80,8 +81,12 @@ class Geometry(NamedTuple):
 
 def _args(g: Geometry, T: int, B: int, tau_m: float, tau_s: float, theta: float, t_ref: int, window: int
           ) -> LayerArgs:
-    return LayerArgs(T, B, g.C, g.H, g.W, g.K, g.k, g.Ho, g.Wo, tau_m, tau_s, theta, t_ref, window, tau_m, tau_s,
-                     torch.get_num_threads())
+    for name, v in {"T": T, "B": B, **g._asdict()}.items():
+        cpu.c_int(name, v)
+    cpu.c_int("inputs per sample", g.C * g.H * g.W)
+    cpu.c_int("outputs per sample", g.K * g.Ho * g.Wo)
+    return LayerArgs(T, B, g.C, g.H, g.W, g.K, g.k, g.Ho, g.Wo, tau_m, tau_s, theta, cpu.c_int("t_ref", t_ref),
+                     cpu.c_window(window, T), tau_m, tau_s, torch.get_num_threads())
 
 
 def channel_blocks(B: int, K: int) -> int:
@@ -91,15 +96,21 @@ def channel_blocks(B: int, K: int) -> int:
 
 
 def blocked_weights(weight: Tensor, B: int, dtype: torch.dtype) -> Tensor:
-    """W ``[K, C, k, k]`` as ``[n_blocks, C·k·k·kmax]``: each channel block's kernels as [C, k, k, nk] with the
-    channels innermost (the layout the kernels read), blocks split as ``torch.tensor_split`` does."""
+    """W ``[K, C, k, k]`` as ``[n_blocks, C·k·k·kmax]``: each channel block's kernels as [C, k, k, ns] with the
+    channels innermost, padded with zeros to ns = a multiple of 8 (float32, the forward) or 4 (float64, the
+    backward), blocks split as ``torch.tensor_split`` does (the layout of ``cpu_conv.c``)."""
     K = weight.shape[0]
     n = channel_blocks(B, K)
-    kmax = -(-K // n)
+    pad = 8 if dtype == torch.float32 else 4
+    per_block = -(-K // n)
+    kmax = -(-per_block // pad) * pad
     ckk = weight[0].numel()
     out = torch.zeros(n, ckk * kmax, dtype=dtype)
     for i, blk in enumerate(torch.tensor_split(weight.detach(), n)):
-        out[i, : ckk * blk.shape[0]] = blk.permute(1, 2, 3, 0).reshape(-1).to(dtype)
+        ns = -(-blk.shape[0] // pad) * pad
+        padded = torch.zeros(ckk, ns, dtype=dtype)
+        padded[:, : blk.shape[0]] = blk.permute(1, 2, 3, 0).reshape(ckk, -1)
+        out[i, : ckk * ns] = padded.reshape(-1)
     return out
 
 
