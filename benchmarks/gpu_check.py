@@ -68,9 +68,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _network(arch: str, thresholds: list[float], device: torch.device):  # type: ignore[no-untyped-def]
-    from peers import WEIGHT_SEED
-
     from hm2bp.nn.network import build_network
+    from peers import WEIGHT_SEED
 
     return build_network(arch, thresholds, generator=torch.Generator().manual_seed(WEIGHT_SEED)).to(device)
 
@@ -102,9 +101,8 @@ def serving_backends(device: torch.device) -> list[str]:
 
 def agreement(device: torch.device, arch: str, thresholds: list[float], T: int, batch: int) -> dict[str, object]:
     """Spikes and gradients of one training step with each backend on ``device`` against the CPU result."""
-    from peers import make_inputs
-
     from hm2bp.kernels import cpu
+    from peers import make_inputs
 
     n_in = 784
     x, labels = make_inputs(T, batch, n_in=n_in)
@@ -132,10 +130,9 @@ def agreement(device: torch.device, arch: str, thresholds: list[float], T: int, 
 def throughput(device: torch.device, arch: str, thresholds: list[float], T: int, batch: int, steps: int
                ) -> dict[str, object]:
     """Median training and inference samples/s and the peak device memory of one configuration."""
-    from peers import make_inputs
-
     from hm2bp.kernels.backend import backend_for
     from hm2bp.loss import rate_loss
+    from peers import make_inputs
 
     x, labels = make_inputs(T, batch)
     if arch.startswith("28x28"):

@@ -1,13 +1,15 @@
 """Side-by-side speed and memory of hm2bp and the peer SNN libraries, in one run.
 
-Same network (784-800-10), same input spikes, same time steps and batch sizes for every library (see
-``peers.py`` for the shared workload and the peer models). Each configuration runs in its own processes,
+Same network (784-800-10, or the paper's spiking CNN 28x28-15c5-p2-40c5-p2-300-10 with ``--arch cnn``), same
+input spikes, same weights, same time steps and batch sizes for every library (see ``peers.py`` for the shared
+workload and the peer models). Each configuration runs in its own processes,
 threads pinned: one child measures training (so that its peak RSS is the training peak), another inference.
 
     bash benchmarks/setup_peer_envs.sh          # once: the peer virtual environments
     python benchmarks/harness.py                # full grid -> benchmarks/results/latest.csv + latest.png
     python benchmarks/harness.py --quick        # a handful of small configurations (smoke run)
     python benchmarks/harness.py --threads 1
+    python benchmarks/harness.py --arch cnn     # the CNN part alone (its rows replace the CNN rows of latest.csv)
 
 Configurations (library / rule):
 - hm2bp / hm2bp: the fast path, mini-batch (``build_network`` + ``rate_loss`` + Adam), batch 1, 64, 256;
@@ -19,7 +21,9 @@ Configurations (library / rule):
   SpikingJelly also at one point each with its own x_seq[t] loop (neuron ``cubalif-index``) and with its
   fused LIF operator (neuron ``lif``, not the same neuron model).
 T ∈ {25, 100, 400} × batch ∈ {1, 64, 256} (exact: batch 1; reference: batch 1, T ∈ {100, 400}, since its
-spike insertion needs T ≥ 35). A configuration whose training step is predicted (from the fastest step of
+spike insertion needs T ≥ 35). The CNN (``--arch cnn``, or both with the default ``--arch all``): T = 400 ×
+batch ∈ {1, 16, 64} for hm2bp, snnTorch and SpikingJelly (CUBALIF), hm2bp exact at batch 1; its weights are the
+authors' trained checkpoint when the golden data is there (every layer active, as in training). A configuration whose training step is predicted (from the fastest step of
 the same library's previous, smaller configuration, scaled by T·batch) to take longer than --budget
 seconds, or to need more memory than the machine has free, is recorded as skipped with the reason.
 
@@ -49,7 +53,7 @@ RESULTS = HERE / "results"
 USED_SRC = ["src/hm2bp/nn", "src/hm2bp/functional", "src/hm2bp/kernels", "src/hm2bp/reference", "src/hm2bp/loss.py"]
 
 COLUMNS = [
-    "library", "rule", "neuron", "T", "batch", "n_hidden", "status",
+    "arch", "library", "rule", "neuron", "T", "batch", "n_hidden", "status",
     "train_samples_per_s", "infer_samples_per_s", "peak_rss_mb", "train_mem_mb",
     "infer_peak_rss_mb", "infer_mem_mb", "baseline_rss_mb",
     "train_step_s", "train_step_min_s", "train_fwd_s", "train_bwd_s", "train_opt_s", "train_steps_timed",
@@ -114,8 +118,20 @@ def _hm2bp_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     from peers import WEIGHT_SEED, make_inputs
 
     x, labels = make_inputs(a.T, a.batch)
-    arch = f"784-{a.n_hidden}-10"
-    net = build_network(arch, [20.0, 8.0], generator=torch.Generator().manual_seed(WEIGHT_SEED))
+    if a.arch == "cnn":
+        from peers import CNN_ARCH, CNN_THRESHOLDS, make_cnn_weights
+
+        net = build_network(CNN_ARCH, list(CNN_THRESHOLDS))
+        trainable = [layer for layer in net.layers if hasattr(layer, "weight")]
+        with torch.no_grad():
+            for layer, w in zip(trainable, make_cnn_weights(a.weights or None)):
+                layer.weight.copy_(w)
+        reg = 0.0  # mnist_cnn.toml: the authors' CNN config has no regulariser
+        description = "SpikingConv2d/SpikingPool2d/SpikingLinear(tau_m=64,tau_s=8,t_ref=2,lateral=-1)"
+    else:
+        net = build_network(f"784-{a.n_hidden}-10", [20.0, 8.0], generator=torch.Generator().manual_seed(WEIGHT_SEED))
+        reg = 10.0
+        description = "SpikingLinear(tau_m=64,tau_s=8,t_ref=2,lateral=-1)"
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=True)
     exact = a.rule == "hm2bp-exact"
 
@@ -123,7 +139,9 @@ def _hm2bp_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
         counts = net(x, labels).sum(0)
         if exact:  # the per-step work of `hm2bp train` in online mode (train/loop.py)
-            loss = rate_loss(counts, labels, sample_weight=torch.ones(a.batch)) + weight_regularizer(net, 10.0, 0.04, 8.0)
+            loss = rate_loss(counts, labels, sample_weight=torch.ones(a.batch))
+            if reg:
+                loss = loss + weight_regularizer(net, reg, 0.04, 8.0)
         else:
             loss = rate_loss(counts, labels)
         t1 = time.perf_counter()
@@ -141,10 +159,10 @@ def _hm2bp_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     def recorded():  # type: ignore[no-untyped-def]
         with torch.no_grad():  # for the spike statistics only, after the measurement
             out = net(x, record=True)
-        return net.hidden_spikes[0], out
+        return (net.hidden_spikes[:-1] if a.arch == "cnn" else net.hidden_spikes[0]), out
 
     infer.recorded = recorded  # type: ignore[attr-defined]
-    return x, train_step, infer, hm2bp.__version__, "SpikingLinear(tau_m=64,tau_s=8,t_ref=2,lateral=-1)"
+    return x, train_step, infer, hm2bp.__version__, description
 
 
 def _reference_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -202,7 +220,7 @@ def _peer_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     from peers import build_peer, library_version, make_inputs, neuron_description, peer_infer, peer_train_step
 
     x, labels = make_inputs(a.T, a.batch)
-    net = build_peer(a.library, a.neuron)
+    net = build_peer(a.library, a.neuron, a.arch, a.weights or None)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=True)
     return (x, lambda: peer_train_step(net, opt, x, labels), lambda: peer_infer(net, x),
             library_version(a.library), neuron_description(a.library, a.neuron))
@@ -215,6 +233,13 @@ def _spike_stats(x, box: dict[str, object], infer) -> dict[str, float]:  # type:
     if hidden is None:
         hidden, out = infer.recorded()
     in_spikes = float(x.sum())
+    if isinstance(hidden, (list, tuple)):  # the CNN: every layer's spikes; hidden_rate is conv1's
+        from peers import CNN_FANOUT
+
+        layers = [x, *hidden[:5]]
+        synops = sum(float(s.sum()) * fan for s, fan in zip(layers, CNN_FANOUT))
+        return {"input_density": in_spikes / x.numel(), "hidden_rate": float(hidden[0].sum()) / hidden[0].numel(),
+                "out_count_mean": float(out.sum()) / (out.shape[1] * out.shape[2]), "synops_per_sample": synops / x.shape[1]}
     hid_spikes = float(hidden.sum())
     return {"input_density": in_spikes / x.numel(), "hidden_rate": hid_spikes / hidden.numel(),
             "out_count_mean": float(out.sum()) / (out.shape[1] * out.shape[2]),
@@ -346,12 +371,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def build_configs(quick: bool) -> list[dict[str, object]]:
-    """(library, rule, neuron, T, batch, n_hidden), ordered by T·batch so that predictions come from below."""
+ARCH_NAMES = {"fc": "784-800-10", "cnn": "28x28-15c5-p2-40c5-p2-300-10"}
+
+
+def build_configs(quick: bool, arch: str = "fc") -> list[dict[str, object]]:
+    """(arch, library, rule, neuron, T, batch, n_hidden), ordered by T·batch so that predictions come from
+    below; ``arch`` "fc", "cnn" or "all"."""
     variants = [("hm2bp", "hm2bp", ""), ("snntorch", "bptt", ""), ("spikingjelly", "bptt", "cubalif")]
+    if arch == "all":
+        return build_configs(quick, "fc") + build_configs(quick, "cnn")
+    if arch == "cnn":
+        grid_cnn = [(50, 2)] if quick else [(400, b) for b in (1, 16, 64)]
+        cnn: list[dict[str, object]] = [
+            {"arch": ARCH_NAMES["cnn"], "library": lib, "rule": rule, "neuron": neuron, "T": T, "batch": b, "n_hidden": 300}
+            for T, b in grid_cnn for lib, rule, neuron in variants]
+        cnn.append({"arch": ARCH_NAMES["cnn"], "library": "hm2bp", "rule": "hm2bp-exact", "neuron": "",
+                    "T": grid_cnn[0][0], "batch": 1, "n_hidden": 300})
+        cnn.sort(key=lambda c: (int(c["T"]) * int(c["batch"]), int(c["T"])))  # type: ignore[call-overload]
+        return cnn
 
     def cfg(lib: str, rule: str, neuron: str, T: int, batch: int) -> dict[str, object]:
-        return dict(library=lib, rule=rule, neuron=neuron, T=T, batch=batch, n_hidden=800)
+        return dict(arch=ARCH_NAMES["fc"], library=lib, rule=rule, neuron=neuron, T=T, batch=batch, n_hidden=800)
 
     # The reference's spike insertion (spec §3.2) needs T >= desired (35): its smallest T is 100 here.
     if quick:
@@ -370,7 +410,7 @@ def build_configs(quick: bool) -> list[dict[str, object]]:
 
 
 def _key(c: dict[str, object]) -> tuple[object, ...]:
-    return (c["library"], c["rule"], c["neuron"], c["n_hidden"])
+    return (c.get("arch", ARCH_NAMES["fc"]), c["library"], c["rule"], c["neuron"], c["n_hidden"])
 
 
 def _predict(history: dict[tuple[object, ...], dict[str, float]], c: dict[str, object]) -> tuple[float, float] | None:
@@ -415,14 +455,16 @@ def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     history: dict[tuple[object, ...], dict[str, float]] = {}
     failed: set[tuple[object, ...]] = set()
-    for c in build_configs(args.quick):
+    weights = _cnn_weights_file() if args.arch in ("cnn", "all") else ""
+    for c in build_configs(args.quick, args.arch):
         if args.only and c["library"] not in args.only:
             continue
         row: dict[str, object] = dict.fromkeys(COLUMNS, "")
         row.update(c)
         row.update(common)
         row["gemm_gflops"] = round(peak, 2)
-        label = f"{c['library']:12s} {c['rule']:15s} {c['neuron'] or '-'!s:13s} T={c['T']:<3} batch={c['batch']:<3}"
+        arch = "cnn" if c["arch"] == ARCH_NAMES["cnn"] else "fc"
+        label = f"{arch:4s} {c['library']:12s} {c['rule']:15s} {c['neuron'] or '-'!s:13s} T={c['T']:<3} batch={c['batch']:<3}"
         skip = ""
         if c["library"] != "hm2bp" and c["library"] not in from_peers:
             skip = "peer environment missing (run benchmarks/setup_peer_envs.sh)"
@@ -441,7 +483,9 @@ def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
             rows.append(row)
             print(f"{label}  skipped: {skip}", flush=True)
             continue
-        base = ["--child", "--library", str(c["library"]), "--rule", str(c["rule"]), "--neuron", str(c["neuron"]),
+        short = "cnn" if c["arch"] == ARCH_NAMES["cnn"] else "fc"
+        base = ["--child", "--arch", short, "--weights", weights if short == "cnn" else "",
+                "--library", str(c["library"]), "--rule", str(c["rule"]), "--neuron", str(c["neuron"]),
                 "--T", str(c["T"]), "--batch", str(c["batch"]), "--n-hidden", str(c["n_hidden"]),
                 "--repeats", str(args.repeats), "--budget", str(args.budget)]
         row["loadavg_1m"] = round(os.getloadavg()[0], 2)
@@ -463,7 +507,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
         sys.path.insert(0, str(HERE))
         from peers import dense_flops_per_sample
 
-        flops = dense_flops_per_sample(T, int(c["n_hidden"]))  # type: ignore[call-overload]
+        flops = dense_flops_per_sample(T, int(c["n_hidden"]), short)  # type: ignore[call-overload]
         row.update(
             status="ok", neuron=tr["neuron"] if not c["neuron"] else f"{c['neuron']}: {tr['neuron']}",
             train_samples_per_s=round(train_sps, 3), infer_samples_per_s=round(infer_sps, 3),
@@ -507,12 +551,43 @@ def _add_ratios(rows: list[dict[str, object]]) -> None:
         best: dict[tuple[object, object], float] = {}
         for r in rows:
             if r["status"] == "ok" and r["rule"] == "bptt" and not str(r["neuron"]).startswith(("lif", "cubalif-index")):
-                k = (r["T"], r["batch"])
+                k = (r["arch"], r["T"], r["batch"])
                 best[k] = max(best.get(k, 0.0), float(r[f"{what}_samples_per_s"]))  # type: ignore[arg-type]
         for r in rows:
-            k = (r["T"], r["batch"])
+            k = (r["arch"], r["T"], r["batch"])
             if r["status"] == "ok" and r["library"] == "hm2bp" and k in best:
                 r[f"ratio_to_fastest_peer_{what}"] = round(float(r[f"{what}_samples_per_s"]) / best[k], 4)  # type: ignore[arg-type]
+
+
+def _cnn_weights_file() -> str:
+    """The authors' trained CNN (Result/checkPoint_cnn_best.txt) as a torch file of the four weight tensors that
+    every child (hm2bp and the peers' environments) loads, or "" without the golden data (the children then
+    draw build_network's initial weights)."""
+    result = ROOT.parent / "shared" / "golden" / "mm-bp-snn" / "Result"
+    ckpt = next((p for p in (result / "checkPoint_cnn_best.txt", result / "checkPoint_cnn_best.txt.gz") if p.exists()),
+                result / "checkPoint_cnn_best.txt")
+    if not ckpt.exists():
+        print(f"note: {ckpt} not found: the CNN runs on its initial weights (little activity past conv2)", flush=True)
+        return ""
+    import torch
+
+    from hm2bp.io.import_authors import load_authors_cnn_checkpoint
+
+    net = load_authors_cnn_checkpoint(ckpt)
+    path = Path(tempfile.mkdtemp(prefix="hm2bp-bench-cnn-")) / "cnn_weights.pt"
+    torch.save([layer.weight.detach().clone() for layer in net.layers if hasattr(layer, "weight")], path)
+    return str(path)
+
+
+def _kept_rows(path: Path, archs: set[object]) -> list[dict[str, object]]:
+    """The rows of an existing CSV whose arch is not in ``archs`` (a CSV without the column is 784-800-10)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        old = list(csv.DictReader(f))
+    for r in old:
+        r["arch"] = r.get("arch") or ARCH_NAMES["fc"]
+    return [dict(r) for r in old if r["arch"] not in archs]
 
 
 def write_csv(rows: list[dict[str, object]], path: Path) -> None:
@@ -536,7 +611,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> bool:
     except ImportError:
         print("matplotlib not installed: no plot", flush=True)
         return False
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == "ok" and r.get("arch", ARCH_NAMES["fc"]) == ARCH_NAMES["fc"]]  # the FC grid
     batches = sorted({int(r["batch"]) for r in ok})  # type: ignore[call-overload]
     if not ok:
         return False
@@ -592,11 +667,11 @@ def plot(rows: list[dict[str, object]], path: Path) -> bool:
 
 
 def summary(rows: list[dict[str, object]]) -> None:
-    print("\nlibrary      rule             neuron         T    batch  train/s    infer/s  train_MB  ratio(train)")
+    print("\narch  library      rule             neuron         T    batch  train/s    infer/s  train_MB  ratio(train)")
     for r in rows:
         if r["status"] != "ok":
             continue
-        print(f"{r['library']:12s} {r['rule']:16s} {str(r['neuron']).split(':')[0][:14]:14s} {r['T']:<4} {r['batch']:<6} "
+        print(f"{'cnn' if r['arch'] == ARCH_NAMES['cnn'] else 'fc':5s} {r['library']:12s} {r['rule']:16s} {str(r['neuron']).split(':')[0][:14]:14s} {r['T']:<4} {r['batch']:<6} "
               f"{float(r['train_samples_per_s']):9.2f} {float(r['infer_samples_per_s']):10.2f} "  # type: ignore[arg-type]
               f"{float(r['train_mem_mb']):9.1f}  {r['ratio_to_fastest_peer_train']}")  # type: ignore[arg-type]
 
@@ -615,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="hm2bp from the working tree (default) or from a snapshot of the committed HEAD "
                          "(use when others edit src/ during the run)")
     ap.add_argument("--only", nargs="*", default=[], help="only these libraries (hm2bp snntorch spikingjelly)")
+    ap.add_argument("--arch", choices=("fc", "cnn", "all"), default="all",
+                    help="784-800-10 (fc), the spiking CNN (cnn) or both (all, default); a run of one of them keeps "
+                         "the other's rows of an existing CSV")
     ap.add_argument("--out", type=Path, default=None, help="CSV path (default results/latest.csv; --quick: results/quick.csv)")
     ap.add_argument("--no-plot", action="store_true")
     # child-process options
@@ -627,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--T", type=int, default=100, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--n-hidden", type=int, default=800, help=argparse.SUPPRESS)
+    ap.add_argument("--weights", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child_main(args)
@@ -642,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(Path(_HM2BP_PATH[0]).parent, ignore_errors=True)
+    if args.arch != "all":
+        rows = _kept_rows(out, {r["arch"] for r in rows} or {ARCH_NAMES[args.arch]}) + rows
     write_csv(rows, out)
     print(f"\nwrote {out}")
     if not args.no_plot and plot(rows, out.with_suffix(".png")):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # noqa: E402
+import peers
 
 
 def _unpack(packed: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:

@@ -20,6 +20,13 @@ The workload (identical for every library, same torch release everywhere):
 - the loss: MSE on the output spike counts against 35 (label) / 5 (other classes), mean over the batch
   (hm2bp uses its own rate loss with the same targets and a dead zone of 5), Adam (lr 1e-3).
 
+The CNN workload (``arch="cnn"``, the paper's 28x28-15c5-p2-40c5-p2-300-10, spec §5): the same input spikes seen
+as 28×28 images; thresholds 5, 2, 12, 4, 10, 10; valid 5×5 convolutions and spiking 2×2 sum pools (unit weights,
+each a LIF layer of its own); the weights are the authors' trained checkpoint (``Result/checkPoint_cnn_best.txt``,
+written by the harness to a torch file that every process loads) so that every layer is active as in training,
+or, without the golden data, the U(−0.5, 0.5) conv / U(−1, 1) FC draws of ``build_network(..., manual_seed(0))``.
+The peers again get W/τ_s (the pools 1/τ_s).
+
 Peer models (surrogate-gradient BPTT; both layer by layer: one GEMM over all T·B rows, then the neuron scan
 over time — the fastest way to write this feed-forward net in either library):
 - snnTorch: ``snntorch.Synaptic(alpha=1−1/8, beta=1−1/64, threshold, reset_mechanism="zero")``, stepped
@@ -69,6 +76,23 @@ def make_weights(n_hidden: int = N_HIDDEN, seed: int = WEIGHT_SEED) -> tuple[Ten
     w1 = torch.empty(n_hidden, N_IN).uniform_(-1.0, 1.0, generator=gen)
     w2 = torch.empty(N_OUT, n_hidden).uniform_(-1.0, 1.0, generator=gen)
     return w1, w2
+
+
+CNN_ARCH = "28x28-15c5-p2-40c5-p2-300-10"
+CNN_THRESHOLDS = (5.0, 2.0, 12.0, 4.0, 10.0, 10.0)
+CNN_SHAPES = ((15, 1, 5, 5), (40, 15, 5, 5), (300, 640), (10, 300))
+CNN_FANOUT = (15 * 25, 1, 40 * 25, 1, 300, 10)
+"""Synapses per spike of the input and of each layer's output (conv: K·k², pool: 1, FC: N_out)."""
+
+
+def make_cnn_weights(path: str | None = None, seed: int = WEIGHT_SEED) -> list[Tensor]:
+    """conv1, conv2, hidden, output weights of the CNN: from ``path`` (a list of tensors saved by the harness),
+    else the draws of hm2bp's build_network (conv U(−0.5, 0.5), FC U(−1, 1), in layer order)."""
+    if path:
+        return [w.float() for w in torch.load(path)]
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.empty(shape).uniform_(-(0.5 if len(shape) == 4 else 1.0), 0.5 if len(shape) == 4 else 1.0,
+                                        generator=gen) for shape in CNN_SHAPES]
 
 
 def target_counts(labels: Tensor) -> Tensor:
@@ -171,10 +195,82 @@ class SpikingJellyNet(nn.Module):
         return hidden, self.lif2(self.fc2(hidden))
 
 
-def build_peer(library: str, neuron_kind: str = "") -> nn.Module:
-    if library == "snntorch":
+# ------------------------------------------------------------------------------------------------ CNN
+class _CNNBody(nn.Module):
+    """The CNN's synaptic layers with the peers' W/τ_s; ``neuron(i, current)`` scans layer i's LIF neurons
+    over time (``current`` ``[T, B, ...]``). Convolutions and pools run over all T·B images at once."""
+
+    def __init__(self, weights_path: str | None) -> None:
+        super().__init__()
+        w = make_cnn_weights(weights_path)
+        self.conv1, self.conv2 = (nn.Conv2d(k.shape[1], k.shape[0], k.shape[2], bias=False) for k in w[:2])
+        self.fc1, self.fc2 = _linear(w[2]), _linear(w[3])
+        with torch.no_grad():
+            self.conv1.weight.copy_(w[0] / TAU_S)
+            self.conv2.weight.copy_(w[1] / TAU_S)
+
+    @staticmethod
+    def _images(op: nn.Module | object, x: Tensor) -> Tensor:
+        T, B = x.shape[:2]
+        y = op(x.reshape(T * B, *x.shape[2:]))  # type: ignore[operator]
+        return y.reshape(T, B, *y.shape[1:])
+
+    def run(self, x: Tensor, neuron) -> tuple[list[Tensor], Tensor]:  # type: ignore[no-untyped-def]
+        """x ``[T, B, 784]`` → (every layer's spikes, output spikes)."""
+        def pool(s: Tensor) -> Tensor:  # the 2×2 sum of spikes, times the peers' 1/τ_s
+            return torch.nn.functional.avg_pool2d(s, 2, ceil_mode=True) * (4.0 / TAU_S)
+
+        T, B = x.shape[:2]
+        s = [neuron(0, self._images(self.conv1, x.reshape(T, B, 1, 28, 28)))]
+        s.append(neuron(1, self._images(pool, s[-1])))
+        s.append(neuron(2, self._images(self.conv2, s[-1])))
+        s.append(neuron(3, self._images(pool, s[-1])))
+        s.append(neuron(4, self.fc1(s[-1].reshape(T, B, -1))))
+        s.append(neuron(5, self.fc2(s[-1])))
+        return s, s[-1]
+
+
+class SnnTorchCNN(nn.Module):
+    def __init__(self, weights_path: str | None) -> None:
+        super().__init__()
+        import snntorch as snn
+
+        self.body = _CNNBody(weights_path)
+        self.lifs = nn.ModuleList(snn.Synaptic(alpha=ALPHA, beta=BETA, threshold=th, reset_mechanism="zero")
+                                  for th in CNN_THRESHOLDS)
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        return self.body.run(x, lambda i, cur: SnnTorchNet._scan(self.lifs[i], cur))
+
+
+class SpikingJellyCNN(nn.Module):
+    def __init__(self, weights_path: str | None) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import surrogate
+
+        self.body = _CNNBody(weights_path)
+        cls = _unbind_cubalif_class()
+        self.lifs = nn.ModuleList(cls(c_decay=ALPHA, v_decay=BETA, v_threshold=th, v_reset=0.0,
+                                      surrogate_function=surrogate.ATan()) for th in CNN_THRESHOLDS)
+        for m in self.lifs:
+            m.step_mode = "m"
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self)
+        return self.body.run(x, lambda i, cur: self.lifs[i](cur))
+
+
+def build_peer(library: str, neuron_kind: str = "", arch: str = "fc", weights_path: str | None = None) -> nn.Module:
+    if arch == "cnn":
+        if library == "snntorch":
+            return SnnTorchCNN(weights_path)
+        if library == "spikingjelly":
+            return SpikingJellyCNN(weights_path)
+    elif library == "snntorch":
         return SnnTorchNet()
-    if library == "spikingjelly":
+    elif library == "spikingjelly":
         return SpikingJellyNet(neuron_kind or "cubalif")
     raise ValueError(f"unknown peer library {library!r}")
 
@@ -219,9 +315,12 @@ def peer_infer(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         return net(x)
 
 
-def dense_flops_per_sample(T: int, n_hidden: int = N_HIDDEN) -> float:
-    """Multiply-adds ×2 of the two dense layer products over T steps for one sample (forward only)."""
+def dense_flops_per_sample(T: int, n_hidden: int = N_HIDDEN, arch: str = "fc") -> float:
+    """Multiply-adds ×2 of the dense layer products (FC products, or the CNN's two convolutions and two FC
+    products) over T steps for one sample (forward only)."""
+    if arch == "cnn":
+        return 2.0 * T * (15 * 24 * 24 * 25 + 40 * 8 * 8 * 15 * 25 + 640 * 300 + 300 * 10)
     return 2.0 * T * (N_IN * n_hidden + n_hidden * N_OUT)
 
 
-__all__ = ["build_peer", "count_loss", "dense_flops_per_sample", "make_inputs", "make_weights"]
+__all__ = ["build_peer", "count_loss", "dense_flops_per_sample", "make_cnn_weights", "make_inputs", "make_weights"]

@@ -3,7 +3,7 @@
 - Paths to ``../shared`` (golden data, datasets) come from ``shared_paths.py``, nowhere else.
 - ``HM2BP_REQUIRE_GOLDEN=1`` (``.ci/run`` sets it): a skip of a ``golden`` test, or a skip whose reason is
   missing golden data or a missing C compiler, is reported as a failure, so CI cannot pass without having
-  checked against the authors' data and the compiled kernels.
+  checked against the authors' data and the compiled kernels. CUDA-only variants may still skip.
 - Markers (registered in pyproject.toml, ``--strict-markers``): ``requires("module", ...)`` skips unless the
   optional modules are installed; ``cuda`` skips without a CUDA device; ``slow`` is deselected by default
   (``-m slow`` or ``-m ''`` runs it).
@@ -73,6 +73,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if REQUIRE_GOLDEN and report.skipped:
         reason = _skip_reason(report)
+        if item.get_closest_marker("cuda") is not None or "cuda" in reason.lower():
+            return report  # CI has no GPU: a CUDA variant of a golden test may skip
         if item.get_closest_marker("golden") is not None or any(r in reason.lower() for r in _REQUIRED_SKIP_REASONS):
             report.outcome = "failed"
             report.longrepr = f"HM2BP_REQUIRE_GOLDEN=1, so this skip is a failure: {reason}"

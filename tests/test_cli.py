@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import shared_paths
 from hm2bp.cli import main
 from hm2bp.config import list_presets
 
@@ -200,7 +201,7 @@ def _tiny_mnist(out: Path) -> list[str]:
 
 def test_run_folder_works_from_anywhere_and_eval_takes_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+    shared = shared_paths.DATA / "mnist"
     if not shared.is_dir():
         pytest.skip("no local MNIST copy")
     work = tmp_path / "work"

@@ -103,7 +103,7 @@ class Architecture:
         return sum(math.prod(s) for s in self.shapes)
 
 
-_MAX_DIGITS = 9  # sizes up to 999,999,999; a longer number is a typo (and int() refuses > 4,300 digits)
+_MAX_DIGITS = 18  # fits int64 (memory checks refuse what cannot be built); int() refuses > 4,300 digits
 
 
 def _int(arch: str, token: str, digits: str) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["check_model_bounds", "check_train_bounds", "fits_float32", "MAX_N_SWAPS", "MAX_TAU", "MAX_CUDA_INDEX"]
+__all__ = ["MAX_CUDA_INDEX", "MAX_N_SWAPS", "MAX_TAU", "check_model_bounds", "check_train_bounds", "fits_float32"]
 
 #: Threshold offset of FC and pool layers (spec §1.1); a threshold at or below it never waits for input.
 THETA_EPS = 1e-6

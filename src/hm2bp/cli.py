@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import RunConfig, apply_overrides, list_presets, load_config

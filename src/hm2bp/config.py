@@ -627,7 +627,7 @@ def _with_mode_recipe(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 def write_config_json(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as indented JSON (atomically)."""
-    from .train.checkpoint import atomic_write_bytes
+    from .io.files import atomic_write_bytes
 
     text = json.dumps(config_to_dict(cfg), indent=2) + "\n"
     atomic_write_bytes(Path(path), text.encode())

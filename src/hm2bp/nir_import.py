@@ -319,7 +319,7 @@ def _synapse(nir, name: str, node: Any, shape: tuple[int, ...]) -> tuple[tuple[s
 
 def _make_layer(syn: tuple[str, Any], params: NeuronParams, w0: float | None, meta: Any,
                 gen: torch.Generator) -> torch.nn.Module:
-    common = dict(tau_m=params.tau_m, tau_s=params.tau_s, t_ref=params.t_ref, theta_eps=params.theta_eps)
+    common: dict[str, Any] = {"tau_m": params.tau_m, "tau_s": params.tau_s, "t_ref": params.t_ref, "theta_eps": params.theta_eps}
     kind, value = syn
     layer: torch.nn.Module
     if kind == "fc":
@@ -332,8 +332,9 @@ def _make_layer(syn: tuple[str, Any], params: NeuronParams, w0: float | None, me
     else:
         layer = SpikingPool2d(value, params.v_th, **common)
     if kind != "pool":
+        weight: torch.Tensor = layer.weight  # type: ignore[assignment]
         with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            weight.copy_(torch.from_numpy(np.ascontiguousarray(value)))
     layer.params = params  # carries the window, if any
     return layer
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
+import shared_paths
 from hm2bp.cli import main
 from hm2bp.data import download as dl
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = shared_paths.DATA
 FAST = ["--retries", "0", "--timeout", "5", "--quiet"]
 
 

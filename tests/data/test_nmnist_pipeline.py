@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import shared_paths
 from hm2bp.config import load_config
 from hm2bp.data.nmnist import (
     dat_sample_to_raster,
@@ -20,7 +21,7 @@ from hm2bp.data.nmnist import (
 from hm2bp.errors import ConfigError, DataFormatError
 from hm2bp.train.datasets import load_datasets
 
-NMNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nmnist"
+NMNIST = shared_paths.DATA / "nmnist"
 needs_nmnist = pytest.mark.skipif(not NMNIST.is_dir(), reason=f"real N-MNIST data not found at {NMNIST}")
 pytestmark = pytest.mark.reliability
 

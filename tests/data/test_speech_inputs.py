@@ -38,7 +38,7 @@ def _wav(path: Path, frames: np.ndarray, rate: int = 12500, width: int = 2) -> P
 
 def _extensible(path: Path, frames: np.ndarray, rate: int, bits: int) -> Path:
     width = bits // 8
-    n, ch = frames.shape
+    ch = frames.shape[1]
     ints = np.round(frames * (2 ** (bits - 1) - 1)).astype(np.int64).reshape(-1)
     data = b"".join(int(v).to_bytes(width, "little", signed=True) for v in ints)
     guid = b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
@@ -58,7 +58,7 @@ def test_test_split_missing_a_class_is_refused(tmp_path: Path) -> None:
     for split, classes in (("train", ("a", "b", "c")), ("test", ("b", "c"))):
         for c in classes:
             _wav(tmp_path / split / c / "u0.wav", _tone(100))
-    items, names = load_speech_folder(tmp_path / "train")
+    _, names = load_speech_folder(tmp_path / "train")
     assert names == ["a", "b", "c"]
     with pytest.raises(DataFormatError, match=r"test: class folders differ .* missing \['a'\]"):
         load_speech_folder(tmp_path / "test", classes=names)

@@ -16,7 +16,6 @@ import contextlib
 import io
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
@@ -24,10 +23,10 @@ nir = pytest.importorskip("nir")
 snntorch = pytest.importorskip("snntorch")
 norse = pytest.importorskip("norse")
 
-from hm2bp.config import load_config  # noqa: E402
-from hm2bp.nir_io import NIRConversionError, export_nir, import_nir  # noqa: E402
-from hm2bp.train.datasets import load_datasets  # noqa: E402
-from hm2bp.train.loop import train  # noqa: E402
+from hm2bp.config import load_config
+from hm2bp.nir_io import NIRConversionError, export_nir, import_nir
+from hm2bp.train.datasets import load_datasets
+from hm2bp.train.loop import train
 
 pytestmark = [pytest.mark.interop, pytest.mark.reliability]
 T = 60

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hm2bp.errors import DataFormatError
+from hm2bp.io import files as io_files
 from hm2bp.nn.network import build_network
 from hm2bp.train import checkpoint as ckmod
 from hm2bp.train.checkpoint import (
@@ -176,7 +177,7 @@ def test_repair_best_completes_only_a_missing_or_stale_best(tmp_path: Path) -> N
 def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
-    host = ckmod._host_tag()
+    host = io_files._host_tag()
     stale = [tmp_path / f".last.pt.{host}.{dead_pid}.abc123_x.tmp", tmp_path / f".best.pt.{host}.{dead_pid}.q.tmp"]
     live = tmp_path / f".last.pt.{host}.{os.getpid()}.zzz.tmp"  # this process: a write in progress
     other_host = tmp_path / f".last.pt.otherhost.{dead_pid}.zzz.tmp"

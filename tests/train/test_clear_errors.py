@@ -52,12 +52,18 @@ def test_config_values_are_refused_by_key(tmp_path: Path, capsys: pytest.Capture
 def test_crafted_checkpoint_config_and_weights_disagree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(tmp_path) == 0
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
-    ck["config"]["model"]["arch"] = "64-99999999999-10"
+    ck["config"]["model"]["arch"] = "64-99999999-10"
     save_checkpoint({k: v for k, v in ck.items() if k != "sha256"}, tmp_path / "crafted.pt")
     assert main(["eval", str(tmp_path / "crafted.pt")]) == 1
     err = capsys.readouterr().err
-    assert "crafted.pt: its config's architecture '64-99999999999-10' has 7,399,999,999,926 weights, the checkpoint " \
+    assert "crafted.pt: its config's architecture '64-99999999-10' has 7,399,999,926 weights, the checkpoint " \
            "holds 2,960" in err, err
+    # an architecture the parser refuses outright is reported against the file too
+    ck["config"]["model"]["arch"] = "64-99999999999-10"
+    save_checkpoint({k: v for k, v in ck.items() if k != "sha256"}, tmp_path / "crafted2.pt")
+    assert main(["eval", str(tmp_path / "crafted2.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "crafted2.pt: its config is not valid: model.arch" in err, err
 
 
 def test_every_update_skipped_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

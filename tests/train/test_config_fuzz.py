@@ -325,7 +325,7 @@ def test_non_utf8_toml(tmp_path: Path) -> None:
 
 @KNOWN
 def test_architecture_size_over_4300_digits() -> None:
-    # was: the architecture parser's int() raised ValueError (hm2bp.arch now refuses sizes over 9 digits)
+    # was: the architecture parser's int() raised ValueError (hm2bp.arch now refuses sizes over 18 digits)
     with pytest.raises(ConfigError):
         load_config("digits", ["model.arch=64-" + "9" * 5000 + "-10"])
 

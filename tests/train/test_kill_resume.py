@@ -61,6 +61,7 @@ from hm2bp.train.metrics import read_metrics
 pytestmark = [
     pytest.mark.reliability,
     pytest.mark.requires("sklearn"),  # every test trains on scikit-learn's digits
+    pytest.mark.slow,  # minutes of repeated training runs: .ci/run runs them in its own step (-m slow)
     pytest.mark.skipif(not hasattr(signal, "SIGKILL") or os.name == "nt", reason="needs POSIX SIGKILL"),
 ]
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-pytest.importorskip("matplotlib")
-
 from hm2bp.train import plots
+
+pytestmark = pytest.mark.requires("matplotlib")  # every test draws a plot
 
 
 @pytest.fixture()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import hm2bp.train.loop as loop
 import hm2bp.train.preflight as pf
 from hm2bp.config import load_config
 from hm2bp.errors import ConfigError
 from hm2bp.nn.network import build_network
+from hm2bp.train import loop
 from hm2bp.train.loop import train
 
 pytestmark = pytest.mark.reliability

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sklearn")
-
 from hm2bp.cli import main
 from hm2bp.config import load_config
 from hm2bp.errors import ConfigError
@@ -23,6 +21,8 @@ from hm2bp.train import RunFolderError, load_checkpoint, train
 from hm2bp.train.checkpoint import save_checkpoint
 from hm2bp.train.metrics import read_metrics
 from hm2bp.train.rundir import LOCK_NAME, RunLock
+
+pytestmark = pytest.mark.requires("sklearn")  # the runs train on scikit-learn's digits
 
 TINY = ["model.arch=64-12-10", "model.T=16", "model.thresholds=3,3", "model.desired=6", "model.undesired=1",
         "model.margin=1", "data.n_train=24", "data.n_test=12", "train.plots=false", "train.tensorboard=false",

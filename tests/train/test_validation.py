@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-
-from hm2bp.config import load_config  # noqa: E402
-from hm2bp.errors import ConfigError  # noqa: E402
-from hm2bp.train import load_checkpoint, train  # noqa: E402
-from hm2bp.train import loop as L  # noqa: E402
-from hm2bp.train.datasets import FileSpikes, load_splits, validation_split  # noqa: E402
+from hm2bp.config import load_config
+from hm2bp.errors import ConfigError
+from hm2bp.train import load_checkpoint, train
+from hm2bp.train import loop as L
+from hm2bp.train.datasets import FileSpikes, load_splits, validation_split
 
 TINY = ["model.arch=64-20-10", "model.T=24", "model.thresholds=3,3", "model.desired=8", "model.undesired=2",
         "model.margin=1", "data.n_train=40", "data.n_test=16", "train.plots=false", "train.tensorboard=false",
@@ -35,6 +33,7 @@ def test_split_is_disjoint_complete_sorted_and_seeded() -> None:
     assert val.max() > 900 and val.min() < 100  # drawn from the whole pool, not its tail
 
 
+@pytest.mark.requires("sklearn")
 def test_digits_splits_hold_out_the_right_images_and_ignore_train_seed() -> None:
     pool = load_splits(load_config("digits", TINY))
     assert pool.val is None and len(pool.train) == 40
@@ -51,6 +50,7 @@ def test_digits_splits_hold_out_the_right_images_and_ignore_train_seed() -> None
     assert frac.val is not None and torch.equal(frac.val.labels, s.val.labels)  # round(0.25 * 40) = 10
 
 
+@pytest.mark.requires("sklearn")
 def test_validation_rasters_are_fixed_even_when_training_rasters_are_fresh() -> None:
     s = load_splits(load_config("digits", TINY + ["data.n_val=10", "data.augment=true"]))
     assert s.val is not None
@@ -88,6 +88,7 @@ def test_config_errors_name_the_key(bad: list[str], match: str) -> None:
         load_config("digits", TINY + bad)
 
 
+@pytest.mark.requires("sklearn")
 def test_whole_pool_as_validation_is_refused() -> None:
     with pytest.raises(ConfigError, match="data.n_val.*at least one"):
         load_splits(load_config("digits", TINY + ["data.n_val=40"]))
@@ -109,6 +110,7 @@ def _scripted_evaluation(monkeypatch: pytest.MonkeyPatch, val: list[float], test
     monkeypatch.setattr(L, "_evaluate_all", fake)
 
 
+@pytest.mark.requires("sklearn")
 def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _scripted_evaluation(monkeypatch, val=[0.5, 0.7, 0.6, 0.6], test=[0.9, 0.6, 0.8, 0.95])
     lines: list[str] = []
@@ -123,6 +125,7 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path: Path, monkey
                          "last epoch 4: val 60.00%, test 95.00%")
 
 
+@pytest.mark.requires("sklearn")
 def test_without_validation_the_summary_says_test_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _scripted_evaluation(monkeypatch, val=[], test=[0.4, 0.8, 0.7])
     lines: list[str] = []
@@ -131,6 +134,7 @@ def test_without_validation_the_summary_says_test_selection(tmp_path: Path, monk
     assert "chosen on the TEST set (no validation split" in lines[-1] and lines[-1].endswith("test 70.00%")
 
 
+@pytest.mark.requires("sklearn")
 def test_early_stopping_on_validation_and_after_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _scripted_evaluation(monkeypatch, val=[0.5, 0.7, 0.6, 0.6, 0.9], test=[0.1] * 5)
     over = TINY + ["data.n_val=10", "train.epochs=5", "train.early_stop_patience=2", f"train.out_dir={tmp_path}"]

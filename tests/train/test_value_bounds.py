@@ -32,3 +32,22 @@ def test_refused_by_key(override: str, match: str) -> None:
                                       "train.n_swaps=100000000", "train.device=cuda:7", "model.fc_init=1e30"])
 def test_limits_themselves_are_accepted(override: str) -> None:
     load_config("digits", [override])
+
+
+def test_silent_hidden_layer_warns() -> None:
+    """#18 item 4: a threshold that fits float32 but that no input reaches (1e30) leaves the layer silent."""
+    import warnings
+
+    from hm2bp.train.datasets import load_datasets
+    from hm2bp.train.input_checks import SilentLayerWarning, check_layers_fire
+    from hm2bp.train.loop import build_model
+
+    over = ["model.arch=64-20-10", "model.T=30", "model.desired=10", "model.undesired=2", "data.n_train=40"]
+    cfg = load_config("digits", [*over, "model.thresholds=1e30,5"])
+    train_set, _ = load_datasets(cfg)
+    with pytest.warns(SilentLayerWarning, match=r"layer 0 \(threshold 1e\+30, model.thresholds\[0\]\) emits no spike"):
+        check_layers_fire(build_model(cfg), train_set, cfg.model.thresholds)
+    cfg = load_config("digits", [*over, "model.thresholds=2,5"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SilentLayerWarning)
+        check_layers_fire(build_model(cfg), load_datasets(cfg)[0], cfg.model.thresholds)

@@ -287,13 +287,23 @@ def download(
     say = echo or (lambda s: None)
 
     pace = _Pace(deadline, min_rate, rate_window)
+    return _download_loop(url, dest, raw_part, unpacked, sha=sha, algo=algo, check=check,
+                          expected_size=expected_size, limit=limit, gunzip=gunzip, timeout=timeout, retries=retries,
+                          backoff=backoff, say=say, pace=pace)
+
+
+def _download_loop(url: str, dest: Path, raw_part: Path, unpacked: Path, *, sha: str | None, algo: str,
+                   check: Callable[[Path], str | None] | None,
+                   expected_size: int | None, limit: int | None, gunzip: bool, timeout: float, retries: int,
+                   backoff: float, say: Callable[[str], None], pace: _Pace) -> Path:
+    """The attempts of :func:`download`: fetch (resuming), retry transient faults, verify, rename."""
     failures = 0
     restarted = False  # restarted from scratch after a resumed download failed verification
     continued = False  # the bytes in raw_part include bytes of an earlier attempt or call
     while True:
         try:
             if pace.end is not None and time.monotonic() > pace.end:
-                raise _Deadline(f"the download took longer than its deadline of {deadline:g} s")
+                raise _Deadline(f"the download took longer than its deadline of {pace.deadline:g} s")
             if _fetch(url, raw_part, timeout=timeout, limit=limit, dest=dest, pace=pace):
                 continued = True
         except _Deadline as e:

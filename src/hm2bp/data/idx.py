@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hm2bp.errors import DataFormatError
+from hm2bp.io.bounded import is_gzip, open_maybe_gzip
 
 __all__ = ["load_emnist", "load_mnist", "read_emnist_mapping", "read_idx"]
 
@@ -30,7 +31,6 @@ _IDX_DTYPES: dict[int, str] = {
     0x0D: ">f4",
     0x0E: ">f8",
 }
-_GZIP_MAGIC = b"\x1f\x8b"
 # DEFLATE cannot expand data by more than about 1032:1; a header claiming more than this is a lie.
 _MAX_DEFLATE_RATIO = 1032
 _CHUNK = 1 << 22
@@ -98,9 +98,7 @@ def read_idx(path: str | os.PathLike[str], limit: int | None = None) -> np.ndarr
         raise DataFormatError(path, "file not found")
     file_size = path.stat().st_size
     try:
-        with open(path, "rb") as raw:
-            is_gzip = raw.read(2) == _GZIP_MAGIC
-        if is_gzip:
+        if is_gzip(path):
             with gzip.open(path, "rb") as f:
                 head = _read_exact_gzip(f, 4)
                 dtype, ndim = _parse_header(path, head)
@@ -210,9 +208,7 @@ def _read_pair(img_path: Path, lab_path: Path, limit: int | None) -> tuple[np.nd
 
 
 def _header_count(path: Path) -> int:
-    with open(path, "rb") as raw:
-        is_gzip = raw.read(2) == _GZIP_MAGIC
-    with (gzip.open(path, "rb") if is_gzip else open(path, "rb")) as f:
+    with open_maybe_gzip(path) as f:
         head = f.read(8)
     return int.from_bytes(head[4:8], "big")
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from hm2bp.errors import DataFormatError
+from hm2bp.io.bounded import read_head
 
 __all__ = [
     "EVENT_DTYPE",
@@ -31,9 +32,9 @@ __all__ = [
     "events_to_raster",
     "from_tonic",
     "load_nmnist",
-    "read_nmnist_events",
-    "read_nmnist_dat",
     "nmnist_raster",
+    "read_nmnist_dat",
+    "read_nmnist_events",
     "stabilize",
 ]
 
@@ -103,8 +104,7 @@ def read_nmnist_events(path: str | os.PathLike[str]) -> np.ndarray:
 
 def _looks_like_converter_text(path: Path) -> bool:
     """The converter's text starts with a decimal channel id and a TAB (``1\t3\t17…``)."""
-    with open(path, "rb") as f:
-        head = f.read(64)
+    head = read_head(path, 64)
     return re.match(rb"[#\s]*[0-9]+\t[0-9]", head) is not None
 
 

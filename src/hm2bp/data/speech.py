@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hm2bp.errors import DataFormatError
+from hm2bp.io.bounded import read_head
 
 __all__ = [
     "load_fsdd",
@@ -281,8 +282,7 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "file not found")
-    with open(path, "rb") as f:
-        magic = f.read(8)
+    magic = read_head(path, 8)
     if magic.startswith(_SPHERE_MAGIC):
         return read_sphere(path)
     if magic.startswith(b"RIFF"):

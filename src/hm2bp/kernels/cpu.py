@@ -21,9 +21,11 @@ from torch import Tensor
 from . import build
 
 _HERE = Path(__file__).parent
-SOURCES = ["cpu_scan.c"]
+SOURCES = ["scratch.c", "psp.c", "transpose.c", "lif_scan.c", "fc_forward.c", "fc_backward.c", "output_rules.c",
+           "spike_index.c", "cpu_conv.c"]
 """The C files compiled into the one kernel library (adding a kernel file is one more name here)."""
-HEADERS: list[str] = []
+HEADERS = ["hm2bp_kernels.h", "instantiate.h", "typed.h", "psp_body.h", "transpose_body.h", "fc_backward_body.h",
+           "fc_rows_body.h", "fc_block_body.h", "spike_index_body.h"]
 """The headers they include (part of the cache key)."""
 # For cpu_conv.py and older callers: the build settings now live in build.py.
 _FLAGS, _cache_dir, _isa_flags = build.FLAGS, build.cache_dir, build.isa_flags
@@ -34,6 +36,21 @@ _failed: str | None = None
 _i64, _i32, _f32, _f64, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_double, ctypes.c_void_p
 
 
+class Params(ctypes.Structure):
+    """``hm2bp_params`` of ``hm2bp_kernels.h`` (same fields, same order): the constants and sizes of one call,
+    passed by pointer. Built by ``_params``, which bounds every integer."""
+
+    _fields_ = [("T", _i64), ("B", _i64), ("N", _i64), ("n_in", _i64), ("tau_m", _f64), ("tau_s", _f64),
+                ("v_th", _f64), ("silent_psp", _f64), ("strength", _f64), ("window", _i64), ("step", _i64),
+                ("theta", _f32), ("t_ref", _i32), ("below", _i32), ("n_threads", _i32)]
+
+
+class Events(ctypes.Structure):
+    """``hm2bp_events``: the CSR index of a layer's input spikes (row_ptr, cols) and their counts [B, n_in]."""
+
+    _fields_ = [("row_ptr", _ptr), ("cols", _ptr), ("counts", _ptr)]
+
+
 C_INT_MAX = 2**31 - 1
 """Bound of every count, size and T_ref handed to the kernels: ctypes would silently wrap a larger Python int
 (T_ref = 2**32 + 2 ran as 2; 2**31 became negative and indexed out of the buffers)."""
@@ -42,7 +59,7 @@ C_INT_MAX = 2**31 - 1
 def c_int(name: str, value: object, low: int = 0, high: float = C_INT_MAX) -> int:
     """``value`` as an integer in [low, high] for the kernels, or a ValueError naming the parameter."""
     try:
-        v = operator.index(value)  # type: ignore[call-overload]
+        v = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise ValueError(f"hm2bp kernels: {name} must be an integer, got {value!r}") from None
     if not low <= v <= high:
@@ -75,34 +92,44 @@ def _check_index(row_ptr: Tensor, cols: Tensor, T: int, batch: int) -> None:
                          f"cols int32, got {row_ptr.dtype} {list(row_ptr.shape)} and {cols.dtype} {list(cols.shape)}")
 
 
+def _params(T: int, B: int = 0, N: int = 0, n_in: int = 0, *, tau_m: float = 0.0, tau_s: float = 0.0,
+            t_ref: int = 0, window: int = 0, theta: float = 0.0, v_th: float = 0.0, silent_psp: float = 0.0,
+            strength: float = 0.0, step: int = 0, below: int = 0) -> Params:
+    """The parameter struct of one call, every integer bounded (``c_int``; the window passed as ≤ T)."""
+    _sizes(T=T, batch=B, neurons=N, inputs=n_in)
+    return Params(T, B, N, n_in, float(tau_m), float(tau_s), float(v_th), float(silent_psp), float(strength),
+                  c_window(window, T), c_int("step", step), float(theta), c_int("t_ref", t_ref), below,
+                  c_int("threads", torch.get_num_threads(), low=1))
+
+
+def _events(row_ptr: Tensor, cols: Tensor, counts: Tensor | None = None) -> Events:
+    return Events(row_ptr.data_ptr(), cols.data_ptr(), None if counts is None else counts.data_ptr())
+
+
+def _ptr_of(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def _build() -> ctypes.CDLL:
     lib = build.load("hm2bp_cpu", [_HERE / name for name in SOURCES], [_HERE / name for name in HEADERS])
-    lib.hm2bp_lif_scan_f32.argtypes = [_ptr, _ptr, _i64, _i64, _f32, _f32, _i32, _f32, _ptr, _i64, _i32]
-    lib.hm2bp_lif_scan_f32.restype = ctypes.c_int
-    lib.hm2bp_fc_forward_f32.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _f32, _i32, _f32, _ptr,
-                                         _ptr, _ptr, _ptr, _ptr, _f64, _f64, _i64, _i32]
-    lib.hm2bp_fc_forward_f32.restype = ctypes.c_int
+    params, events = ctypes.POINTER(Params), ctypes.POINTER(Events)
+    signatures: dict[str, tuple[list[type], type | None]] = {
+        "hm2bp_lif_scan_f32": ([params, _ptr, _ptr, _ptr], ctypes.c_int),
+        "hm2bp_fc_forward_f32": ([params, events, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr], ctypes.c_int),
+        "hm2bp_output_rules": ([params, _ptr, _ptr, _ptr, _ptr, _ptr], ctypes.c_int),
+        "hm2bp_release_scratch": ([_i32], None),
+        "hm2bp_spike_index_take": ([_ptr, _ptr, _ptr], None),
+    }
     for suffix in ("f32", "f64"):
-        getattr(lib, f"hm2bp_psp_coeffs_{suffix}").argtypes = [_ptr, _ptr, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
-        getattr(lib, f"hm2bp_psp_coeffs_{suffix}").restype = ctypes.c_int
-        getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
-        getattr(lib, f"hm2bp_fc_psp_drive_{suffix}").restype = ctypes.c_int
-        getattr(lib, f"hm2bp_fc_backward_{suffix}").argtypes = [
-            _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _f64, _i32, _f32 if suffix == "f32" else _f64, _ptr, _ptr,
-            _i64, _i64, _i64, _i64, _f64, _f64, _i32, _i64, _i32]
-        getattr(lib, f"hm2bp_fc_backward_{suffix}").restype = ctypes.c_int
-    lib.hm2bp_output_rules.argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f64, _f64, _f64, _f64,
-                                       _i32, _i64, _i32]
-    lib.hm2bp_output_rules.restype = ctypes.c_int
-    lib.hm2bp_release_scratch.argtypes = [_i32]
-    lib.hm2bp_release_scratch.restype = None
+        signatures[f"hm2bp_psp_coeffs_{suffix}"] = ([params, _ptr, _ptr], ctypes.c_int)
+        signatures[f"hm2bp_fc_psp_drive_{suffix}"] = ([params, events, _ptr, _ptr, _ptr], ctypes.c_int)
+        signatures[f"hm2bp_fc_backward_{suffix}"] = ([params, events, *[_ptr] * 8], ctypes.c_int)
     for suffix in ("f32", "u8"):
-        getattr(lib, f"hm2bp_spike_index_{suffix}").argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _i64,
-                                                                 ctypes.POINTER(_ptr), _i32]
-        getattr(lib, f"hm2bp_spike_index_{suffix}").restype = ctypes.c_int64
-    lib.hm2bp_spike_index_take.argtypes = [_ptr, _ptr, _ptr]
-    lib.hm2bp_spike_index_take.restype = None
+        signatures[f"hm2bp_spike_index_{suffix}"] = ([params, _ptr, _ptr, _ptr, _i64, ctypes.POINTER(_ptr)],
+                                                     ctypes.c_int64)
+    for name, (argtypes, restype) in signatures.items():
+        getattr(lib, name).argtypes = argtypes
+        getattr(lib, name).restype = restype
     return lib
 
 
@@ -143,21 +170,17 @@ def lif_scan(drive: Tensor, tau_m: float, tau_s: float, t_ref: int, theta: float
     lib = library()
     assert lib is not None and drive.dtype == torch.float32
     T = drive.shape[0]
-    t_ref = c_int("t_ref", t_ref)
-    _sizes(T=T)
+    B, n = (drive.shape[1], math.prod(drive.shape[2:])) if drive.dim() > 1 else (0, 0)
+    p = _params(T, B, n, tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, theta=theta)
     d = drive.reshape(T, -1).contiguous()
     out = torch.zeros_like(d)
-    n = 0
-    lat_ptr = None
+    lat = None
     if lateral is not None:
         lat = lateral.to(torch.float32).contiguous()
-        n = math.prod(drive.shape[2:])
         _shape("lateral", lat, (n, n))
-        lat_ptr = lat.data_ptr()
-    status = lib.hm2bp_lif_scan_f32(d.data_ptr(), out.data_ptr(), T, d.shape[1], tau_m, tau_s, t_ref, theta,
-                                    lat_ptr, n, torch.get_num_threads())
+    status = lib.hm2bp_lif_scan_f32(ctypes.byref(p), d.data_ptr(), out.data_ptr(), _ptr_of(lat))
     if status != 0:
-        raise MemoryError("hm2bp LIF kernel: out of memory for the neuron state")
+        _check(status, "LIF")
     return out.reshape(drive.shape)
 
 
@@ -170,6 +193,8 @@ def _suffix(t: Tensor) -> str:
 
 
 def _check(status: int, what: str) -> None:
+    if status == -5:  # HM2BP_BAD_PARAMS: the checks above make this unreachable
+        raise ValueError(f"hm2bp {what} kernel: sizes or constants out of range")
     if status != 0:
         raise MemoryError(f"hm2bp {what} kernel: out of memory for its per-thread buffers")
 
@@ -203,24 +228,23 @@ def spike_index(spikes: Tensor, batch: int, max_density: float = 1.0) -> tuple[T
     else:
         s, kernel = spikes.to(torch.float32).contiguous(), lib.hm2bp_spike_index_f32
     R, N = s.shape
-    _sizes(neurons=N, batch=batch)
+    c_int("batch", batch)
     if (batch < 1 and R > 0) or (batch > 0 and R % batch):
         raise ValueError(f"hm2bp kernels: {R} spike rows are not T·B rows of batch {batch}")
-    _sizes(T=R // batch if batch > 0 else 0)
+    p = _params(R // batch if batch > 0 else 0, batch, N)
     row_ptr = torch.empty(R + 1, dtype=torch.int64)
     counts = torch.empty(batch, N, dtype=torch.int64)
     handle = ctypes.c_void_p()
     # One pass over the spikes: the kernel keeps the column indices in per-thread buffers (handle) until
     # cols, whose size it returns, exists; an input with more than max_nnz spikes is given up early.
     max_nnz = int(max_density * s.numel()) if max_density < 1.0 else -1
-    nnz = kernel(s.data_ptr(), R, N, batch, row_ptr.data_ptr(), counts.data_ptr(), max_nnz, ctypes.byref(handle),
-                 torch.get_num_threads())
+    nnz = kernel(ctypes.byref(p), s.data_ptr(), row_ptr.data_ptr(), counts.data_ptr(), max_nnz, ctypes.byref(handle))
     if nnz == -1:
         raise NonFiniteSpikes("the spikes contain NaN or inf")
     if nnz in (-2, -4):
         return None
-    if nnz == -3:
-        raise MemoryError("hm2bp spike index kernel: out of memory for its per-thread buffers")
+    if nnz < 0:
+        _check(int(nnz), "spike index")
     cols = torch.empty(nnz, dtype=torch.int32)
     lib.hm2bp_spike_index_take(handle, row_ptr.data_ptr(), cols.data_ptr())
     return row_ptr, cols, counts
@@ -236,8 +260,7 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int
     assert lib is not None and weight.dtype == torch.float32
     w = weight.contiguous()
     n, n_in = w.shape
-    _sizes(T=T, batch=batch, neurons=n, inputs=n_in)
-    t_ref, window = c_int("t_ref", t_ref), c_window(window, T)
+    p = _params(T, batch, n, n_in, tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, window=window, theta=theta)
     _check_index(row_ptr, cols, T, batch)
     _shape("lateral", lateral, (n, n))
     out = torch.empty(T, batch, n, dtype=torch.float32) if float_out else None
@@ -245,13 +268,9 @@ def fc_forward(row_ptr: Tensor, cols: Tensor, weight: Tensor, T: int, batch: int
     counts = torch.empty(batch, n, dtype=torch.int32) if keep else None
     psp_drive = torch.empty(batch, n, dtype=torch.float64) if keep else None
     lat = lateral.to(torch.float32).contiguous() if lateral is not None else None
-
-    def ptr(t: Tensor | None) -> int | None:
-        return None if t is None else t.data_ptr()
-
-    status = lib.hm2bp_fc_forward_f32(
-        row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), T, batch, n, n_in, tau_m, tau_s, t_ref, theta, ptr(lat),
-        ptr(out), ptr(out_u8), ptr(counts), ptr(psp_drive), tau_m, tau_s, window, torch.get_num_threads())
+    ev = _events(row_ptr, cols)
+    status = lib.hm2bp_fc_forward_f32(ctypes.byref(p), ctypes.byref(ev), w.data_ptr(), _ptr_of(lat), _ptr_of(out),
+                                      _ptr_of(out_u8), _ptr_of(counts), _ptr_of(psp_drive))
     # The kernel checks W block by block as it reads it; an empty batch reads nothing.
     if status == -2 or (batch == 0 and not bool(torch.isfinite(w).all())):
         raise NonFiniteWeights("the weights contain NaN or inf")
@@ -273,14 +292,13 @@ def fc_psp_drive(post: Tensor, row_ptr: Tensor, cols: Tensor, weight: Tensor, ta
     T, B, n = post.shape
     u8 = _as_u8(post)
     w = weight.contiguous()
-    _sizes(T=T, batch=B, neurons=n, inputs=w.shape[1])
+    p = _params(T, B, n, w.shape[1], tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, window=window)
     _shape("weight", w, (n, w.shape[1]))
-    t_ref, window = c_int("t_ref", t_ref), c_window(window, T)
     _check_index(row_ptr, cols, T, B)
     out = torch.empty(B, n, dtype=w.dtype)
+    ev = _events(row_ptr, cols)
     _check(getattr(lib, f"hm2bp_fc_psp_drive_{_suffix(w)}")(
-        u8.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(), w.data_ptr(), out.data_ptr(), T, B, n, w.shape[1],
-        tau_m, tau_s, t_ref, window, torch.get_num_threads()), "FC S-PSP drive")
+        ctypes.byref(p), ctypes.byref(ev), u8.data_ptr(), w.data_ptr(), out.data_ptr()), "FC S-PSP drive")
     return out
 
 
@@ -289,9 +307,9 @@ def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, 
                 tau_m: float, tau_s: float, t_ref: int, window: int, counts_out: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:
     """The HM2-BP backward step of an event-driven FC layer in one pass (``hm2bp_fc_backward`` in
-    ``cpu_scan.c``; the rules of ``functional.hm2bp.linear_backward``), C̃ rebuilt per sample from 0/1 post
-    spikes ``post`` ``[T, B, N]``: (weight gradient ``[N, N_in]``, error for the layer below ``[B, N_in]`` or
-    None), in the dtype of ``weight`` = W ``[N, N_in]``.
+    ``fc_backward_body.h``; the rules of ``functional.hm2bp.linear_backward``), C̃ rebuilt per sample from 0/1
+    post spikes ``post`` ``[T, B, N]``: (weight gradient ``[N, N_in]``, error for the layer below ``[B, N_in]``
+    or None), in the dtype of ``weight`` = W ``[N, N_in]``.
 
     Args:
         counts_in: ``[B, N_in]`` spike counts of the input. delta: ``[B, N]`` count error δ.
@@ -306,14 +324,14 @@ def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, 
     u8 = _as_u8(post)
     w = weight.contiguous()
     n_in = w.shape[1]
-    _sizes(T=T, batch=B, neurons=n, inputs=n_in)
-    t_ref, window = c_int("t_ref", t_ref), c_window(window, T)
+    mode = {None: 0, "plain": 1, "effect_ratio": 2}[below]
+    p = _params(T, B, n, n_in, tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, window=window, v_th=v_th,
+                silent_psp=silent_psp, below=mode)
     _check_index(row_ptr, cols, T, B)
     for name, t, shape in (("weight", w, (n, n_in)), ("counts_in", counts_in, (B, n_in)), ("delta", delta, (B, n)),
                            ("psp_drive", psp_drive, (B, n)), ("lateral", lateral, (B, n)),
                            ("counts_out", counts_out, (B, n))):
         _shape(name, t, shape)
-    mode = {None: 0, "plain": 1, "effect_ratio": 2}[below]
     d = delta.to(w.dtype).contiguous()
     drive = psp_drive.to(torch.float64).contiguous()
     lam = lateral.to(torch.float64).contiguous() if lateral is not None else None
@@ -321,12 +339,10 @@ def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, 
     cout = counts_out.to(torch.int32).contiguous() if counts_out is not None else None
     grad = torch.empty(n, n_in, dtype=w.dtype)  # both written whole by the kernel
     out = torch.empty(B, n_in, dtype=w.dtype) if mode else None
+    ev = _events(row_ptr, cols, cin)
     _check(getattr(lib, f"hm2bp_fc_backward_{_suffix(w)}")(
-        u8.data_ptr(), None if cout is None else cout.data_ptr(), row_ptr.data_ptr(), cols.data_ptr(),
-        cin.data_ptr(), w.data_ptr(), d.data_ptr(),
-        drive.data_ptr(), None if lam is None else lam.data_ptr(), v_th, mode, silent_psp, grad.data_ptr(),
-        None if out is None else out.data_ptr(), T, B, n_in, n, tau_m, tau_s, t_ref, window,
-        torch.get_num_threads()), "FC backward")
+        ctypes.byref(p), ctypes.byref(ev), u8.data_ptr(), _ptr_of(cout), w.data_ptr(), d.data_ptr(),
+        drive.data_ptr(), _ptr_of(lam), grad.data_ptr(), _ptr_of(out)), "FC backward")
     return grad, out
 
 
@@ -339,18 +355,16 @@ def output_rules(post: Tensor, labels: Tensor, step: int, v_th: float, strength:
     lib = library()
     assert lib is not None
     T, B, n = post.shape
-    _sizes(T=T, batch=B, neurons=n)
-    step, t_ref, window = c_int("step", step), c_int("t_ref", t_ref), c_window(window, T)
+    p = _params(T, B, n, tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, window=window, v_th=v_th,
+                strength=0.0 if strength is None else strength, step=step)
     _shape("labels", labels, (B,))
     u8 = _as_u8(post)
     lab = labels.to(torch.int64).contiguous()
     used = torch.empty(T, B, n, dtype=torch.uint8)
     lam = torch.empty(B, n, dtype=torch.float64) if strength is not None else None
     stats = torch.zeros(2, dtype=torch.int64)
-    status = lib.hm2bp_output_rules(
-        u8.data_ptr(), lab.data_ptr(), used.data_ptr(), None if lam is None else lam.data_ptr(), stats.data_ptr(),
-        T, B, n, step, v_th, 0.0 if strength is None else strength, tau_m, tau_s, t_ref, window,
-        torch.get_num_threads())
+    status = lib.hm2bp_output_rules(ctypes.byref(p), u8.data_ptr(), lab.data_ptr(), used.data_ptr(), _ptr_of(lam),
+                                    stats.data_ptr())
     if status == -2:
         raise ValueError(f"labels must be class indices in [0, {n}), got {labels.tolist()[:8]}")
     _check(status, "output-layer rules")
@@ -363,10 +377,9 @@ def psp_coefficients(post_spikes: Tensor, tau_m: float, tau_s: float, t_ref: int
     lib = library()
     assert lib is not None
     spikes = _as_u8(post_spikes)
-    _sizes(T=spikes.shape[0])
-    t_ref, window = c_int("t_ref", t_ref), c_window(window, spikes.shape[0])
+    T, M = spikes.shape
+    p = _params(T, 1, M, tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, window=window)
     out = torch.empty(spikes.shape, dtype=dtype)
-    _check(getattr(lib, f"hm2bp_psp_coeffs_{_suffix(out)}")(
-        spikes.data_ptr(), out.data_ptr(), spikes.shape[0], spikes.shape[1], tau_m, tau_s, t_ref, window,
-        torch.get_num_threads()), "S-PSP coefficient")
+    _check(getattr(lib, f"hm2bp_psp_coeffs_{_suffix(out)}")(ctypes.byref(p), spikes.data_ptr(), out.data_ptr()),
+           "S-PSP coefficient")
     return out

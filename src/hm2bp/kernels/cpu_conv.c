@@ -2,7 +2,7 @@
  *
  * Every layer reads its input spikes as a CSR index over rows r = t·B + b whose columns are the flat input
  * positions c·H·W + u·W + v in ascending order (kernels/cpu.py spike_index). The drive of each step is
- * summed from the spikes and integrated at once by the LIF step of cpu_scan.c, so no [T, B, K, Ho, Wo]
+ * summed from the spikes and integrated at once by the LIF step of hm2bp_kernels.h, so no [T, B, K, Ho, Wo]
  * float drive exists; the output spikes are one byte each. A spike visits the k² outputs it reaches and adds
  * one contiguous vector of kernel weights per output, so an output's drive is summed in ascending (c, i, j)
  * order: the authors' loop order (and the float64 reference's), bit for bit.
@@ -15,8 +15,9 @@
  * as threads, else the channels are split so that batch 1 uses every thread. Per-sample partial results
  * are reduced in sample order afterwards, so the results do not depend on the number of threads.
  *
- * Built by kernels/cpu_conv.py with the flags of cpu_scan.c; its helpers are included from there. */
-#include "cpu_scan.c"
+ * Compiled into the one kernel library of kernels/cpu.py (SOURCES); its helpers (LIF step, scratch memory,
+ * exp table, layer factor) come from hm2bp_kernels.h. */
+#include "hm2bp_kernels.h"
 
 /* One layer's geometry and neuron constants (a ctypes Structure in kernels/cpu_conv.py, same order). */
 typedef struct {
@@ -26,9 +27,16 @@ typedef struct {
     float tau_m, tau_s, theta;
     int32_t t_ref;
     int64_t window;              /* S-PSP look-back window */
-    double psp_tau_m, psp_tau_s; /* τ_m, τ_s of the S-PSP (double, as in cpu_scan.c) */
+    double psp_tau_m, psp_tau_s; /* τ_m, τ_s of the S-PSP (double, as in the FC kernels) */
     int32_t n_threads;
 } layer_args;
+
+/* The channels of a block are stored padded to a multiple of FWD_PAD (float, forward) or BWD_PAD (double,
+ * backward) in the position-major buffers, so that the per-output loops over channels have no remainder;
+ * the padding has zero weights and is never read back (kernels/cpu_conv.py pads W the same way). */
+#define FWD_PAD 8
+#define BWD_PAD 4
+static inline int64_t padded(int64_t n, int64_t pad) { return (n + pad - 1) / pad * pad; }
 
 /* Blocks of output channels per sample: 1 when the samples alone keep every thread busy. */
 static int64_t channel_blocks(int64_t B, int64_t K, int64_t nt) {
@@ -70,69 +78,109 @@ static void conv_scatter(const layer_args *a, const int64_t *row_ptr, const int3
     }
 }
 
-/* The spikes o [P, nk] (position-major, as the block's state) of one step into out/out_u8 [K, P] (this
- * block's rows of the step), and cnt [P·nk] += them. Most neurons are silent: the rows are cleared and
- * only the spikes written, found 8 neurons at a time. */
-static void write_spikes(const float *o, int64_t P, int64_t nk, float *out, uint8_t *out_u8, int32_t *cnt) {
-    int64_t nb = P * nk, n = 0;
-    memset(out_u8, 0, (size_t)nb);
-    if (out) memset(out, 0, (size_t)nb * sizeof(float));
-    for (; n + 8 <= nb; n += 8) {
-        uint32_t any = 0, bits[8];
-        memcpy(bits, o + n, sizeof bits);
-        for (int i = 0; i < 8; i++) any |= bits[i];
-        if (!any) continue;
-        for (int64_t m = n; m < n + 8; m++)
-            if (o[m] != 0.0f) {
-                int64_t i = m % nk * P + m / nk;
+/* The LIF update of cpu_scan.c's lif_step (spec §1.1: the same float operations in the same order) for n
+ * neurons, writing the spikes as bytes f8 and adding them to cnt. With τ_m and τ_s powers of two (64 and 8
+ * in every config), v/τ is computed as v·(1/τ): the same float (both are the correctly rounded value of the
+ * same real number) for a fraction of the cost of a division, which dominated the scan. */
+static void lif_step_u8(float *restrict v, float *restrict x, int32_t *restrict r, const float *restrict cur,
+                        uint8_t *restrict f8, int32_t *restrict cnt, int64_t n, float tau_m, float tau_s,
+                        int32_t t_ref, float theta, int pow2) {
+#define LIF_BODY(SCALE_M, SCALE_S)                                                                 \
+    for (int64_t c = 0; c < n; c++) {                                                              \
+        float vv = v[c], xx = x[c];                                                                \
+        vv = vv - SCALE_M(vv);                                                                     \
+        xx = xx - SCALE_S(xx);                                                                     \
+        xx = xx + cur[c];                                                                          \
+        vv = vv + SCALE_S(xx);                                                                     \
+        int32_t rc = r[c], clamped = rc > 0;                                                       \
+        vv = clamped ? 0.0f : vv;                                                                  \
+        rc = rc - clamped;                                                                         \
+        int32_t fire = vv > theta;                                                                 \
+        f8[c] = (uint8_t)fire;                                                                     \
+        cnt[c] += fire;                                                                            \
+        r[c] = fire ? t_ref : rc;                                                                  \
+        v[c] = fire ? 0.0f : vv;                                                                   \
+        x[c] = xx;                                                                                 \
+    }
+    if (pow2) {
+        float im = 1.0f / tau_m, is = 1.0f / tau_s;
+#define MUL_M(z) ((z) * im)
+#define MUL_S(z) ((z) * is)
+        LIF_BODY(MUL_M, MUL_S)
+    } else {
+#define DIV_M(z) ((z) / tau_m)
+#define DIV_S(z) ((z) / tau_s)
+        LIF_BODY(DIV_M, DIV_S)
+    }
+#undef LIF_BODY
+#undef MUL_M
+#undef MUL_S
+#undef DIV_M
+#undef DIV_S
+}
+
+/* 1 when τ (> 0) is a power of two, so that 1/τ is exact and z/τ = z·(1/τ) for every float z. */
+static int power_of_two(float tau) {
+    int e;
+    return frexpf(tau, &e) == 0.5f;
+}
+
+/* The spikes f8 [P, ns] (position-major, ns ≥ nk channels apart) of one step into out/out_u8 [K, P] (this
+ * block's rows of the step). Most neurons are silent: the rows are cleared and only the spikes written,
+ * found 8 at a time. */
+static void write_spikes(const uint8_t *f8, int64_t P, int64_t nk, int64_t ns, float *out, uint8_t *out_u8) {
+    int64_t nb = P * ns, n = 0;
+    memset(out_u8, 0, (size_t)(P * nk));
+    if (out) memset(out, 0, (size_t)(P * nk) * sizeof(float));
+    for (; n < nb; n += 8) {
+        uint64_t word = 0;
+        if (n + 8 <= nb) memcpy(&word, f8 + n, 8);
+        else word = 1;  /* the tail: look at each */
+        if (!word) continue;
+        for (int64_t m = n; m < n + 8 && m < nb; m++)
+            if (f8[m] && m % ns < nk) {
+                int64_t i = m % ns * P + m / ns;
                 out_u8[i] = 1;
                 if (out) out[i] = 1.0f;
-                cnt[m]++;
             }
     }
-    for (; n < nb; n++)
-        if (o[n] != 0.0f) {
-            int64_t i = n % nk * P + n / nk;
-            out_u8[i] = 1;
-            if (out) out[i] = 1.0f;
-            cnt[n]++;
-        }
 }
 
 /* Forward of a conv layer: spikes to out_u8 [T, B, K, Ho, Wo] (and out, float 0/1, when not NULL), spike
- * counts to counts [B, K·P] when not NULL. wt [n_blocks][C, k, k, nk] holds each channel block's weights,
- * channels innermost. Returns 0 or -1 without memory. */
+ * counts to counts [B, K·P] when not NULL. wt [n_blocks][C, k, k, ns] holds each channel block's weights,
+ * channels innermost and padded to ns = a multiple of FWD_PAD. Returns 0 or -1 without memory. */
 int hm2bp_conv_forward_f32(const layer_args *a, const int64_t *row_ptr, const int32_t *cols, const float *wt,
                            float *out, uint8_t *out_u8, int32_t *counts) {
     int64_t T = a->T, B = a->B, K = a->K, P = a->Ho * a->Wo, ckk = a->C * a->k * a->k;
     int64_t nt = a->n_threads > 0 ? a->n_threads : 1, nkb = channel_blocks(B, K, nt);
-    int64_t kmax = (K + nkb - 1) / nkb, nb_max = P * kmax;
-    int failed = 0;
+    int64_t kmax = padded((K + nkb - 1) / nkb, FWD_PAD), nb_max = P * kmax;
+    int failed = 0, pow2 = power_of_two(a->tau_m) && power_of_two(a->tau_s);
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1) reduction(| : failed)
     for (int64_t b = 0; b < B; b++)
         for (int64_t kb = 0; kb < nkb; kb++) {
-            int64_t k0, nk = block_bounds(K, nkb, kb, &k0), nb = P * nk;
+            int64_t k0, nk = block_bounds(K, nkb, kb, &k0), ns = padded(nk, FWD_PAD), nb = P * ns;
             if (!scratch_begin(6 * SCRATCH(nb_max * sizeof(float)))) { failed |= 1; continue; }
             float *v = scratch_take(nb * sizeof(float)), *x = scratch_take(nb * sizeof(float));
-            float *o = scratch_take(nb * sizeof(float)), *d = scratch_take(nb * sizeof(float));
+            uint8_t *o = scratch_take(nb);
+            float *d = scratch_take(nb * sizeof(float));
             int32_t *r = scratch_take(nb * sizeof(int32_t)), *cnt = scratch_take(nb * sizeof(int32_t));
             memset(v, 0, (size_t)nb * sizeof(float));
             memset(x, 0, (size_t)nb * sizeof(float));
             memset(r, 0, (size_t)nb * sizeof(int32_t));
-            memset(o, 0, (size_t)nb * sizeof(float));
+            memset(o, 0, (size_t)nb);
             memset(cnt, 0, (size_t)nb * sizeof(int32_t));
             const float *w = wt + kb * ckk * kmax;
             int64_t base = b * K * P + k0 * P, stride = B * K * P;
-            if (T > 0) write_spikes(o, P, nk, out ? out + base : NULL, out_u8 + base, cnt);
+            if (T > 0) write_spikes(o, P, nk, ns, out ? out + base : NULL, out_u8 + base);
             for (int64_t t = 1; t < T; t++) {
                 memset(d, 0, (size_t)nb * sizeof(float));
-                conv_scatter(a, row_ptr, cols, (t - 1) * B + b, w, nk, d);
-                lif_step(v, x, r, d, o, nb, a->tau_m, a->tau_s, a->t_ref, a->theta);
-                write_spikes(o, P, nk, out ? out + t * stride + base : NULL, out_u8 + t * stride + base, cnt);
+                conv_scatter(a, row_ptr, cols, (t - 1) * B + b, w, ns, d);
+                lif_step_u8(v, x, r, d, o, cnt, nb, a->tau_m, a->tau_s, a->t_ref, a->theta, pow2);
+                write_spikes(o, P, nk, ns, out ? out + t * stride + base : NULL, out_u8 + t * stride + base);
             }
             if (counts)
                 for (int64_t kk = 0; kk < nk; kk++)
-                    for (int64_t p = 0; p < P; p++) counts[base + kk * P + p] = cnt[p * nk + kk];
+                    for (int64_t p = 0; p < P; p++) counts[base + kk * P + p] = cnt[p * ns + kk];
         }
     return failed ? -1 : 0;
 }
@@ -145,22 +193,23 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
     int64_t T = a->T, B = a->B, C = a->C, HW = a->H * a->W, P = a->Ho * a->Wo, p = a->k;
     int64_t nt = a->n_threads > 0 ? a->n_threads : 1, ncb = channel_blocks(B, C, nt);
     int64_t nb_max = P * ((C + ncb - 1) / ncb);
-    int failed = 0;
+    int failed = 0, pow2 = power_of_two(a->tau_m) && power_of_two(a->tau_s);
 #pragma omp parallel for num_threads(nt) collapse(2) schedule(dynamic, 1) reduction(| : failed)
     for (int64_t b = 0; b < B; b++)
         for (int64_t cb = 0; cb < ncb; cb++) {
             int64_t c0, nc = block_bounds(C, ncb, cb, &c0), nb = P * nc;
             if (!scratch_begin(6 * SCRATCH(nb_max * sizeof(float)))) { failed |= 1; continue; }
             float *v = scratch_take(nb * sizeof(float)), *x = scratch_take(nb * sizeof(float));
-            float *o = scratch_take(nb * sizeof(float)), *d = scratch_take(nb * sizeof(float));
+            uint8_t *o = scratch_take(nb);
+            float *d = scratch_take(nb * sizeof(float));
             int32_t *r = scratch_take(nb * sizeof(int32_t)), *cnt = scratch_take(nb * sizeof(int32_t));
             memset(cnt, 0, (size_t)nb * sizeof(int32_t));
             memset(v, 0, (size_t)nb * sizeof(float));
             memset(x, 0, (size_t)nb * sizeof(float));
             memset(r, 0, (size_t)nb * sizeof(int32_t));
-            memset(o, 0, (size_t)nb * sizeof(float));
+            memset(o, 0, (size_t)nb);
             int64_t base = (b * C + c0) * P, stride = B * C * P;
-            if (T > 0) write_spikes(o, nb, 1, out ? out + base : NULL, out_u8 + base, cnt);
+            if (T > 0) write_spikes(o, nb, 1, 1, out ? out + base : NULL, out_u8 + base);
             for (int64_t t = 1; t < T; t++) {
                 int64_t q0, q1;
                 memset(d, 0, (size_t)nb * sizeof(float));
@@ -169,8 +218,8 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
                     int64_t j = cols[q] - c0 * HW, c = j / HW, u = j % HW / a->W, w = j % a->W;
                     d[c * P + u / p * a->Wo + w / p] += 1.0f;
                 }
-                lif_step(v, x, r, d, o, nb, a->tau_m, a->tau_s, a->t_ref, a->theta);
-                write_spikes(o, nb, 1, out ? out + t * stride + base : NULL, out_u8 + t * stride + base, cnt);
+                lif_step_u8(v, x, r, d, o, cnt, nb, a->tau_m, a->tau_s, a->t_ref, a->theta, pow2);
+                write_spikes(o, nb, 1, 1, out ? out + t * stride + base : NULL, out_u8 + t * stride + base);
             }
             if (counts) memcpy(counts + base, cnt, (size_t)nb * sizeof(int32_t));
         }
@@ -179,7 +228,7 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
 
 /* ----------------------------------------------------------------------------------------------
  * Backward passes. C̃ (spec §2, functional/psp.py) of the neurons of a work item that fired is filtered
- * backwards in time, step by step, from the coefficients psp_scatter of cpu_scan.c would scatter into dense
+ * backwards in time, step by step, from the coefficients psp_scatter of psp_body.h would scatter into dense
  * [T, n] buffers. Each coefficient of post spike k at t_k (previous spike p) lies at a step fixed by t_k or
  * p: a = t_k − T_ref (case A's +c, and case B's upper end when p − 1 > a), p − 1 (case A's lower end when
  * a0 = p, case B's upper end) or lo − 1 = max(0, t_k − window − 1) (case A's lower end when a0 = lo, case
@@ -194,7 +243,7 @@ typedef struct {
     const int32_t *sprev;    /* [n_sp] the neuron's previous spike step (−1: none) */
     const int32_t *snext;    /* [n_sp] the index of the neuron's next spike (−1: none) */
     int32_t *tlo, *thi;      /* [n_act] C̃_q(t) is 0 outside [tlo[q], thi[q]] */
-    int64_t *cover;          /* [n_act] lower end of the window opened last (cpu_scan.c's psp_cover) */
+    int64_t *cover;          /* [n_act] lower end of the window opened last (psp_cover of hm2bp_kernels.h) */
     double *am, *as, dm, ds, c;
     const exp_table *et;
 } psp_stream;
@@ -399,41 +448,43 @@ static void conv_pass(const conv_bw *z, psp_stream *ps, int64_t b, const int64_t
     }
 }
 
-/* One work item of the conv backward: sample b, output channels [k0, k0 + nk). g [C·k·k, nk] receives its
+/* One work item of the conv backward: sample b, output channels [k0, k0 + nk). g [C·k·k, ns] (ns = nk padded
+ * to BWD_PAD, as wt [C, k, k, ns] and the position-major buffers) receives its
  * weight gradient, sums [3, C·H·W] the effect-ratio, all-δ̂ and silent-δ̂ terms of its error below. */
 static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t nk, const double *wt, double *g,
                               double *sums) {
     const layer_args *a = z->a;
     int64_t T = a->T, K = a->K, P = a->Ho * a->Wo, HW = a->H * a->W, CHW = a->C * HW;
-    int64_t nb = P * nk, base = b * K * P + k0 * P, n_sp = sum_counts(z->counts + base, nb);
-    size_t vec = SCRATCH(nb * sizeof(double));
-    if (!scratch_begin(12 * vec + SCRATCH(2 * P * sizeof(int32_t)) + SCRATCH(2 * nk * sizeof(double)) +
+    int64_t nb = P * nk, ns = padded(nk, BWD_PAD), nbs = P * ns, base = b * K * P + k0 * P;
+    int64_t n_sp = sum_counts(z->counts + base, nb);
+    size_t vec = SCRATCH(nbs * sizeof(double));
+    if (!scratch_begin(12 * vec + SCRATCH(2 * P * sizeof(int32_t)) + SCRATCH(2 * ns * sizeof(double)) +
                        psp_stream_bytes(nb, n_sp, T))) return 1;
-    double *fac = scratch_take(nb * sizeof(double)), *dh = scratch_take(nb * sizeof(double));
-    double *fs = scratch_take(nb * sizeof(double)), *dsil = scratch_take(nb * sizeof(double));
-    double *v1 = scratch_take(nb * sizeof(double)), *v2 = scratch_take(nb * sizeof(double));
-    double *psd = scratch_take(nb * sizeof(double)), *cq = scratch_take(nb * sizeof(double));
+    double *fac = scratch_take(nbs * sizeof(double)), *dh = scratch_take(nbs * sizeof(double));
+    double *fs = scratch_take(nbs * sizeof(double)), *dsil = scratch_take(nbs * sizeof(double));
+    double *v1 = scratch_take(nbs * sizeof(double)), *v2 = scratch_take(nbs * sizeof(double));
+    double *psd = scratch_take(nbs * sizeof(double)), *cq = scratch_take(nb * sizeof(double));
     double *fa = scratch_take(nb * sizeof(double)), *da = scratch_take(nb * sizeof(double));
     int64_t *idx = scratch_take(nb * sizeof(int64_t));
     int32_t *live = scratch_take(2 * P * sizeof(int32_t));
-    double *acc = scratch_take(2 * nk * sizeof(double));
-    for (int64_t kk = 0; kk < 2 * nk; kk++) acc[kk] = 0.0;
+    double *acc = scratch_take(2 * ns * sizeof(double));
+    for (int64_t kk = 0; kk < 2 * ns; kk++) acc[kk] = 0.0;
     psp_stream ps;
     psp_stream_build(&ps, z->prp, z->pcols, T, a->B, b, base - b * K * P, nb, z->counts + base, n_sp, z->et,
                      a->t_ref, a->window);
-    for (int64_t n = 0; n < nb; n++) { v1[n] = 0.0; v2[n] = 0.0; psd[n] = 0.0; }
+    for (int64_t n = 0; n < nbs; n++) { v1[n] = v2[n] = psd[n] = fac[n] = dh[n] = fs[n] = dsil[n] = 0.0; }
     for (int64_t p = 0; p < P; p++) { live[2 * p] = (int32_t)T; live[2 * p + 1] = -1; }
     for (int64_t q = 0; q < ps.n_act; q++) {
         int64_t p = ps.act[q] % P;
-        idx[q] = p * nk + ps.act[q] / P;  /* position-major */
+        idx[q] = p * ns + ps.act[q] / P;  /* position-major */
         live[2 * p] = ps.tlo[q] < live[2 * p] ? ps.tlo[q] : live[2 * p];
         live[2 * p + 1] = ps.thi[q] > live[2 * p + 1] ? ps.thi[q] : live[2 * p + 1];
     }
-    if (ps.n_act > 0) conv_pass(z, &ps, b, idx, live, wt, nk, NULL, NULL, cq, v1, v2, psd, NULL, NULL, acc);
+    if (ps.n_act > 0) conv_pass(z, &ps, b, idx, live, wt, ns, NULL, NULL, cq, v1, v2, psd, NULL, NULL, acc);
     int any_silent = 0;
     for (int64_t kk = 0; kk < nk; kk++)
         for (int64_t p = 0; p < P; p++) {
-            int64_t n = p * nk + kk, i = base + kk * P + p, o = z->counts[i];
+            int64_t n = p * ns + kk, i = base + kk * P + p, o = z->counts[i];
             dh[n] = z->delta[i] / z->v_th;
             fac[n] = layer_factor_f64(z->delta[i], o, psd[n], z->wsum[k0 + kk], NULL, z->v_th);
             fs[n] = o == 0 ? z->silent_psp * fac[n] : 0.0;
@@ -444,16 +495,16 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
     double *th = sums, *al = sums + CHW, *si = sums + 2 * CHW;
     if (ps.n_act > 0) {
         for (int64_t q = 0; q < ps.n_act; q++) { fa[q] = fac[idx[q]]; da[q] = dh[idx[q]]; }
-        conv_pass(z, &ps, b, idx, live, wt, nk, fa, da, cq, v1, v2, NULL, g, z->mode == 2 ? th : NULL, acc);
+        conv_pass(z, &ps, b, idx, live, wt, ns, fa, da, cq, v1, v2, NULL, g, z->mode == 2 ? th : NULL, acc);
     }
     for (int64_t j = 0; j < CHW && (any_silent || z->mode); j++) {  /* spec §2's e = 0.1; the δ̂·W terms */
         int64_t c = j / HW, u = j % HW / a->W, v = j % a->W;
         if (any_silent && z->counts_in[b * CHW + j] > 0)
-            conv_visit(a, VISIT_ADD, c, u, v, fs, NULL, nk, g, NULL, NULL, NULL, NULL, 0);
+            conv_visit(a, VISIT_ADD, c, u, v, fs, NULL, ns, g, NULL, NULL, NULL, NULL, 0);
         if (z->mode) {
-            conv_visit(a, VISIT_DOTS, c, u, v, dh, dsil, nk, NULL, wt, NULL, acc, NULL, 0);
-            al[j] += drain(acc, nk);
-            si[j] += drain(acc + nk, nk);
+            conv_visit(a, VISIT_DOTS, c, u, v, dh, dsil, ns, NULL, wt, NULL, acc, NULL, 0);
+            al[j] += drain(acc, ns);
+            si[j] += drain(acc + ns, ns);
         }
     }
     return 0;
@@ -466,14 +517,15 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
  *   below [B, C·H·W] (mode 1: the transposed conv of δ̂ with W; mode 2, the effect ratio: Σ δ̂·W·e / o_in +
  *   the transposed conv of the silent outputs' δ̂ where o_in > 0, else of all δ̂; mode 0: none).
  * The output spikes are the CSR index (prp, pcols) over rows t·B + b (columns k·P + p), with counts [B, K·P];
- * the input's are (row_ptr, cols) with counts_in [B, C·H·W]; wt is W as [n_blocks][C, k, k, nk]. Returns 0
+ * the input's are (row_ptr, cols) with counts_in [B, C·H·W]; wt is W as [n_blocks][C, k, k, ns]. Returns 0
  * or -1 without memory. */
 int hm2bp_conv_backward(const layer_args *a, const int64_t *prp, const int32_t *pcols, const int32_t *counts,
                         const int64_t *row_ptr, const int32_t *cols, const int64_t *counts_in, const double *wt,
                         const double *wsum, const double *delta, double v_th, int32_t mode, double silent_psp,
                         double *grad, double *below) {
     int64_t T = a->T, B = a->B, K = a->K, ckk = a->C * a->k * a->k, CHW = a->C * a->H * a->W;
-    int64_t nt = a->n_threads > 0 ? a->n_threads : 1, nkb = channel_blocks(B, K, nt), kmax = (K + nkb - 1) / nkb;
+    int64_t nt = a->n_threads > 0 ? a->n_threads : 1, nkb = channel_blocks(B, K, nt);
+    int64_t kmax = padded((K + nkb - 1) / nkb, BWD_PAD);
     exp_table et;
     if (!exp_table_init(&et, a->psp_tau_m, a->psp_tau_s, T)) return -1;
     double *part = calloc((size_t)(B * nkb * ckk * kmax) + 1, sizeof(double));
@@ -490,11 +542,11 @@ int hm2bp_conv_backward(const layer_args *a, const int64_t *prp, const int32_t *
         }
     if (!failed) {
         for (int64_t kb = 0; kb < nkb; kb++) {  /* grad[k0 + kk, e] = Σ_b part[b, kb][e, kk], in sample order */
-            int64_t k0, nk = block_bounds(K, nkb, kb, &k0);
+            int64_t k0, nk = block_bounds(K, nkb, kb, &k0), ns = padded(nk, BWD_PAD);
             for (int64_t kk = 0; kk < nk; kk++)
                 for (int64_t e = 0; e < ckk; e++) {
                     double s = 0.0;
-                    for (int64_t b = 0; b < B; b++) s += part[(b * nkb + kb) * ckk * kmax + e * nk + kk];
+                    for (int64_t b = 0; b < B; b++) s += part[(b * nkb + kb) * ckk * kmax + e * ns + kk];
                     grad[(k0 + kk) * ckk + e] = s;
                 }
         }

@@ -1,21 +1,15 @@
-"""The compiled event-driven conv and pool kernels (``cpu_conv.c``), built on first use like ``cpu.py``'s.
+"""The compiled event-driven conv and pool kernels (``cpu_conv.c``, one of the sources of ``cpu.py``'s library).
 
-``cpu_conv.c`` includes ``cpu_scan.c`` (the LIF step, the S-PSP scatter, the scratch memory), so it is
-one more shared library, cached under ``$HM2BP_CACHE`` with a key that hashes both sources and the
-flags. Every call takes its geometry and neuron constants as one ``LayerArgs`` structure.
+``cpu_conv.c`` uses the helpers of ``hm2bp_kernels.h`` (the LIF step, the scratch memory), so it is built
+into the same library (``cpu.SOURCES``); this module declares its functions there. Every call takes its
+geometry and neuron constants as one ``LayerArgs`` structure.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -23,9 +17,6 @@ from torch import Tensor
 
 from . import cpu
 
-_HERE = Path(__file__).parent
-_SOURCE = _HERE / "cpu_conv.c"
-_INCLUDED = [_HERE / "cpu_scan.c"]
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -42,40 +33,10 @@ class LayerArgs(ctypes.Structure):
     ]
 
 
-def _compile(compiler: str, flags: list[str]) -> Path:
-    digest = hashlib.sha256()
-    for src in (_SOURCE, *_INCLUDED):
-        digest.update(src.read_bytes())
-    digest.update(" ".join([compiler, *flags]).encode())
-    target = cpu._cache_dir() / f"hm2bp_conv_{digest.hexdigest()[:16]}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *flags, f"-I{_HERE}", str(_SOURCE), "-o", tmp], check=True, capture_output=True,
-                           text=True)
-            os.replace(tmp, target)  # atomic, as in cpu.py
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc.stderr.strip()[:500]}") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
-
-
 def _build() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc/gcc) found")
-    isa = cpu._isa_flags()
-    try:
-        target = _compile(compiler, [*cpu._FLAGS, *isa])
-    except RuntimeError:
-        if not isa:
-            raise
-        target = _compile(compiler, cpu._FLAGS)
-    lib = ctypes.CDLL(str(target))
+    lib = cpu.library()
+    if lib is None:
+        raise RuntimeError("the kernel library is unavailable")
     args = ctypes.POINTER(LayerArgs)
     lib.hm2bp_conv_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
     lib.hm2bp_pool_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr]

@@ -8,12 +8,14 @@ inhibition and the output-layer rules of the backward pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..arch import LayerSpec, parse_architecture
+from ..arch import LayerSpec, parse, parse_architecture
 from ..errors import ConfigError
 from .layers import (
     Flatten,
@@ -45,7 +47,7 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleList(layers)
         for i, layer in enumerate(self.layers):
             if hasattr(layer, "name"):
-                layer.name = f"layers.{i} ({type(layer).__name__})"
+                layer.name = f"layers.{i} ({type(layer).__name__})"  # type: ignore[assignment]  # a str, not a submodule
         self.input_shape = tuple(input_shape)
         self.arch = arch
         self.hidden_spikes: list[Tensor] = []
@@ -156,40 +158,33 @@ def build_network(
     Raises:
         ConfigError: a bad string, a threshold count that does not match, or a kernel larger than its map.
     """
-    in_shape, specs = parse_architecture(arch)
+    a = parse(arch)  # validated, with every layer's input and output shape (kernels fit their maps)
+    specs = a.layers
     if len(thresholds) != len(specs):
         raise ConfigError(f"architecture {arch!r} has {len(specs)} layers but {len(thresholds)} thresholds were given")
     for v in thresholds:
         if not (isinstance(v, (int, float)) and v > 0):
             raise ConfigError(f"thresholds must be positive numbers, got {list(thresholds)}")
-    neuron = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype, rule=rule)
+    neuron: dict[str, Any] = dict(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, backward_dtype=backward_dtype, rule=rule)
     layers: list[nn.Module] = []
-    shape = in_shape
-    for n, (spec, v_th) in enumerate(zip(specs, thresholds)):
+    for n, (spec, shape, v_th) in enumerate(zip(specs, a.input_shapes, thresholds)):
         last = n == len(specs) - 1
         if spec.kind == "conv":
-            c, h, w = shape
-            if spec.kernel > min(h, w):
-                raise ConfigError(f"architecture {arch!r}: kernel {spec.kernel} larger than the {h}x{w} map")
-            layers.append(SpikingConv2d(c, spec.size, spec.kernel, v_th, init_scale=conv_init, generator=generator, **neuron))
-            shape = (spec.size, h - spec.kernel + 1, w - spec.kernel + 1)
+            layers.append(SpikingConv2d(shape[0], spec.size, spec.kernel, v_th, init_scale=conv_init, generator=generator,
+                                        **neuron))
         elif spec.kind == "pool":
-            c, h, w = shape
             layers.append(SpikingPool2d(spec.size, v_th, **neuron))
-            shape = (c, -(-h // spec.size), -(-w // spec.size))
         else:
             if len(shape) == 3:
                 layers.append(Flatten())
-                shape = (shape[0] * shape[1] * shape[2],)
             layers.append(
                 SpikingLinear(
-                    shape[0], spec.size, v_th, init_scale=fc_init, generator=generator,
+                    math.prod(shape), spec.size, v_th, init_scale=fc_init, generator=generator,
                     lateral_inhibition=lateral_inhibition if last else None, output=last,
                     effect_ratio=effect_ratio, desired=desired, **neuron,
                 )
             )
-            shape = (spec.size,)
-    return SpikingNetwork(layers, in_shape, arch)
+    return SpikingNetwork(layers, a.input_shape, arch)
 
 
 __all__ = ["LayerSpec", "SpikingNetwork", "build_network", "parse_architecture"]  # the first and last: from hm2bp.arch

@@ -43,17 +43,14 @@ import json
 import math
 import os
 import pickle
-import re
-import socket
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import HM2BPError
-from ..io.files import fsync_dir, write_error
+from ..io.files import atomic_write_bytes, remove_stale_temp_files  # re-exported: the writer lives in io/
 
 __all__ = [
     "FORMAT",
@@ -80,98 +77,6 @@ class CheckpointError(HM2BPError, ValueError):
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
-
-
-def _host_tag() -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows: never claim it is dead
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>[0-9]+)\.[A-Za-z0-9_]+\.tmp$")
-
-
-def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
-    """Remove temporary files that killed writes left in the folder of ``path``; returns the removed paths.
-
-    ``path`` is a file (its folder is cleaned) or a folder. Only files named
-    ``.<name>.<host>.<pid>.<random>.tmp`` (see :func:`atomic_write_bytes`) whose host is this one and whose
-    process has exited are removed, so a write in progress (in this or another process) is never touched.
-    """
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    host = _host_tag()
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        m = _TEMP_NAME.match(entry.name)
-        if m is None or m["host"] != host:
-            continue
-        pid = int(m["pid"])
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        try:
-            os.unlink(entry.path)
-        except OSError:
-            continue
-        removed.append(Path(entry.path))
-    return removed
-
-
-def _umask() -> int:
-    """The process's umask (read from /proc where possible: setting it to read it is not thread-safe)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    The temp file is ``.<name>.<host>.<pid>.<random>.tmp``; temp files that killed earlier writes left in
-    the folder are removed first (:func:`remove_stale_temp_files`).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0o600; the final file gets a normal file's permissions
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise write_error(path, e) from e  # a full disk names the file (#18 item 17)
-        raise
-    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, config_from_dict
+from ..errors import ConfigError
 from ..inference import EvalResult
 from ..nn.network import SpikingNetwork
 from ..progress import progress
@@ -105,7 +106,10 @@ def model_from_checkpoint(
 ) -> tuple[SpikingNetwork, RunConfig, dict[str, Any]]:
     """Rebuild the network of a checkpoint (safe load) and return ``(model, config, checkpoint)``."""
     ck = load_checkpoint(path)
-    cfg = config_from_dict(ck["config"])
+    try:
+        cfg = config_from_dict(ck["config"])
+    except ConfigError as e:  # a crafted or damaged file: name it, not only the key
+        raise CheckpointError(path, f"its config is not valid: {e}") from None
     check_checkpoint_matches(ck, cfg, path)  # config vs weights, before building anything
     model = build_model(cfg)
     try:

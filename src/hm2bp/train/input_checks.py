@@ -7,8 +7,9 @@ the training loop with one line each, so the checks live here, in one place.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import SpikeDataset
 
-__all__ = ["check_dataset_spikes", "warn_if_silent", "PROBE_SAMPLES"]
+__all__ = ["PROBE_SAMPLES", "check_dataset_spikes", "warn_if_silent"]
 
 #: Samples of each split looked at before training (the first ones of the loaded order).
 PROBE_SAMPLES = 16
@@ -46,12 +47,43 @@ def check_dataset_spikes(ds: SpikeDataset, split: str) -> None:
     n = min(len(ds), PROBE_SAMPLES)
     if n == 0:
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the per-sample warnings would repeat the point
-        x = ds.get(np.arange(n), 0)
-    if not bool(x.any()):
+    images = getattr(ds, "images", None)
+    if images is not None:  # rate-coded images: spikes iff some pixel is non-zero (no encoding, no caching)
+        silent = not bool(images.any())
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the per-sample warnings would repeat the point
+            silent = not bool(ds.get(list(range(n)), 0).any())
+    if silent:
         what = _KEYS.get(ds.name, "the data files and model.T")
         raise ConfigError(
             f"dataset {ds.name!r}: the first {n} {split} samples hold no input spike in T = {ds.T} steps; "
             f"the network would train on nothing (check {what})"
         )
+
+
+class SilentLayerWarning(RuntimeWarning):
+    """A hidden layer emitted no spike on the probe samples at initialisation."""
+
+
+def check_layers_fire(model: Any, ds: SpikeDataset, thresholds: Sequence[float], device: Any = "cpu") -> None:
+    """Warn, naming the layer and its ``model.thresholds`` entry, when a hidden layer stays silent on the
+    first :data:`PROBE_SAMPLES` training samples at initialisation: the layers above it then receive
+    nothing, and the gradients through it are zero, so training may never start."""
+    import torch
+
+    n = min(len(ds), PROBE_SAMPLES)
+    if n == 0:
+        return
+    with torch.no_grad():
+        model(ds.get(list(range(n)), 0).to(device), record=True)
+    recorded = list(getattr(model, "hidden_spikes", []))
+    model.hidden_spikes = []
+    for k, spikes in enumerate(recorded[:-1]):
+        if not bool(spikes.any()):
+            v = thresholds[k] if k < len(thresholds) else "?"
+            warnings.warn(f"layer {k} (threshold {v}, model.thresholds[{k}]) emits no spike on the first {n} "
+                          "training samples at initialisation: the layers above receive nothing and its gradients "
+                          "are zero; a lower threshold or a larger model.fc_init / conv_init lets it fire",
+                          SilentLayerWarning, stacklevel=2)
+            return

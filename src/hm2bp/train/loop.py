@@ -50,6 +50,7 @@ from .callbacks import Callback, Checkpointer, ConsoleLog, MetricsWriter, Plotte
 from .checkpoint import load_checkpoint, repair_best
 from .datasets import SpikeDataset
 from .evaluate import EvalInterrupted, EvalResult, evaluate, evaluate_all, evaluate_checkpoint, model_from_checkpoint
+from .input_checks import check_layers_fire
 from .interrupt import InterruptGuard, TrainingInterrupted
 from .metrics import MetricsLog
 from .objective import authors_cost as _authors_cost
@@ -119,6 +120,7 @@ class Trainer:
         self.model = build_model(cfg).to(device)
         # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
         check_training_fits(self.model, cfg.model.T, self.t.batch_size, device)
+        check_layers_fire(self.model, train_set, cfg.model.thresholds, device)  # a silent hidden layer warns
         self.opt = _make_optimizer(cfg, self.model)
         self.params = [p for group in self.opt.param_groups for p in group["params"]]
         self.n_train = len(train_set)

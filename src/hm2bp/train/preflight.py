@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
+from ..arch import parse as parse_architecture
 from ..errors import ConfigError
 from ..nn.memory import available_memory_bytes
-from ..nn.network import parse_architecture
 
-__all__ = ["preflight", "check_checkpoint_matches", "ThreadsChangedWarning", "warn_if_threads_changed", "check_run_folder", "arch_sizes", "weight_bytes", "eval_bytes_lower_bound"]
+__all__ = ["ThreadsChangedWarning", "arch_sizes", "check_checkpoint_matches", "check_run_folder", "eval_bytes_lower_bound", "preflight", "warn_if_threads_changed", "weight_bytes"]
 
 _GIB = 1024**3
 
@@ -51,21 +51,10 @@ def check_run_folder(folder: Path, key: str) -> None:
 
 
 def arch_sizes(arch: str) -> tuple[int, list[tuple[int, int]]]:
-    """(parameters, [(inputs, outputs) per spiking layer]) of an architecture string, without building it."""
-    shape, layers = parse_architecture(arch)
-    params, sizes = 0, []
-    for spec in layers:
-        n_in = math.prod(shape)
-        if spec.kind == "conv":
-            params += spec.size * shape[0] * spec.kernel**2
-            shape = (spec.size, shape[1] - spec.kernel + 1, shape[2] - spec.kernel + 1)
-        elif spec.kind == "pool":
-            shape = (shape[0], -(-shape[1] // spec.size), -(-shape[2] // spec.size))
-        else:
-            params += n_in * spec.size  # (the output's fixed lateral weights are a buffer, not trained)
-            shape = (spec.size,)
-        sizes.append((n_in, math.prod(shape)))
-    return params, sizes
+    """(parameters, [(inputs, outputs) per spiking layer]) of an architecture string, without building it
+    (the output's fixed lateral weights are a buffer, not trained)."""
+    a = parse_architecture(arch)
+    return a.n_parameters(), [(math.prod(i), math.prod(o)) for i, o in zip(a.input_shapes, a.shapes)]
 
 
 def weight_bytes(arch: str) -> int:
