@@ -168,7 +168,8 @@ def key_docs() -> dict[str, KeyDoc]:
         for f in dataclasses.fields(cls):
             key = f"{section}.{f.name}"
             tp = hints[f.name]
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+            default = (f.default if f.default is not dataclasses.MISSING
+                       else f.default_factory() if callable(f.default_factory) else None)
             allowed = RANGES.get(key) or ("true | false" if tp is bool else _probed_choices(key) if tp is str else "")
             docs[key] = KeyDoc(key, meanings.get(f.name, ""), _type_name(tp), default, allowed)
     return docs

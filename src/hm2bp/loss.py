@@ -112,7 +112,7 @@ class _NormPenalty(torch.autograd.Function):
     """R(W) = λ·(N_in·L/2)·Σ_i [exp(β(S_i − 1)) − exp(−β)] with its gradient λβ(w/L)exp(β(S_i − 1)) in one pass."""
 
     @staticmethod
-    def forward(ctx, w: Tensor, lam: float, beta: float, limit: float) -> Tensor:  # type: ignore[no-untyped-def,override]
+    def forward(ctx, w: Tensor, lam: float, beta: float, limit: float) -> Tensor:
         rows = w.reshape(w.shape[0], -1)
         n_in = rows.shape[1]
         s = rows.square().sum(1) / (n_in * limit * limit)  # S_i
@@ -123,7 +123,7 @@ class _NormPenalty(torch.autograd.Function):
         return lam * (n_in * limit / 2.0) * math.exp(-beta) * torch.expm1(beta * s).sum()
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx, grad: Tensor):
         w, growth = ctx.saved_tensors
         coef = (grad * ctx.scale * growth).reshape(-1, *([1] * (w.dim() - 1)))
         return w * coef, None, None, None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -171,7 +172,8 @@ def _synapse_node(nir, i: int, layer: torch.nn.Module, shape: tuple[int, ...]):
 
 
 def _layer_metadata(i: int, layer: torch.nn.Module) -> dict[str, Any]:
-    meta = _neuron_metadata(i, type(layer).__name__, layer.params)
+    params = typing.cast(NeuronParams, layer.params)  # every spiking layer carries its NeuronParams
+    meta = _neuron_metadata(i, type(layer).__name__, params)
     if isinstance(layer, SpikingLinear):
         meta[_P + "output"] = bool(layer.output)
         meta[_P + "effect_ratio"] = bool(layer.effect_ratio)
@@ -181,9 +183,14 @@ def _layer_metadata(i: int, layer: torch.nn.Module) -> dict[str, Any]:
     return meta
 
 
+def _lateral(layer: SpikingLinear) -> torch.Tensor:
+    assert layer.lateral_weight is not None
+    return layer.lateral_weight
+
+
 def _lateral_node(nir, i: int, layer: SpikingLinear):
     return nir.Linear(
-        weight=_weight(layer.lateral_weight),
+        weight=_weight(_lateral(layer)),
         metadata={_P + "layer_index": i, _P + "lateral_strength": float(layer.lateral_strength or 0.0),
                   _P + "fixed": True, _P + "delay_steps": 1},
     )
@@ -232,7 +239,8 @@ def export_nir(net: SpikingNetwork, *, dt: float = DEFAULT_DT, unit_w_in: bool =
         kind, node, shape = _synapse_node(nir, i, layer, shape)
         syn, lif = name(i, "a", kind), name(i, "b", "lif")
         nodes[syn] = node
-        nodes[lif] = _cuba_lif(nir, shape, layer.params, dt, _layer_metadata(i, layer), unit_w_in)
+        params = typing.cast(NeuronParams, layer.params)
+        nodes[lif] = _cuba_lif(nir, shape, params, dt, _layer_metadata(i, layer), unit_w_in)
         edges += [(prev, syn), (syn, lif)]
         if isinstance(layer, SpikingLinear) and layer.lateral_weight is not None:
             lat = name(i, "c", "lateral")

@@ -19,14 +19,15 @@ import warnings
 import pytest
 import torch
 
-nir = pytest.importorskip("nir")
-snntorch = pytest.importorskip("snntorch")
-norse = pytest.importorskip("norse")
-
 from hm2bp.config import load_config
 from hm2bp.nir_io import NIRConversionError, export_nir, import_nir
 from hm2bp.train.datasets import load_datasets
 from hm2bp.train.loop import train
+
+# the other libraries are what these tests are about: .ci/run installs them (the interop extra)
+nir = pytest.importorskip("nir")
+snntorch = pytest.importorskip("snntorch")
+norse = pytest.importorskip("norse")
 
 pytestmark = [pytest.mark.interop, pytest.mark.reliability]
 T = 60

@@ -26,7 +26,7 @@ def load_digits(split: str = "train", n_test: int = 360, seed: int = 0) -> tuple
         ``(images uint8 [N, 8, 8] in 0…255, labels int64 [N])``, in the permuted order.
     """
     try:
-        from sklearn.datasets import load_digits as _sk_load_digits  # type: ignore[import-untyped]
+        from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the 'digits' dataset needs scikit-learn: pip install scikit-learn "
                           "(or the hm2bp extra that provides it)") from e

@@ -80,7 +80,7 @@ def sha256_file(path: str | os.PathLike[str], *, gunzip: bool = False, algo: str
     the MD5, for sources that publish only that)."""
     h = hashlib.new(algo)
     opener = gzip.open if gunzip else open
-    with opener(path, "rb") as f:  # type: ignore[operator]
+    with opener(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

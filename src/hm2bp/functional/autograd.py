@@ -172,7 +172,7 @@ class SpikingLinearFunction(torch.autograd.Function):
     """Spiking FC layer: forward = LIF simulation, backward = HM2-BP (spec §3.3, §3.2, §3.4)."""
 
     @staticmethod
-    def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, spec: LinearSpec, keep: bool = True  # type: ignore[override]
+    def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, spec: LinearSpec, keep: bool = True
                 ) -> Tensor:
         """``keep`` = False (no gradient wanted) skips everything the backward pass would need."""
         events = input_events(in_spikes, weight, spec.name)
@@ -193,7 +193,7 @@ class SpikingLinearFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx: Any, grad_out: Tensor) -> Any:
         if ctx.events is not None:
             weight, out, counts_out, psp_drive = ctx.saved_tensors
             kept = dict(events=ctx.events, counts_out=counts_out, psp_drive=psp_drive)
@@ -212,7 +212,7 @@ class SpikingLinearStackFunction(torch.autograd.Function):
     and allocation time at long windows."""
 
     @staticmethod
-    def forward(ctx: Any, in_spikes: Tensor, events: ev.SpikeEvents, specs: tuple[LinearSpec, ...],  # type: ignore[override]
+    def forward(ctx: Any, in_spikes: Tensor, events: ev.SpikeEvents, specs: tuple[LinearSpec, ...],
                 keep: bool, recorded: list[Tensor] | None, *weights: Tensor) -> Tensor:
         """``events`` indexes ``in_spikes``; ``recorded`` (a list, or None) receives every layer's spikes
         as float tensors."""
@@ -228,7 +228,9 @@ class SpikingLinearStackFunction(torch.autograd.Function):
             if recorded is not None:
                 recorded.append(out if last else out.to(weight.dtype))
             if not last:
-                events = ev.spike_events(out, max_density=1.0)  # uint8 spikes: always indexable
+                nxt = ev.spike_events(out, max_density=1.0)
+                assert nxt is not None  # uint8 spikes: always indexable
+                events = nxt
         ctx.n_layers = len(weights)
         if keep:
             ctx.save_for_backward(*weights, *saved)
@@ -236,7 +238,7 @@ class SpikingLinearStackFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx: Any, grad_out: Tensor) -> Any:
         n = ctx.n_layers
         weights, kept = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
         grads: list[Tensor | None] = [None] * n
@@ -257,7 +259,7 @@ class SpikingConv2dFunction(torch.autograd.Function):
     """Spiking conv layer (valid, stride 1): forward = LIF simulation, backward = HM2-BP (spec §3.5)."""
 
     @staticmethod
-    def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, p: NeuronParams, backward_dtype: torch.dtype,  # type: ignore[override]
+    def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, p: NeuronParams, backward_dtype: torch.dtype,
                 name: str = "SpikingConv2d") -> Tensor:
         check_finite(in_spikes, weight, name)
         drive = conv_drive(in_spikes, weight)
@@ -268,7 +270,7 @@ class SpikingConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx: Any, grad_out: Tensor) -> Any:
         in_spikes, weight, drive, out = ctx.saved_tensors
         grads = conv_backward(
             count_error(grad_out), in_spikes, out, weight, drive, ctx.p,
@@ -284,7 +286,7 @@ class SpikingPool2dFunction(torch.autograd.Function):
     """Spiking pooling layer with fixed unit weights; its backward is spec §3.5's pool rule."""
 
     @staticmethod
-    def forward(ctx: Any, in_spikes: Tensor, pool: int, p: NeuronParams, backward_dtype: torch.dtype,  # type: ignore[override]
+    def forward(ctx: Any, in_spikes: Tensor, pool: int, p: NeuronParams, backward_dtype: torch.dtype,
                 name: str = "SpikingPool2d") -> Tensor:
         out = simulate_lif(pool_drive(in_spikes, pool), p)
         ctx.save_for_backward(in_spikes, out)
@@ -293,7 +295,7 @@ class SpikingPool2dFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx: Any, grad_out: Tensor) -> Any:
         in_spikes, out = ctx.saved_tensors
         delta = pool_backward(count_error(grad_out), in_spikes, out, ctx.pool, ctx.p, ctx.dtype)
         return broadcast_error(delta, in_spikes.shape[0], in_spikes), None, None, None, None

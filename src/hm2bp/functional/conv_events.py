@@ -94,7 +94,7 @@ class SpikingConvStackFunction(torch.autograd.Function):
     and the spike counts."""
 
     @staticmethod
-    def forward(ctx: Any, in_spikes: Tensor, events: ev.SpikeEvents, specs: tuple[ConvLayerSpec, ...],  # type: ignore[override]
+    def forward(ctx: Any, in_spikes: Tensor, events: ev.SpikeEvents, specs: tuple[ConvLayerSpec, ...],
                 keep: bool, recorded: list[Tensor] | None, *weights: Tensor) -> Tensor:
         """``events`` indexes ``in_spikes``; ``weights`` are the conv layers' in order; ``recorded`` (a list, or
         None) receives every layer's spikes as float32 tensors."""
@@ -121,7 +121,7 @@ class SpikingConvStackFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx: Any, grad_out: Tensor) -> Any:
         n = ctx.n_weights
         weights, counts = list(ctx.saved_tensors[:n]), ctx.saved_tensors[n:]
         B = ctx.in_shape[1]
@@ -157,4 +157,5 @@ def stack_forward(specs: tuple[ConvLayerSpec, ...], weights: Sequence[Tensor], x
     if events is None:
         return None
     keep = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
-    return SpikingConvStackFunction.apply(x, events, specs, keep, recorded, *weights)
+    out: Tensor = SpikingConvStackFunction.apply(x, events, specs, keep, recorded, *weights)  # type: ignore[no-untyped-call]
+    return out

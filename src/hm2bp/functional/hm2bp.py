@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn import grad as _nn_grad
 
 from ..kernels import torch_backend
 from ..kernels.backend import OutputRules, backend_for
@@ -203,8 +204,10 @@ def conv_backward(
     silent_out = counts_out == 0
 
     flat_in = s_in.reshape(T * B, *s_in.shape[2:])
-    grad_w = torch.nn.grad.conv2d_weight(flat_in, w.shape, (coeffs * factor).reshape(T * B, *coeffs.shape[2:]))
-    grad_w += SILENT_POST_PSP * torch.nn.grad.conv2d_weight((counts_in > 0).to(dtype), w.shape, factor * silent_out)
+    grad_w = _nn_grad.conv2d_weight(  # type: ignore[no-untyped-call]
+        flat_in, w.shape, (coeffs * factor).reshape(T * B, *coeffs.shape[2:]))
+    grad_w += SILENT_POST_PSP * _nn_grad.conv2d_weight(  # type: ignore[no-untyped-call]
+        (counts_in > 0).to(dtype), w.shape, factor * silent_out)
 
     delta_below = None
     if need_delta_below:

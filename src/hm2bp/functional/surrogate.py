@@ -22,13 +22,13 @@ SURROGATE_BETA = 10.0
 
 class _HeavisideSurrogate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, u: Tensor, beta: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, u: Tensor, beta: float) -> Tensor:
         ctx.save_for_backward(u)
         ctx.beta = beta
         return (u > 0).to(u.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx: Any, grad: Tensor) -> Any:
         (u,) = ctx.saved_tensors
         return grad / (1.0 + ctx.beta * u.abs()) ** 2, None
 
@@ -46,4 +46,4 @@ def simulate_lif_bptt(drive: Tensor, p: NeuronParams, lateral: Tensor | None = N
     """
     theta = torch_backend.threshold(p, drive.dtype)
     v_th = float(p.v_th)
-    return torch_backend.lif_run(drive, p, lateral, lambda v: _HeavisideSurrogate.apply((v - theta) / v_th, beta))
+    return torch_backend.lif_run(drive, p, lateral, lambda v: _HeavisideSurrogate.apply((v - theta) / v_th, beta))  # type: ignore[no-untyped-call]

@@ -40,7 +40,9 @@ def _check_size_arg(name: str, value: Any, *, allow_zero: bool = False) -> int:
 
 
 def _line_of(data: bytes | str, offset: int) -> int:
-    return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, offset) + 1
+    if isinstance(data, bytes):
+        return data.count(b"\n", 0, offset) + 1
+    return data.count("\n", 0, offset) + 1
 
 
 def _decode(path: Path, data: bytes, encoding: str = "ascii") -> str:
@@ -73,22 +75,23 @@ def _tokens_to_float(
     ``where(i)`` gives a human description of the position of token ``i`` (for error messages).
     """
     describe = where if where is not None else (lambda i: f"token {i + 1}")
-    if len(tokens) == 0:
+    toks: list[str | bytes] = list(tokens)
+    if len(toks) == 0:
         return np.zeros(0, dtype=np.float64)
     # numpy accepts tokens such as "1_0" or "nan"; reject any character outside a plain float first.
     def as_bytes(t: str | bytes) -> bytes:
         return t if isinstance(t, bytes) else t.encode("utf-8", "replace")
 
-    joined = b" ".join(as_bytes(t) for t in tokens)
+    joined = b" ".join(as_bytes(t) for t in toks)
     if not _FLOAT_BYTES[np.frombuffer(joined, dtype=np.uint8)].all():
-        for i, t in enumerate(tokens):
+        for i, t in enumerate(toks):
             if not _FLOAT_BYTES[np.frombuffer(as_bytes(t), dtype=np.uint8)].all():
                 ts = as_bytes(t).decode("latin-1")
                 raise DataFormatError(path, f"{_float_token_problem(ts)} at {describe(i)}")
     try:
-        values = np.array(tokens).astype(np.float64)
+        values = np.array(toks).astype(np.float64)
     except (ValueError, TypeError, OverflowError):
-        for i, t in enumerate(tokens):
+        for i, t in enumerate(toks):
             ts = t.decode("latin-1") if isinstance(t, bytes) else t
             try:
                 float(ts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import typing
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ def is_gzip(path: Path) -> bool:
 def open_maybe_gzip(path: Path) -> Iterator[IO[bytes]]:
     """Open a file for reading, decompressing it when it is gzip."""
     with (gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")) as f:
-        yield f
+        yield typing.cast(IO[bytes], f)
 
 
 def resolve_path(path: PathLike) -> Path:

@@ -148,6 +148,8 @@ class SpikingLinear(nn.Module):
     ``weight`` is ``[out_features, in_features]``.
     """
 
+    lateral_weight: Tensor | None  # a buffer (None without lateral inhibition)
+
     def __init__(
         self,
         in_features: int,
@@ -364,6 +366,9 @@ class Reservoir(nn.Module):
 
     Shapes: input ``[T, B, N_in]`` → output spikes ``[T, B, N]``.
     """
+
+    input_weight: Tensor  # buffers
+    recurrent_weight: Tensor
 
     def __init__(self, input_weight: Tensor, recurrent_weight: Tensor, neuron: NeuronParams | float | None = None,
                  *, v_th: float | None = None, tau_m: float | None = None, tau_s: float | None = None,

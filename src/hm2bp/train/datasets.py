@@ -192,7 +192,7 @@ class ImageSpikes(SpikeDataset):
 class FileSpikes(SpikeDataset):
     """Samples that are files turned into a deterministic raster by ``to_raster(path) -> bool [T, N]``."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], n_classes: int, n_inputs: int, T: int,
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int] | np.ndarray, n_classes: int, n_inputs: int, T: int,
                  to_raster: Callable[[Path], np.ndarray], *, name: str, cache_mb: float = 1024.0) -> None:
         super().__init__(np.asarray(labels, dtype=np.int64), n_classes, n_inputs, T, name)
         self.paths = list(paths)
