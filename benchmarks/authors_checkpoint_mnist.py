@@ -1,5 +1,5 @@
 """Accuracy of the authors' trained spiking CNN (Result/checkPoint_cnn_best.txt) imported into hm2bp,
-on the MNIST test set with fresh Bernoulli inputs (T = 400, spec §1.5 and §6.4 step 5).
+on the MNIST test set with fresh Bernoulli inputs (T = 400, docs/algorithm.md §1.5 and §6.4 step 5).
 
     python benchmarks/authors_checkpoint_mnist.py --golden ../shared/golden/mm-bp-snn \
         --mnist ../shared/data/mnist --n 10000 --out benchmarks/results/authors_checkpoint_mnist.json

@@ -211,7 +211,7 @@ def _reference_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
         hs, outs = zip(*(forward(xb) for xb in xs))
         return torch.from_numpy(np.stack(hs, 1)), torch.from_numpy(np.stack(outs, 1))
 
-    return x, train_step, infer, hm2bp.__version__, "float64 pair-loop reference (spec §2-§3), numpy"
+    return x, train_step, infer, hm2bp.__version__, "float64 pair-loop reference (docs/algorithm.md §2-§3), numpy"
 
 
 def _peer_setup(a: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -393,7 +393,7 @@ def build_configs(quick: bool, arch: str = "fc") -> list[dict[str, object]]:
     def cfg(lib: str, rule: str, neuron: str, T: int, batch: int) -> dict[str, object]:
         return dict(arch=ARCH_NAMES["fc"], library=lib, rule=rule, neuron=neuron, T=T, batch=batch, n_hidden=800)
 
-    # The reference's spike insertion (spec §3.2) needs T >= desired (35): its smallest T is 100 here.
+    # The reference's spike insertion (docs/algorithm.md §3.2) needs T >= desired (35): its smallest T is 100 here.
     if quick:
         grid = [(25, 16)]
         cfgs = [cfg("hm2bp", "hm2bp-exact", "", 25, 1), cfg("hm2bp", "hm2bp-reference", "", 100, 1)]

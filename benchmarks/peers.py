@@ -12,7 +12,7 @@ The workload (identical for every library, same torch release everywhere):
   τ_m = 64, τ_s = 8, thresholds 20 (hidden) and 8 (output), reset to 0;
 - the weights: U(−1, 1) drawn from ``manual_seed(0)``, first [800, 784] then [10, 800] — exactly the draws
   ``hm2bp.nn.network.build_network(..., generator=manual_seed(0))`` makes. hm2bp's neuron adds the
-  synaptic state divided by τ_s to v (spec §1.1: x ← (1−1/τ_s)·x + W·s, v ← (1−1/τ_m)·v + x/τ_s), a
+  synaptic state divided by τ_s to v (docs/algorithm.md §1.1: x ← (1−1/τ_s)·x + W·s, v ← (1−1/τ_m)·v + x/τ_s), a
   synaptic-current LIF adds the current itself (i ← α·i + W·s, v ← β·v + i), so the peers use W/τ_s:
   with α = 1 − 1/τ_s and β = 1 − 1/τ_m that is the same membrane trajectory (without hm2bp's refractory
   period of 2 steps, its one-step synaptic delay and its fixed output lateral inhibition, which the peers'
@@ -20,7 +20,7 @@ The workload (identical for every library, same torch release everywhere):
 - the loss: MSE on the output spike counts against 35 (label) / 5 (other classes), mean over the batch
   (hm2bp uses its own rate loss with the same targets and a dead zone of 5), Adam (lr 1e-3).
 
-The CNN workload (``arch="cnn"``, the paper's 28x28-15c5-p2-40c5-p2-300-10, spec §5): the same input spikes seen
+The CNN workload (``arch="cnn"``, the paper's 28x28-15c5-p2-40c5-p2-300-10, docs/algorithm.md §5): the same input spikes seen
 as 28×28 images; thresholds 5, 2, 12, 4, 10, 10; valid 5×5 convolutions and spiking 2×2 sum pools (unit weights,
 each a LIF layer of its own); the weights are the authors' trained checkpoint (``Result/checkPoint_cnn_best.txt``,
 written by the harness to a torch file that every process loads) so that every layer is active as in training,

@@ -1,7 +1,7 @@
 """Build a spiking network from layers, train it with a plain PyTorch loop and the HM2-BP backward, evaluate.
 
 The data are scikit-learn's bundled 8×8 handwritten digits (``hm2bp.data.digits``, no download), coded as
-Bernoulli spike trains (spec §1.5). The loop is ordinary PyTorch: the HM2-BP rule (spec §3) runs inside
+Bernoulli spike trains (docs/algorithm.md §1.5). The loop is ordinary PyTorch: the HM2-BP rule (docs/algorithm.md §3) runs inside
 ``loss.backward()`` because the spiking layers are autograd Functions whose backward is that rule.
 
     python examples/01_build_and_train.py --out /tmp/hm2bp_example     # ~85 % test accuracy, ~3 s of training
@@ -26,7 +26,7 @@ from hm2bp.loss import rate_loss, weight_regularizer
 from hm2bp.nn.layers import SpikingLinear
 from hm2bp.nn.network import SpikingNetwork, build_network
 
-DESIRED, UNDESIRED, MARGIN = 15, 3, 3  # target counts of the label / other outputs, dead zone (spec §3.1)
+DESIRED, UNDESIRED, MARGIN = 15, 3, 3  # target counts of the label / other outputs, dead zone (docs/algorithm.md §3.1)
 
 
 def build(hidden: int, generator: torch.Generator, from_string: bool) -> SpikingNetwork:
@@ -87,7 +87,7 @@ def main() -> None:
             opt.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((counts.argmax(1) == labels).sum())
-        # evaluation: fresh Bernoulli rasters of the test images, arg-max of the counts (spec §1.3)
+        # evaluation: fresh Bernoulli rasters of the test images, arg-max of the counts (docs/algorithm.md §1.3)
         res = evaluate_images(net, test_img, test_y, args.T, generator=torch.Generator().manual_seed(1))
         rec = {"epoch": epoch, "train_loss": loss_sum / len(y), "train_acc": correct / len(y),
                "test_acc": res.accuracy, "time_s": round(time.perf_counter() - t0, 2)}

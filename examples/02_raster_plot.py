@@ -1,6 +1,6 @@
 """Spike raster of one sample through every layer of a spiking network (matplotlib PNG).
 
-One digit image (``hm2bp.data.digits``) is Bernoulli-coded (spec §1.5) and run through the network with
+One digit image (``hm2bp.data.digits``) is Bernoulli-coded (docs/algorithm.md §1.5) and run through the network with
 ``record=True``, which keeps each layer's output spike train in ``net.hidden_spikes`` (time-major
 ``[T, B, N]`` or ``[T, B, C, H, W]``). Each panel shows one layer: a dot per (time step, neuron) spike.
 
@@ -65,7 +65,7 @@ def main() -> None:
     names = ["input"] + [f"{i + 1}: {type(m).__name__}" for i, m in enumerate(layers)]
     names[-1] += " (output)"
     counts = net.hidden_spikes[-1][:, 0].sum(0)                 # output counts of the sample [10]
-    pred = int(counts.argmax())                                 # spec §1.3: arg-max, ties to the lowest
+    pred = int(counts.argmax())                                 # docs/algorithm.md §1.3: arg-max, ties to the lowest
 
     fig, axes = plt.subplots(len(trains), 1, figsize=(9, 1.4 + 1.7 * len(trains)), sharex=True, squeeze=False)
     for ax, train, name in zip(axes[:, 0], trains, names):

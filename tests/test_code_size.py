@@ -15,13 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hm2bp"
 MAX_FUNCTION_LINES = 80
 MAX_FILE_LINES = 600
 LONGER_FILES_ALLOWED = {"reference/hm2bp_ref.py"}
-KNOWN_LONG = {  # the backlog (issue #16 item 8) as of the merge of all #16 branches: shrink, never grow
-    "config.py": 633,
-    "data/download.py::download": 112,
-    "functional/hm2bp.py::linear_backward": 81,
-    "io/authors.py": 646,
-    "io/authors.py::read_authors_config": 93,
-    "reference/hm2bp_ref.py::lif_forward_ref": 81,
+KNOWN_LONG: dict[str, int] = {  # over the limits and allowed to stay so (may shrink, never grow)
+    "reference/hm2bp_ref.py::lif_forward_ref": 81,  # the reference's LIF loop, one readable transcription
 }
 
 

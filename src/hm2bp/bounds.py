@@ -15,7 +15,7 @@ from .errors import ConfigError
 
 __all__ = ["MAX_CUDA_INDEX", "MAX_N_SWAPS", "MAX_TAU", "check_model_bounds", "check_train_bounds", "fits_float32"]
 
-#: Threshold offset of FC and pool layers (spec §1.1); a threshold at or below it never waits for input.
+#: Threshold offset of FC and pool layers (docs/algorithm.md §1.1); a threshold at or below it never waits for input.
 THETA_EPS = 1e-6
 #: Time constants (steps) beyond this leave a leak below float32 resolution; 1e308 overflows to inf.
 MAX_TAU = 1e7

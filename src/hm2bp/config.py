@@ -6,7 +6,7 @@ A run is described by a :class:`RunConfig` holding a :class:`ModelConfig`, a :cl
 
 Sources of a configuration, applied in this order:
 
-1. the defaults below (the paper's MNIST fully connected set-up, spec §5);
+1. the defaults below (the paper's MNIST fully connected set-up, docs/algorithm.md §5);
 2. a TOML file or a bundled preset (``hm2bp/configs/<name>.toml``), with sections ``[model]``,
    ``[data]`` and ``[train]`` and an optional top-level ``name``;
 3. dotted overrides such as ``train.lr=1e-3`` or ``model.thresholds=20,8``, cast to the field's type.
@@ -24,7 +24,6 @@ import json
 import math
 import os
 import tomllib
-import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -33,6 +32,7 @@ from typing import Any
 
 from .arch import parse as parse_architecture
 from .bounds import check_model_bounds, check_train_bounds
+from .config_types import _cast, _check_choice, _check_positive, _check_types, _fail, _hints
 from .errors import ConfigError
 
 __all__ = [
@@ -56,23 +56,9 @@ C_INT_MAX = 2**31 - 1
 """Largest step count, T_ref, layer size or batch: the compiled kernels take them as 32-bit integers."""
 
 
-def _fail(section: str, key: str, problem: str) -> typing.NoReturn:
-    raise ConfigError(f"{section}.{key}: {problem}")
-
-
-def _check_choice(section: str, key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        _fail(section, key, f"must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
-
-
-def _check_positive(section: str, key: str, value: float, *, allow_zero: bool = False) -> None:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        _fail(section, key, f"must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network and output coding (spec §1, §3).
+    """Network and output coding (docs/algorithm.md §1, §3).
 
     Attributes:
         arch: architecture string, e.g. ``784-800-10`` or ``28x28-15c5-p2-40c5-p2-300-10``.
@@ -87,8 +73,8 @@ class ModelConfig:
         desired: target output count of the label neuron (DESIRED_LEVEL).
         undesired: target output count of the other output neurons (UNDESIRED_LEVEL).
         margin: dead zone M of the rate loss: count errors within ±M cost nothing.
-        fc_init: FC weights start as U(−fc_init, +fc_init) (spec §4.5).
-        conv_init: conv weights start as U(−conv_init, +conv_init) (spec §4.5).
+        fc_init: FC weights start as U(−fc_init, +fc_init) (docs/algorithm.md §4.5).
+        conv_init: conv weights start as U(−conv_init, +conv_init) (docs/algorithm.md §4.5).
     """
 
     arch: str = "784-800-10"
@@ -150,7 +136,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Dataset and input encoding (spec §1.5).
+    """Dataset and input encoding (docs/algorithm.md §1.5).
 
     Attributes:
         dataset: one of :data:`DATASETS`.
@@ -160,7 +146,7 @@ class DataConfig:
         encoding: "fixed" (one raster per sample drawn at load and reused every epoch, as the MNIST-FC
             runs) or "fresh" (a new Poisson raster per sample per epoch). Speech and N-MNIST inputs are
             deterministic, so this only matters for image datasets.
-        augment: warp training images each epoch (elastic + scale + rotation, spec §1.5); implies fresh
+        augment: warp training images each epoch (elastic + scale + rotation, docs/algorithm.md §1.5); implies fresh
             rasters for the training set.
         augment_shared_field: one warp per epoch shared by every training sample (the authors' code).
         max_rate_div: Poisson rate p = q / (max_rate_div · 255).
@@ -227,7 +213,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and bookkeeping (spec §4).
+    """Optimisation and bookkeeping (docs/algorithm.md §4).
 
     Attributes:
         mode: "online" (batch 1, one update per sample: the authors' exact procedure) or "minibatch"
@@ -241,10 +227,10 @@ class TrainConfig:
             update, from lr down to 0 over all ``epochs`` (the mini-batch recipe).
         warmup_steps: linear learning-rate warm-up over the first updates (0 = none).
         momentum: SGD momentum μ.
-        reg_lambda: weight regulariser strength λ (spec §4.1); 0 switches it off.
-        reg_beta: weight regulariser β (spec §4.1).
-        reg_limit: weight regulariser limit L (spec §4.1).
-        boosting: per-sample boost weights updated after each epoch (spec §4.4).
+        reg_lambda: weight regulariser strength λ (docs/algorithm.md §4.1); 0 switches it off.
+        reg_beta: weight regulariser β (docs/algorithm.md §4.1).
+        reg_limit: weight regulariser limit L (docs/algorithm.md §4.1).
+        boosting: per-sample boost weights updated after each epoch (docs/algorithm.md §4.4).
         shuffle: "swaps5000" (each epoch swaps ``n_swaps`` random pairs of the current order, as the
             authors), "permutation" (a fresh random order each epoch) or "none".
         n_swaps: pair swaps per epoch for "swaps5000".
@@ -369,77 +355,6 @@ class RunConfig:
 
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-
-
-# --------------------------------------------------------------------------------------------------
-# Types and casting
-# --------------------------------------------------------------------------------------------------
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _type_name(tp: Any) -> str:
-    if tp == tuple[float, ...]:
-        return "list of numbers"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _check_types(obj: Any, section: str) -> None:
-    """Check each field's value against its annotation (ints are accepted for floats and normalised)."""
-    for f in fields(obj):
-        tp = _hints(type(obj))[f.name]
-        value = getattr(obj, f.name)
-        ok: bool
-        if tp is bool:
-            ok = isinstance(value, bool)
-        elif tp is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif tp is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if ok:
-                object.__setattr__(obj, f.name, float(value))
-        elif tp is str:
-            ok = isinstance(value, str)
-        elif tp == tuple[float, ...]:
-            ok = isinstance(value, (tuple, list)) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-            )
-            if ok:
-                object.__setattr__(obj, f.name, tuple(float(v) for v in value))
-        else:  # pragma: no cover - a field type this module does not know
-            raise TypeError(f"unsupported config field type {tp!r}")
-        if not ok:
-            _fail(section, f.name, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _cast(section: str, key: str, tp: Any, text: str) -> Any:
-    """Cast a command-line string to the field type ``tp``."""
-    t = text.strip()
-    try:
-        if tp is bool:
-            if t.lower() in _TRUE:
-                return True
-            if t.lower() in _FALSE:
-                return False
-            raise ValueError
-        if tp is int:
-            return int(t)
-        if tp is float:
-            v = float(t)
-            return v
-        if tp is str:
-            return text
-        if tp == tuple[float, ...]:
-            inner = t[1:-1] if t.startswith(("[", "(")) and t.endswith(("]", ")")) else t
-            parts = [p for p in inner.replace(" ", ",").split(",") if p]
-            return tuple(float(p) for p in parts)
-    except ValueError:
-        pass
-    _fail(section, key, f"cannot read {text!r} as {_type_name(tp)}")
 
 
 # --------------------------------------------------------------------------------------------------

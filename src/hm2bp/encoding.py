@@ -1,4 +1,4 @@
-"""Input encodings of HM2-BP (spec §1.5): pure functions, randomness only through a ``torch.Generator``.
+"""Input encodings of HM2-BP (docs/algorithm.md §1.5): pure functions, randomness only through a ``torch.Generator``.
 
 - :func:`poisson_encode`: the Bernoulli "Poisson" rate code of MNIST / EMNIST pixels.
 - :func:`augment`: the elastic + scaling + rotation warp of the spiking-CNN runs.
@@ -30,7 +30,7 @@ def poisson_encode(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     max_rate_div: float = 5.5,
 ) -> torch.Tensor:
-    """Bernoulli ("Poisson") rate code of pixel intensities (spec §1.5).
+    """Bernoulli ("Poisson") rate code of pixel intensities (docs/algorithm.md §1.5).
 
     Args:
         images: pixel values q in [0, 255], shape ``[B, H, W]`` or ``[B, N]`` (uint8, or float after
@@ -147,7 +147,7 @@ def augment(
     distortion: float = 3.4,
     shared_field: bool = True,
 ) -> torch.Tensor:
-    """Random elastic distortion, scaling and rotation of a batch of images (spec §1.5).
+    """Random elastic distortion, scaling and rotation of a batch of images (docs/algorithm.md §1.5).
 
     Follows ``dataAugmentation/cuTransformation.cu`` (Simard-style warping):
 
@@ -223,7 +223,7 @@ def bsa_encode(
     kernel_len: int = 24,
     threshold: float = 0.6,
 ) -> np.ndarray:
-    """Ben's Spiker Algorithm on a cochleagram, exactly as the reference (spec §1.5, TI46 step 3).
+    """Ben's Spiker Algorithm on a cochleagram, exactly as the reference (docs/algorithm.md §1.5, TI46 step 3).
 
     Per channel, in float64: every frame value is repeated ``repeat`` times and multiplied by ``gain``,
     and ``kernel_len`` zeros are appended. For i = 0 … repeat·frames − 1:

@@ -30,5 +30,5 @@ class NumericalError(HM2BPError, FloatingPointError):
 
 
 class LateralGainWarning(RuntimeWarning):
-    """The output lateral-inhibition loop gain reached 1 or more (spec §3.4, §7.15): Λ is then
+    """The output lateral-inhibition loop gain reached 1 or more (docs/algorithm.md §3.4, §7.15): Λ is then
     negative or infinite, as in the authors' code, which has no guard."""

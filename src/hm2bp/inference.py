@@ -14,7 +14,7 @@ from .nn.network import SpikingNetwork
 
 
 def predict(counts: Tensor) -> Tensor:
-    """Predicted class = arg-max of the output counts; ties go to the lowest index (spec §1.3).
+    """Predicted class = arg-max of the output counts; ties go to the lowest index (docs/algorithm.md §1.3).
 
     Args:
         counts: ``[B, n_classes]`` output firing counts (``spikes.sum(0)``).
@@ -86,7 +86,7 @@ def evaluate_images(
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Classify uint8 images with fresh Bernoulli inputs (spec §1.5) and count the correct ones.
+    """Classify uint8 images with fresh Bernoulli inputs (docs/algorithm.md §1.5) and count the correct ones.
 
     Args:
         net: the network; its input size must be H·W (or D).
@@ -98,7 +98,7 @@ def evaluate_images(
         progress: called as ``progress(done, total)`` after every batch.
 
     Returns:
-        an :class:`EvalResult` (prediction = arg-max of the counts, spec §1.3).
+        an :class:`EvalResult` (prediction = arg-max of the counts, docs/algorithm.md §1.3).
     """
     images_t = torch.as_tensor(images)
     labels_t = torch.as_tensor(labels).long()

@@ -1,4 +1,4 @@
-"""HM2-BP losses on output firing counts (spec §3.1, §3.6) and the weight regulariser (§4.1).
+"""HM2-BP losses on output firing counts (docs/algorithm.md §3.1, §3.6) and the weight regulariser (§4.1).
 
 They are ordinary differentiable functions: ``loss.backward()`` produces exactly the output error δ of
 the authors' code as dL/d(counts), and the spiking layers carry it down with the HM2-BP rule.
@@ -17,7 +17,7 @@ from .nn.layers import SpikingConv2d, SpikingLinear
 
 
 def target_counts(labels: Tensor, n_classes: int, desired: float = 35.0, undesired: float = 5.0) -> Tensor:
-    """Target counts y (spec §3.1): ``desired`` for the label neuron, ``undesired`` for the others.
+    """Target counts y (docs/algorithm.md §3.1): ``desired`` for the label neuron, ``undesired`` for the others.
 
     Args:
         labels: ``[B]`` int64 class indices. n_classes: number of output neurons.
@@ -30,7 +30,7 @@ def target_counts(labels: Tensor, n_classes: int, desired: float = 35.0, undesir
 
 
 def counts_as_logged(counts: Tensor, labels: Tensor, steps: int, desired: int = 35) -> Tensor:
-    """The output counts the authors' logged cost reads (spec §3.1): those after the spike insertion of
+    """The output counts the authors' logged cost reads (docs/algorithm.md §3.1): those after the spike insertion of
     §3.2, which runs before the cost is read, so a label neuron that stayed silent counts the spikes it was
     given (36 at T = 400) instead of 0. Training uses the raw counts (δ comes first); only the logged
     cost differs.
@@ -61,14 +61,14 @@ def rate_loss(
     sample_weight: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """Dead-zone rate loss L = Σ_i ½ β_n (o_i − y_i)² · [|o_i − y_i| > M]  (spec §3.1; paper Eq. 1).
+    """Dead-zone rate loss L = Σ_i ½ β_n (o_i − y_i)² · [|o_i − y_i| > M]  (docs/algorithm.md §3.1; paper Eq. 1).
 
     Its gradient is the authors' output error δ_i = β_n (o_i − y_i) outside the dead zone, 0 inside.
     (The authors' logged cost is 2·L/β_n: no ½, no boost weight.)
 
     Args:
         counts: ``[B, N]`` output firing counts (``spikes.sum(0)``); labels: ``[B]``.
-        sample_weight: ``[B]`` boost weights β_n (spec §4.4), 1 when omitted.
+        sample_weight: ``[B]`` boost weights β_n (docs/algorithm.md §4.4), 1 when omitted.
         reduction: "mean" over the batch (mini-batch mode = mean of per-sample rules), "sum" or "none".
     """
     err = counts - target_counts(labels, counts.shape[1], desired, undesired).to(counts.dtype)
@@ -80,13 +80,13 @@ def rate_loss(
 
 
 def softmax_loss(counts: Tensor, labels: Tensor, *, sample_weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy on raw counts (spec §3.6): L = −β_n log softmax(o)_label, δ = β_n (softmax(o) − onehot).
+    """Softmax cross-entropy on raw counts (docs/algorithm.md §3.6): L = −β_n log softmax(o)_label, δ = β_n (softmax(o) − onehot).
 
     No temperature and no margin; the output layer's spike insertion still uses its ``desired`` level.
 
     Args:
         counts: ``[B, N]`` output firing counts; labels: ``[B]``.
-        sample_weight: ``[B]`` boost weights β_n (spec §4.4), 1 when omitted.
+        sample_weight: ``[B]`` boost weights β_n (docs/algorithm.md §4.4), 1 when omitted.
         reduction: "mean" over the batch, "sum" or "none" (``[B]``).
 
     Returns:
@@ -130,7 +130,7 @@ class _NormPenalty(torch.autograd.Function):
 
 
 def weight_regularizer(model: nn.Module, lam: float, beta: float, limit: float = 8.0) -> Tensor:
-    """Soft weight-norm penalty whose gradient is the authors' λ·β·(w/L)·exp(β(S_i − 1)) (spec §4.1).
+    """Soft weight-norm penalty whose gradient is the authors' λ·β·(w/L)·exp(β(S_i − 1)) (docs/algorithm.md §4.1).
 
     R = Σ_layers Σ_i λ·(N_in·L/2)·[exp(β(S_i − 1)) − exp(−β)], S_i = (1/N_in)·Σ_j (w_ij/L)², over each FC
     neuron's incoming weights and each conv kernel's C·k·k weights. Differentiating R gives the term above;

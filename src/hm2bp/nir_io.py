@@ -9,7 +9,7 @@ parameter mapping and for what a simulator that ignores the ``hm2bp.*`` metadata
 The ``nir`` package is optional (``pip install hm2bp[nir]``); it is imported only inside these
 functions, so ``import hm2bp`` stays light.
 
-Mapping of one layer's neuron (spec §1.1; a = 1 − 1/τ_m, b = 1 − 1/τ_s per step, step = ``dt`` seconds)
+Mapping of one layer's neuron (docs/algorithm.md §1.1; a = 1 − 1/τ_m, b = 1 − 1/τ_s per step, step = ``dt`` seconds)
 onto NIR's ``CubaLIF`` ODE ``τ_syn·İ = −I + w_in·S``, ``τ_mem·v̇ = (v_leak − v) + r·I``, integrated with
 forward Euler over ``dt`` with per-step spikes S ∈ {0, 1}:
 

@@ -2,7 +2,7 @@
 reference (hm2bp.reference.hm2bp_ref) and the dense torch path.
 
 Random conv nets with pools that do not divide their map, batches with more and fewer samples than
-threads (channel blocks), and the edge cases of design.md §5: silent outputs and inputs, input spikes at
+threads (channel blocks), and the edge cases of docs/algorithm.md §8.5: silent outputs and inputs, input spikes at
 t = 0 and t = T−1, gaps longer than the 4·τ_m window (T = 700), pre spikes outside every window.
 """
 

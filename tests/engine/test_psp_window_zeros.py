@@ -1,4 +1,4 @@
-"""Exact zeros outside the S-PSP window (spec §2, issue #13 item 4).
+"""Exact zeros outside the S-PSP window (docs/algorithm.md §2, issue #13 item 4).
 
 A pre spike outside every post spike's window [max(1, t_k − window), t_k − T_ref] contributes exactly 0 to
 e_{i|j}. The backward filter places cancelling coefficients at both ends of each window; before the fix

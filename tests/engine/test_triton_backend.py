@@ -105,7 +105,7 @@ def test_psp_coefficients_match_torch(triton_backend, device: str, p: NeuronPara
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("v_th,strength", [(8.3, 1.0), (8.0, None), (0.5, 2.1)], ids=["w0=1", "no-lateral", "unstable"])
 def test_output_rules_match_torch(triton_backend, device: str, v_th: float, strength: float | None) -> None:
-    """Spec §3.2 insertion (bit for bit) and §3.4 Λ (float64 tolerance), flags included."""
+    """docs/algorithm.md §3.2 insertion (bit for bit) and §3.4 Λ (float64 tolerance), flags included."""
     gen = torch.Generator().manual_seed(5)
     spikes = (torch.rand(48, 4, 10, generator=gen) < 0.1).float()
     spikes[0] = 0

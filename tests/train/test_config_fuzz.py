@@ -20,7 +20,6 @@ in docs/reliability.md) are kept as plain regression tests at the end, one per c
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 from dataclasses import fields
@@ -31,7 +30,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import hm2bp.config as config_module
 from hm2bp.config import (
     DataConfig,
     ModelConfig,
@@ -57,14 +55,6 @@ PRESETS = list_presets()
 PRESET_DICTS = {name: config_to_dict(load_config(name)) for name in PRESETS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cached_type_hints() -> Any:
-    """config._hints calls typing.get_type_hints (about 1 ms) for every field of every section; cache it
-    here so that the fuzz tests spend their time on inputs. Same results: the hints of a class are fixed."""
-    original = config_module._hints
-    config_module._hints = functools.cache(original)
-    yield
-    config_module._hints = original
 
 # ints are bounded to ±2**64: larger ones overflow float fields (see test_huge_int_in_float_field)
 scalars = st.one_of(

@@ -1,4 +1,4 @@
-"""N-MNIST: the official 5-byte event files, saccade stabilisation and the binning of spec §1.5.
+"""N-MNIST: the official 5-byte event files, saccade stabilisation and the binning of docs/algorithm.md §1.5.
 
 Event arrays are numpy structured arrays with fields ``x``, ``y`` (int16, **0-based** sensor
 coordinates as stored in the file, 0…33), ``p`` (int8, 1 = ON, 0 = OFF) and ``t`` (int64, µs) — the same
@@ -120,7 +120,7 @@ def _check_on_sensor(path: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def read_nmnist_dat(path: str | os.PathLike[str], n_channels: int = 2 * N_PIX) -> list[list[np.ndarray]]:
-    """Read the authors' converter text format (``NMNIST_Converter.m`` output, spec §1.5 step 6).
+    """Read the authors' converter text format (``NMNIST_Converter.m`` output, docs/algorithm.md §1.5 step 6).
 
     One line per channel, ``channel_id<TAB>bin<TAB>bin…`` with 1-based channel ids and integer bins;
     samples are separated by ``#`` lines.
@@ -181,7 +181,7 @@ def dat_sample_to_raster(sample: Sequence[np.ndarray], T: int) -> np.ndarray:
 
 
 def nmnist_raster(path: str | os.PathLike[str], T: int = 540, bin_us: float = 600) -> np.ndarray:
-    """The training input of one recording, spec §1.5: read → :func:`stabilize` → :func:`events_to_raster`.
+    """The training input of one recording, docs/algorithm.md §1.5: read → :func:`stabilize` → :func:`events_to_raster`.
 
     A ``.dat`` file is read as the authors' converter text (already stabilised and binned; its first
     sample). A recording that gives no spike in the ``T`` bins warns, naming the file and
@@ -204,7 +204,7 @@ def _round_half_away(v: np.ndarray) -> np.ndarray:
 
 
 def stabilize(events: np.ndarray) -> np.ndarray:
-    """Undo the three N-MNIST saccades (``stabilize.m``, spec §1.5 step 2).
+    """Undo the three N-MNIST saccades (``stabilize.m``, docs/algorithm.md §1.5 step 2).
 
     With 1-based X = x + 1, Y = y + 1 and ts in µs:
 
@@ -250,7 +250,7 @@ def events_to_raster(
     width: int = SENSOR,
     height: int = SENSOR,
 ) -> np.ndarray:
-    """Bin events into a boolean spike raster, spec §1.5 steps 3–7.
+    """Bin events into a boolean spike raster, docs/algorithm.md §1.5 steps 3–7.
 
     - events with X > 34 or Y > 34 (1-based) are dropped (also X, Y < 1);
     - channel = (X − 1)·34 + Y (1-based), i.e. 0-based index x·34 + y;

@@ -1,6 +1,6 @@
 """Speech front end: audio readers (WAV, NIST SPHERE), the Lyon passive ear, and dataset listings.
 
-TI46 pipeline of the reference (spec §1.5; ``TI46_Lyon_ear.m`` + ``readSpeechData.cpp``)::
+TI46 pipeline of the reference (docs/algorithm.md §1.5; ``TI46_Lyon_ear.m`` + ``readSpeechData.cpp``)::
 
     x, sr = read_audio(path)                 # samples in [-1, 1), like MATLAB's audioread
     coch = lyon_features(x, sr)              # [78, frames] at 12.5 kHz, decimation 200 (16 ms/frame)
@@ -332,7 +332,7 @@ def lyon_features(
     ear_q: float = 8,
     step_factor: float = 8 / 32,
 ) -> np.ndarray:
-    """Lyon passive-ear cochleagram, as ``LyonPassiveEar(wav, 12500, 200)`` of the reference (spec §1.5).
+    """Lyon passive-ear cochleagram, as ``LyonPassiveEar(wav, 12500, 200)`` of the reference (docs/algorithm.md §1.5).
 
     The signal is resampled to ``target_rate`` (``scipy.signal.resample_poly``) if needed, then passed to
     the ``lyon`` package (a port of the Auditory Toolbox). Like the MATLAB function

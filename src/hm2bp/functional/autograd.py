@@ -82,7 +82,7 @@ def check_finite(in_spikes: Tensor | None, weight: Tensor | None, name: str) -> 
 
 
 def warn_unstable_lateral(lam: Tensor, name: str) -> None:
-    """Spec §3.4 has no guard for a loop gain ≥ 1 (Λ ≤ 0 or infinite); report which samples hit it."""
+    """docs/algorithm.md §3.4 has no guard for a loop gain ≥ 1 (Λ ≤ 0 or infinite); report which samples hit it."""
     bad = ~torch.isfinite(lam) | (lam <= 0)
     if bool(bad.any()):
         samples = torch.nonzero(bad.any(1)).flatten().tolist()
@@ -129,7 +129,7 @@ def _linear_step_backward(
         labels, strength, desired = spec.output_spec
         if labels is None:  # running on without them would silently skip spike insertion and Λ
             raise ValueError(f"{spec.name}: the output layer's backward pass needs the labels (spike insertion and "
-                             "the lateral factor, spec §3.2/§3.4): call net(x, labels) for training; net(x) is for "
+                             "the lateral factor, docs/algorithm.md §3.2/§3.4): call net(x, labels) for training; net(x) is for "
                              "inference (under torch.no_grad())")
         rules = output_rules(out, labels, spec.p, strength if spec.lateral_weight is not None else None, desired)
         lam, used_spikes = rules.lateral, rules.spikes
@@ -169,7 +169,7 @@ def input_events(in_spikes: Tensor, weight: Tensor, name: str, *more_weights: Te
 
 
 class SpikingLinearFunction(torch.autograd.Function):
-    """Spiking FC layer: forward = LIF simulation, backward = HM2-BP (spec §3.3, §3.2, §3.4)."""
+    """Spiking FC layer: forward = LIF simulation, backward = HM2-BP (docs/algorithm.md §3.3, §3.2, §3.4)."""
 
     @staticmethod
     def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, spec: LinearSpec, keep: bool = True
@@ -256,7 +256,7 @@ class SpikingLinearStackFunction(torch.autograd.Function):
 
 
 class SpikingConv2dFunction(torch.autograd.Function):
-    """Spiking conv layer (valid, stride 1): forward = LIF simulation, backward = HM2-BP (spec §3.5)."""
+    """Spiking conv layer (valid, stride 1): forward = LIF simulation, backward = HM2-BP (docs/algorithm.md §3.5)."""
 
     @staticmethod
     def forward(ctx: Any, in_spikes: Tensor, weight: Tensor, p: NeuronParams, backward_dtype: torch.dtype,
@@ -283,7 +283,7 @@ class SpikingConv2dFunction(torch.autograd.Function):
 
 
 class SpikingPool2dFunction(torch.autograd.Function):
-    """Spiking pooling layer with fixed unit weights; its backward is spec §3.5's pool rule."""
+    """Spiking pooling layer with fixed unit weights; its backward is docs/algorithm.md §3.5's pool rule."""
 
     @staticmethod
     def forward(ctx: Any, in_spikes: Tensor, pool: int, p: NeuronParams, backward_dtype: torch.dtype,

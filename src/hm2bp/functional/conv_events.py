@@ -1,4 +1,4 @@
-"""The event-driven path of spiking conv and pool layers (design.md §1-§3, spec §1.2 and §3.5).
+"""The event-driven path of spiking conv and pool layers (docs/algorithm.md §8.1-§8.3, docs/algorithm.md §1.2 and §3.5).
 
 A run of consecutive conv and pool layers is one autograd node (``SpikingConvStackFunction``). Between the
 layers the spikes exist only as one byte per (sample × step × neuron) and as the next layer's spike index;
@@ -89,7 +89,7 @@ def _layer_backward(spec: ConvLayerSpec, pre: ev.SpikeEvents, post: ev.SpikeEven
 
 class SpikingConvStackFunction(torch.autograd.Function):
     """A chain of event-driven conv/pool layers as one autograd node: forward = the exact LIF simulation of
-    spec §1 (the spikes of the torch path), backward = HM2-BP's conv and pool rules (spec §3.5). What it
+    docs/algorithm.md §1 (the spikes of the torch path), backward = HM2-BP's conv and pool rules (docs/algorithm.md §3.5). What it
     keeps for the backward pass is the spike index of every layer's input and output (4 bytes per spike)
     and the spike counts."""
 

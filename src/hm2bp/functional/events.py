@@ -1,4 +1,4 @@
-"""The event-driven path of a fully connected layer (design.md §1, §3).
+"""The event-driven path of a fully connected layer (docs/algorithm.md §8.1, §8.3).
 
 A fully connected layer needs three products with its input spikes S ``[T·B, N_in]``: the forward drive
 W·s(t), the weight gradient Σ_t C̃(t)ᵀ s(t) and the error term Σ_t s(t) ⊙ (C̃(t)·W). Each costs
@@ -84,7 +84,7 @@ class KeptForward(NamedTuple):
 
 def forward(events: SpikeEvents, weight: Tensor, p: NeuronParams, lateral: Tensor | None, keep: bool,
             float_out: bool = True) -> tuple[Tensor, KeptForward | None]:
-    """LIF spikes of an FC layer driven by ``events`` (spec §1.1; the same spikes as the LIF scan of the
+    """LIF spikes of an FC layer driven by ``events`` (docs/algorithm.md §1.1; the same spikes as the LIF scan of the
     drive summed spike by spike).
 
     Returns:

@@ -1,4 +1,4 @@
-"""The HM2-BP backward rules (spec §3) as pure functions of spike trains, plus the autograd glue.
+"""The HM2-BP backward rules (docs/algorithm.md §3) as pure functions of spike trains, plus the autograd glue.
 
 Gradient convention between layers: HM2-BP differentiates with respect to firing *counts*
 o = Σ_t s(t). A spiking layer returns its spike train ``[T, B, ...]``; in its backward pass the
@@ -10,7 +10,7 @@ same value at every time step. A layer stack therefore passes δ exactly as the 
 derivative of the (discontinuous) spiking forward pass.
 
 The fast path never builds an S-PSP matrix: every quantity is a contraction of the coefficients C̃
-of ``psp.py`` with the pre-synaptic spikes or with the forward drive (design.md §3).
+of ``psp.py`` with the pre-synaptic spikes or with the forward drive (docs/algorithm.md §8.3).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .params import NeuronParams
 from .psp import SILENT_POST_PSP, psp_coefficients
 
 SILENT_POST_RHO = 0.5
-"""ρ_il = ∂e_{i|l}/∂o_i stand-in for a silent post neuron (spec §2, derived quantities)."""
+"""ρ_il = ∂e_{i|l}/∂o_i stand-in for a silent post neuron (docs/algorithm.md §2, derived quantities)."""
 
 
 class LayerGrads(NamedTuple):
@@ -43,12 +43,12 @@ class LayerGrads(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------------
-# Output layer: loss-independent pieces (spec §3.2 spike insertion, §3.4 lateral factor)
+# Output layer: loss-independent pieces (docs/algorithm.md §3.2 spike insertion, §3.4 lateral factor)
 # --------------------------------------------------------------------------------------------------
 
 
 def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float = 1.0) -> Tensor:
-    """Spec §3.4: Λ_j = 1 / (1 − w0² Σ_{l≠j} R_jl d_l R_lj d_j), from the spikes before insertion.
+    """docs/algorithm.md §3.4: Λ_j = 1 / (1 − w0² Σ_{l≠j} R_jl d_l R_lj d_j), from the spikes before insertion.
 
     Args:
         spikes: ``[T, B, N]`` output spikes before the spike insertion of §3.2.
@@ -63,14 +63,14 @@ def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: fl
 
 def output_rules(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float | None, desired: int = 35
                  ) -> OutputRules:
-    """Spec §3.2 and §3.4 for a batch: ``insert_label_spikes`` and, when ``strength`` (w0) is not None,
+    """docs/algorithm.md §3.2 and §3.4 for a batch: ``insert_label_spikes`` and, when ``strength`` (w0) is not None,
     ``lateral_factor`` of the spikes before insertion. The backend decides how (on the CPU one compiled pass
     does both: one call instead of ~90 small tensor operations per training step)."""
     return backend_for(spikes, labels).output_rules(spikes, labels, p, strength, desired)
 
 
 # --------------------------------------------------------------------------------------------------
-# Per-layer backward rules (spec §3.3, §3.5)
+# Per-layer backward rules (docs/algorithm.md §3.3, §3.5)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -100,7 +100,7 @@ def linear_backward(
     psp_drive: Tensor | None = None,
     counts_out: Tensor | None = None,
 ) -> LayerGrads:
-    """HM2-BP backward step of a fully connected spiking layer (spec §3.3).
+    """HM2-BP backward step of a fully connected spiking layer (docs/algorithm.md §3.3).
 
     g_ij = Σ_b δ̂_bi · e_{i|j} · (1 + σ_bi) · Λ_bi  and  δ_below_bj = Σ_i δ̂_bi · w_ij · r_bij,
     with δ̂ = δ/ν, r = e/o_j when o_i, o_j > 0 (else 1), or r ≡ 1 when ``effect_ratio`` is off.
@@ -144,7 +144,6 @@ def linear_backward(
     if lateral is not None:
         factor = factor * lateral.to(dtype)
     want_through = need_delta_below and effect_ratio
-
     silent_out = counts_out == 0
     T, B = s_in.shape[:2]
     grad_w = (coeffs * factor).reshape(T * B, -1).t() @ s_in.reshape(T * B, -1)
@@ -178,7 +177,7 @@ def conv_backward(
     need_delta_below: bool = True,
     dtype: torch.dtype = torch.float32,
 ) -> LayerGrads:
-    """HM2-BP backward step of a spiking conv layer (valid, stride 1; spec §3.5).
+    """HM2-BP backward step of a spiking conv layer (valid, stride 1; docs/algorithm.md §3.5).
 
     The per-position rule of the FC layer with shared weights: the weight gradient is the
     ``conv2d`` weight-gradient of the pre spikes against δ̂(1+σ)·C̃, and δ_below is a transposed
@@ -221,7 +220,7 @@ def conv_backward(
 def pool_backward(
     delta: Tensor, in_spikes: Tensor, out_spikes: Tensor, pool: int, p: NeuronParams, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """Error through a spiking pooling layer (spec §3.5): δ_conv(x') = δ_pool(x)/p² · r_{x|x'}.
+    """Error through a spiking pooling layer (docs/algorithm.md §3.5): δ_conv(x') = δ_pool(x)/p² · r_{x|x'}.
 
     No division by the pool's own ν and no side-effect term (as the authors' code); r = e/o_in when
     both counts are > 0, else 1. Windows do not overlap, so each input has at most one pool neuron.

@@ -1,4 +1,4 @@
-"""The discrete-time LIF neuron of HM2-BP (spec §1.1): one elementwise scan over time.
+"""The discrete-time LIF neuron of HM2-BP (docs/algorithm.md §1.1): one elementwise scan over time.
 
 Layout: time-major. ``drive`` is ``[T, B, *shape]``; ``drive[t]`` is the synaptic input produced by the
 pre-synaptic spikes of step ``t``, which the neuron integrates at step ``t + 1`` (one-step delay).
@@ -16,7 +16,7 @@ from .params import NeuronParams
 def simulate_lif(drive: Tensor, p: NeuronParams, lateral: Tensor | None = None) -> Tensor:
     """Run the LIF neurons of one layer over the whole window.
 
-    The update per step t = 1…T−1 follows spec §1.1 in its exact order and in the dtype of ``drive``
+    The update per step t = 1…T−1 follows docs/algorithm.md §1.1 in its exact order and in the dtype of ``drive``
     (float32 reproduces the authors' spikes bit for bit):
     leak ``v -= v/τ_m``, ``x -= x/τ_s``; ``x += I(t−1)``; ``v += x/τ_s``; refractory clamp; strict
     threshold test; reset to 0 and ``r = T_ref`` on a spike. No spike at t = 0.

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class NeuronParams:
-    """Constants of one layer's discrete-time LIF neurons (spec §1.1).
+    """Constants of one layer's discrete-time LIF neurons (docs/algorithm.md §1.1).
 
     Args:
         v_th: firing threshold ν.
@@ -21,8 +21,8 @@ class NeuronParams:
         tau_s: synaptic time constant τ_s in steps (8).
         t_ref: refractory period T_ref in steps (2).
         theta_eps: the threshold test is ``v > v_th - theta_eps``; 1e-6 for FC, output and
-            pooling layers, 0 for conv layers (spec §1.1 step 6).
-        window: S-PSP look-back window in steps; the authors use 4·τ_m (spec §2).
+            pooling layers, 0 for conv layers (docs/algorithm.md §1.1 step 6).
+        window: S-PSP look-back window in steps; the authors use 4·τ_m (docs/algorithm.md §2).
     """
 
     v_th: float

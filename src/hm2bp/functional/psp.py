@@ -1,4 +1,4 @@
-"""Spike-train level PSP (S-PSP) e_{i|j} of spec §2 without a pair loop (design.md §2–3).
+"""Spike-train level PSP (S-PSP) e_{i|j} of docs/algorithm.md §2 without a pair loop (docs/algorithm.md §8.2–§8.3).
 
 For a post neuron i, every post spike k adds a few weighted exponentials to a per-(time, i) coefficient
 C_x[t, i] (x ∈ {m, s}: the τ_m and τ_s exponentials). Filtering C backwards in time,
@@ -31,7 +31,7 @@ from ..kernels.backend import backend_for
 from .params import NeuronParams
 
 SILENT_POST_PSP = 0.1
-"""e_{i|j} when the post neuron is silent and the pre neuron fired (spec §2 special case)."""
+"""e_{i|j} when the post neuron is silent and the pre neuron fired (docs/algorithm.md §2 special case)."""
 
 
 def psp_coefficients(post_spikes: Tensor, p: NeuronParams, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -44,7 +44,7 @@ def psp_coefficients(post_spikes: Tensor, p: NeuronParams, dtype: torch.dtype = 
 
     Returns:
         ``[T, B, *shape]`` tensor C̃ such that e_{i|j} = Σ_t C̃_i(t)·s_j(t) for every pre neuron j
-        of a post neuron i that fired at least once (spec §2 steps 1–3).
+        of a post neuron i that fired at least once (docs/algorithm.md §2 steps 1–3).
     """
     T = post_spikes.shape[0]
     flat = post_spikes.reshape(T, -1)
@@ -52,7 +52,7 @@ def psp_coefficients(post_spikes: Tensor, p: NeuronParams, dtype: torch.dtype = 
 
 
 def psp_matrix(post_spikes: Tensor, pre_spikes: Tensor, p: NeuronParams, dtype: torch.dtype = torch.float64) -> Tensor:
-    """The full S-PSP matrix e[b, i, j] (spec §2), special cases included.
+    """The full S-PSP matrix e[b, i, j] (docs/algorithm.md §2), special cases included.
 
     Meant for small layers (the output layer's lateral factor) and for inspection; the training path
     never builds this (batch × N_post × N_pre) tensor.

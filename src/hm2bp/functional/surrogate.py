@@ -1,6 +1,6 @@
 """Surrogate-gradient BPTT on exactly the HM2-BP neuron, for comparing learning rules on identical networks.
 
-The forward pass is the LIF scan of spec §1.1: the same time loop and step as the torch backend
+The forward pass is the LIF scan of docs/algorithm.md §1.1: the same time loop and step as the torch backend
 (``kernels/torch_backend.lif_run``, out-of-place ops, so the same spikes as ``neuron.simulate_lif``); the spike's Heaviside step gets the
 SuperSpike / fast-sigmoid surrogate derivative 1/(1 + β|u|)², u = (v − θ)/ν, and autograd
 back-propagates through time. The reset is detached (the usual choice in surrogate-gradient SNNs).
@@ -35,7 +35,7 @@ class _HeavisideSurrogate(torch.autograd.Function):
 
 def simulate_lif_bptt(drive: Tensor, p: NeuronParams, lateral: Tensor | None = None,
                       beta: float = SURROGATE_BETA) -> Tensor:
-    """The LIF scan of spec §1.1 as a differentiable graph (surrogate gradient at the threshold).
+    """The LIF scan of docs/algorithm.md §1.1 as a differentiable graph (surrogate gradient at the threshold).
 
     Args:
         drive: ``[T, B, *shape]`` input currents (``drive[t]`` enters at step t + 1), requires grad.

@@ -1,4 +1,4 @@
-"""Readers for the file formats of the HM2-BP authors' CUDA code (spec §6.2).
+"""Readers for the file formats of the HM2-BP authors' CUDA code (docs/algorithm.md §6.2).
 
 Every reader returns numpy arrays and reports *every* problem with a file (missing, unreadable,
 truncated, corrupt, of the wrong size) as one :class:`hm2bp.errors.DataFormatError` that names the file

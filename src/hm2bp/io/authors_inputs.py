@@ -1,9 +1,10 @@
-"""The authors' raw inputs and configs (spec §6.2): the Lyon-ear matrix and ``KEY = value;`` files."""
+"""The authors' raw inputs and configs (docs/algorithm.md §6.2): the Lyon-ear matrix and ``KEY = value;`` files."""
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,23 @@ def read_lyon_matrix(path: PathLike, n_channels: int = 78) -> np.ndarray:
     return values.reshape(n_channels, n_frames)
 
 
+def _strip_comments(real: Path, text: str) -> str:
+    """``text`` with every ``#...#`` comment blanked out, newlines kept so that line numbers stay right."""
+    pieces: list[str] = []
+    pos = 0
+    while True:
+        start = text.find("#", pos)
+        if start < 0:
+            pieces.append(text[pos:])
+            return "".join(pieces)
+        end = text.find("#", start + 1)
+        if end < 0:
+            raise DataFormatError(real, f"line {_line_of(text, start)}: unterminated '#' comment")
+        pieces.append(text[pos:start])
+        pieces.append(re.sub(r"[^\n]", " ", text[start : end + 1]))
+        pos = end + 1
+
+
 def read_authors_config(path: PathLike) -> dict[str, Any]:
     """Parse an authors' config file (``Config/*.txt``).
 
@@ -73,21 +91,7 @@ def read_authors_config(path: PathLike) -> dict[str, Any]:
     real, data = _read_bytes(path, 16 << 20)
     text = _decode(real, data, "utf-8")
 
-    # Strip comments, keeping newlines so that line numbers stay right.
-    pieces: list[str] = []
-    pos = 0
-    while True:
-        start = text.find("#", pos)
-        if start < 0:
-            pieces.append(text[pos:])
-            break
-        end = text.find("#", start + 1)
-        if end < 0:
-            raise DataFormatError(real, f"line {_line_of(text, start)}: unterminated '#' comment")
-        pieces.append(text[pos:start])
-        pieces.append(re.sub(r"[^\n]", " ", text[start : end + 1]))
-        pos = end + 1
-    clean = "".join(pieces)
+    clean = _strip_comments(real, text)
 
     globals_: dict[str, str] = {}
     layers: list[dict[str, str]] = []

@@ -1,4 +1,4 @@
-"""The authors' spike files (spec §6.2): sparse ``neuron<TAB>time`` lists and dense 0/1 maps."""
+"""The authors' spike files (docs/algorithm.md §6.2): sparse ``neuron<TAB>time`` lists and dense 0/1 maps."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ PathLike = str | os.PathLike[str]
 
 
 def read_sparse_spikes(path: PathLike, n_neurons: int, T: int) -> np.ndarray:
-    """Read a sparse spike file (spec §6.2) into a bool array ``[T, n_neurons]``.
+    """Read a sparse spike file (docs/algorithm.md §6.2) into a bool array ``[T, n_neurons]``.
 
     Format: a ``-1<TAB>-1`` line, then ``neuron<TAB>time`` lines (0-based), then a closing ``-1<TAB>-1``
     line. Blank lines are ignored. Spikes at times ``>= T`` are dropped, as the authors' readers do (the
@@ -83,7 +83,7 @@ def read_sparse_spikes(path: PathLike, n_neurons: int, T: int) -> np.ndarray:
 
 
 def read_dense_spike_map(path: PathLike, channels: int, T: int, height: int, width: int) -> np.ndarray:
-    """Read a dense conv/pool spike map (spec §6.2) into a bool array ``[T, channels, height, width]``.
+    """Read a dense conv/pool spike map (docs/algorithm.md §6.2) into a bool array ``[T, channels, height, width]``.
 
     The file holds ``channels*T*height*width`` tokens "0"/"1" separated by whitespace, in the order
     channel, then time, then neuron ``x*width + y``. Any other token or a wrong token count is a

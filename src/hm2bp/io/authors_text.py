@@ -1,4 +1,4 @@
-"""Shared pieces of the authors' text formats (spec §6.2): size arguments, decoding, number tokens."""
+"""Shared pieces of the authors' text formats (docs/algorithm.md §6.2): size arguments, decoding, number tokens."""
 
 from __future__ import annotations
 

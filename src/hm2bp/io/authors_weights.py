@@ -1,4 +1,4 @@
-"""The authors' weight files and CNN checkpoint (spec §6.2)."""
+"""The authors' weight files and CNN checkpoint (docs/algorithm.md §6.2)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ PathLike = str | os.PathLike[str]
 
 
 #: Layout of ``Result/checkPoint_cnn_best.txt`` (784-15C5-P2-40C5-P2-300-10, output with lateral
-#: inhibition), spec §6.2. 210,840 floats in all.
+#: inhibition), docs/algorithm.md §6.2. 210,840 floats in all.
 CNN_CHECKPOINT_ARCH: tuple[dict[str, Any], ...] = (
     {"kind": "conv", "out": 15, "in": 1, "k": 5},
     {"kind": "pool"},
@@ -40,7 +40,7 @@ CNN_CHECKPOINT_ARCH: tuple[dict[str, Any], ...] = (
 
 
 def read_weight_list(path: PathLike, n_post: int, n_pre: int, *, complete: bool = False) -> np.ndarray:
-    """Read a named weight list (``*_info.txt``, spec §6.2) into float32 ``W[n_post, n_pre]``.
+    """Read a named weight list (``*_info.txt``, docs/algorithm.md §6.2) into float32 ``W[n_post, n_pre]``.
 
     Each line is ``idx<TAB>pre_name<TAB>post_name<TAB>weight``; a neuron's index is the integer after
     the last "_" of its name (``input_``, ``reservoir_``, ``hidden_0_``, ``hidden_``, ``stack2line_``,
@@ -173,7 +173,7 @@ def checkpoint_size(arch: Sequence[Mapping[str, Any]]) -> int:
 def read_checkpoint_cnn(
     path: PathLike, arch: Sequence[Mapping[str, Any]] = CNN_CHECKPOINT_ARCH
 ) -> dict[str, np.ndarray]:
-    """Read an authors' checkpoint (e.g. ``Result/checkPoint_cnn_best.txt``, spec §6.2).
+    """Read an authors' checkpoint (e.g. ``Result/checkPoint_cnn_best.txt``, docs/algorithm.md §6.2).
 
     ``arch`` lists the layers in file order as dicts: ``{"kind": "conv", "out": K, "in": C, "k": k}``,
     ``{"kind": "pool"}`` (writes nothing) or ``{"kind": "fc", "out": n, "in": m, "lateral": bool}``;

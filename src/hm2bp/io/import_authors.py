@@ -14,11 +14,11 @@ from .authors import CNN_CHECKPOINT_ARCH, read_checkpoint_cnn
 
 PAPER_CNN_ARCH = "28x28-15c5-p2-40c5-p2-300-10"
 PAPER_CNN_THRESHOLDS = (5.0, 2.0, 12.0, 4.0, 10.0, 10.0)
-"""conv1, pool1, conv2, pool2, hidden, output thresholds of `SpikingCNNMnistConfig.txt` (spec §5)."""
+"""conv1, pool1, conv2, pool2, hidden, output thresholds of `SpikingCNNMnistConfig.txt` (docs/algorithm.md §5)."""
 
 
 def load_authors_cnn_checkpoint(path: str | os.PathLike[str]) -> SpikingNetwork:
-    """Build the paper's spiking CNN and load ``Result/checkPoint_cnn_best.txt(.gz)`` (spec §6.2).
+    """Build the paper's spiking CNN and load ``Result/checkPoint_cnn_best.txt(.gz)`` (docs/algorithm.md §6.2).
 
     The stored biases must be zero (the authors never inject a bias) and the stored lateral block must
     be the fixed inhibition −1 off the diagonal; anything else is reported as a format error.

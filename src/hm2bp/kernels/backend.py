@@ -58,9 +58,9 @@ class OutputRules(NamedTuple):
     """The output layer's spike insertion and lateral factor for one batch (``Backend.output_rules``)."""
 
     spikes: Tensor
-    """``[T, B, N]`` spikes after the insertion of spec §3.2 (same dtype as the input spikes, or uint8)."""
+    """``[T, B, N]`` spikes after the insertion of docs/algorithm.md §3.2 (same dtype as the input spikes, or uint8)."""
     lateral: Tensor | None
-    """``[B, N]`` float64 Λ of spec §3.4 (None without lateral inhibition)."""
+    """``[B, N]`` float64 Λ of docs/algorithm.md §3.4 (None without lateral inhibition)."""
     inserted: bool
     """Whether any spike was inserted (σ's numerator of the forward is then stale)."""
     unstable: bool
@@ -73,7 +73,7 @@ class Backend(Protocol):
     name: str
 
     def lif_scan(self, drive: Tensor, p: NeuronParams, lateral: Tensor | None) -> Tensor:
-        """Spec §1.1 over ``drive`` ``[T, B, *shape]`` → 0/1 spikes of ``drive.dtype``, same shape; ``lateral``
+        """docs/algorithm.md §1.1 over ``drive`` ``[T, B, *shape]`` → 0/1 spikes of ``drive.dtype``, same shape; ``lateral``
         ``[N, N]`` adds Σ_l w[i, l]·s_l(t−1) of the layer's own spikes (N = prod(shape))."""
         ...
 
@@ -84,7 +84,7 @@ class Backend(Protocol):
 
     def output_rules(self, spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float | None,
                      desired: int) -> OutputRules:
-        """Spec §3.2 (insertion) and, when ``strength`` is not None, §3.4 (Λ of the spikes before insertion)."""
+        """docs/algorithm.md §3.2 (insertion) and, when ``strength`` is not None, §3.4 (Λ of the spikes before insertion)."""
         ...
 
     def takes_events(self, weight_dtype: torch.dtype) -> bool:
@@ -129,7 +129,7 @@ class Backend(Protocol):
     def conv_layer_backward(self, post: SpikeIndex, pre: SpikeIndex, weight: Tensor | None, delta: Tensor,
                             geometry: Any, p: NeuronParams, need_below: bool, silent_psp: float
                             ) -> tuple[Tensor | None, Tensor | None]:
-        """HM2-BP conv (spec §3.5) or pool backward from the post and pre spike indexes: (weight gradient or
+        """HM2-BP conv (docs/algorithm.md §3.5) or pool backward from the post and pre spike indexes: (weight gradient or
         None for pool, error below ``[B, C·H·W]`` or None), float64."""
         ...
 

@@ -165,7 +165,7 @@ def usable(*tensors: Tensor) -> bool:
 
 
 def lif_scan(drive: Tensor, tau_m: float, tau_s: float, t_ref: int, theta: float, lateral: Tensor | None) -> Tensor:
-    """Spec §1.1 over ``drive`` ``[T, B, *shape]`` float32; ``lateral`` ``[N, N]`` couples the N = prod(shape)
+    """docs/algorithm.md §1.1 over ``drive`` ``[T, B, *shape]`` float32; ``lateral`` ``[N, N]`` couples the N = prod(shape)
     neurons of each sample through the previous step's spikes."""
     lib = library()
     assert lib is not None and drive.dtype == torch.float32
@@ -314,8 +314,8 @@ def fc_backward(post: Tensor, row_ptr: Tensor, cols: Tensor, counts_in: Tensor, 
     Args:
         counts_in: ``[B, N_in]`` spike counts of the input. delta: ``[B, N]`` count error δ.
         psp_drive: ``[B, N]`` σ's numerator Σ_l w_il e_{i|l} of ``post``. lateral: ``[B, N]`` Λ or None.
-        below: None (no error below), "plain" (δ̂·W) or "effect_ratio" (spec §3.3's r = e/o_j).
-        silent_psp: e for a silent post neuron and an active pre neuron (spec §2).
+        below: None (no error below), "plain" (δ̂·W) or "effect_ratio" (docs/algorithm.md §3.3's r = e/o_j).
+        silent_psp: e for a silent post neuron and an active pre neuron (docs/algorithm.md §2).
         counts_out: ``[B, N]`` spike counts of ``post`` when known (the forward's); None: counted here.
     """
     lib = library()

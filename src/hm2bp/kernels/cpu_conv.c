@@ -1,4 +1,4 @@
-/* Event-driven spiking conv and pool layers (design.md §1-§3; spec §1.2 CONVSPIKING/POOLINGSPIKING, §3.5).
+/* Event-driven spiking conv and pool layers (docs/algorithm.md §8.1-§8.3; docs/algorithm.md §1.2 CONVSPIKING/POOLINGSPIKING, §3.5).
  *
  * Every layer reads its input spikes as a CSR index over rows r = t·B + b whose columns are the flat input
  * positions c·H·W + u·W + v in ascending order (kernels/cpu.py spike_index). The drive of each step is
@@ -7,7 +7,7 @@
  * one contiguous vector of kernel weights per output, so an output's drive is summed in ascending (c, i, j)
  * order: the authors' loop order (and the float64 reference's), bit for bit.
  *
- * The backward pass rebuilds C̃ (spec §2, functional/psp.py) only for the neurons that fired and contracts it
+ * The backward pass rebuilds C̃ (docs/algorithm.md §2, functional/psp.py) only for the neurons that fired and contracts it
  * with the input spikes step by step, in double: the weight gradient is a sum over input spikes of
  * f·C̃ at the outputs they reach, the effect-ratio error below a sum over input spikes of δ̂·C̃·W.
  *
@@ -78,7 +78,7 @@ static void conv_scatter(const layer_args *a, const int64_t *row_ptr, const int3
     }
 }
 
-/* The LIF update of cpu_scan.c's lif_step (spec §1.1: the same float operations in the same order) for n
+/* The LIF update of cpu_scan.c's lif_step (docs/algorithm.md §1.1: the same float operations in the same order) for n
  * neurons, writing the spikes as bytes f8 and adding them to cnt. With τ_m and τ_s powers of two (64 and 8
  * in every config), v/τ is computed as v·(1/τ): the same float (both are the correctly rounded value of the
  * same real number) for a fraction of the cost of a division, which dominated the scan. */
@@ -227,7 +227,7 @@ int hm2bp_pool_forward_f32(const layer_args *a, const int64_t *row_ptr, const in
 }
 
 /* ----------------------------------------------------------------------------------------------
- * Backward passes. C̃ (spec §2, functional/psp.py) of the neurons of a work item that fired is filtered
+ * Backward passes. C̃ (docs/algorithm.md §2, functional/psp.py) of the neurons of a work item that fired is filtered
  * backwards in time, step by step, from the coefficients psp_scatter of psp_body.h would scatter into dense
  * [T, n] buffers. Each coefficient of post spike k at t_k (previous spike p) lies at a step fixed by t_k or
  * p: a = t_k − T_ref (case A's +c, and case B's upper end when p − 1 > a), p − 1 (case A's lower end when
@@ -307,7 +307,7 @@ static void psp_stream_reset(psp_stream *ps) {
     for (int64_t q = 0; q < ps->n_act; q++) { ps->am[q] = 0.0; ps->as[q] = 0.0; ps->cover[q] = INT64_MAX; }
 }
 
-/* ε(s_k)·c-scaled reset-branch factor of case B for post spike t_k after p (spec §2). */
+/* ε(s_k)·c-scaled reset-branch factor of case B for post spike t_k after p (docs/algorithm.md §2). */
 static inline double case_b_eps(const psp_stream *ps, int64_t tk, int64_t p) {
     int64_t sk = tk - p - ps->t_ref;
     return ps->c * (exp_m(ps->et, sk) - exp_s(ps->et, sk));
@@ -352,7 +352,7 @@ static void psp_stream_step(psp_stream *ps, int64_t t, double *restrict cq) {
     double *restrict am = ps->am, *restrict as = ps->as;
     for (int64_t q = 0; q < ps->n_act; q++) { am[q] *= ps->dm; as[q] *= ps->ds; }
     psp_stream_add(ps, t);
-    for (int64_t q = 0; q < ps->n_act; q++) {  /* exactly 0 outside every window (spec §2; #13 item 4) */
+    for (int64_t q = 0; q < ps->n_act; q++) {  /* exactly 0 outside every window (docs/algorithm.md §2; #13 item 4) */
         int in = t >= ps->cover[q];
         am[q] = in ? am[q] : 0.0;
         as[q] = in ? as[q] : 0.0;
@@ -497,7 +497,7 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
         for (int64_t q = 0; q < ps.n_act; q++) { fa[q] = fac[idx[q]]; da[q] = dh[idx[q]]; }
         conv_pass(z, &ps, b, idx, live, wt, ns, fa, da, cq, v1, v2, NULL, g, z->mode == 2 ? th : NULL, acc);
     }
-    for (int64_t j = 0; j < CHW && (any_silent || z->mode); j++) {  /* spec §2's e = 0.1; the δ̂·W terms */
+    for (int64_t j = 0; j < CHW && (any_silent || z->mode); j++) {  /* docs/algorithm.md §2's e = 0.1; the δ̂·W terms */
         int64_t c = j / HW, u = j % HW / a->W, v = j % a->W;
         if (any_silent && z->counts_in[b * CHW + j] > 0)
             conv_visit(a, VISIT_ADD, c, u, v, fs, NULL, ns, g, NULL, NULL, NULL, NULL, 0);
@@ -510,7 +510,7 @@ static int conv_backward_item(const conv_bw *z, int64_t b, int64_t k0, int64_t n
     return 0;
 }
 
-/* Backward of a conv layer (spec §3.5; the rules of functional/hm2bp.py's conv_backward), in double:
+/* Backward of a conv layer (docs/algorithm.md §3.5; the rules of functional/hm2bp.py's conv_backward), in double:
  *   δ̂ = δ/ν; σ = Σ_l w_il e_{i|l}/(ν·o) for a neuron that fired, else 0.5·Σ W[k]/ν (wsum [K]); f = δ̂(1 + σ);
  *   grad [K, C, k, k] = Σ_b Σ_{x,y} f·e (e = Σ_t C̃(t)·s_in(t), or silent_psp for a silent output and an
  *   input that fired);
@@ -567,7 +567,7 @@ int hm2bp_conv_backward(const layer_args *a, const int64_t *prp, const int32_t *
     return failed ? -1 : 0;
 }
 
-/* Error through a pool layer (spec §3.5): below [B, C·H·W] = δ_pool/p² · r, r = e/o_in when the pool neuron
+/* Error through a pool layer (docs/algorithm.md §3.5): below [B, C·H·W] = δ_pool/p² · r, r = e/o_in when the pool neuron
  * and the input both fired, else 1, e = Σ_t C̃_pool(t)·s_in(t). The pool's spikes are the CSR index (prp,
  * pcols) with counts [B, C·P]; its input's are (row_ptr, cols) with counts_in [B, C·H·W]. Returns 0 or -1
  * without memory. */

@@ -1,6 +1,6 @@
-/* The HM2-BP backward pass of an event-driven fully connected layer (spec §3.3; the rules of
+/* The HM2-BP backward pass of an event-driven fully connected layer (docs/algorithm.md §3.3; the rules of
  * functional/hm2bp.py's linear_backward), for post spikes post [T, B, N] (uint8; for an output layer after
- * the spike insertion of spec §3.2) and the CSR index of its input spikes. C̃ of each sample is rebuilt
+ * the spike insertion of docs/algorithm.md §3.2) and the CSR index of its input spikes. C̃ of each sample is rebuilt
  * from its spikes (a scatter and one backward filter in time, O(T·N)) and contracted with the input spikes
  * on the fly, step by step. Float and double: fc_backward_body.h. */
 #include "hm2bp_kernels.h"

@@ -95,13 +95,13 @@ static void FN(bw_below)(const hm2bp_params *p, const bw_plan *pl, const int64_t
     }
 }
 
-/* The whole HM2-BP backward step of the layer (spec §3.3), the rules of functional/hm2bp.py's
+/* The whole HM2-BP backward step of the layer (docs/algorithm.md §3.3), the rules of functional/hm2bp.py's
  * linear_backward in TYPE, from the count error delta [B, N] (TYPE), σ's numerator psp_drive [B, N]
  * (double, Σ_l w_il e_{i|l}) and Λ lam [B, N] (double, NULL = none):
  *   o_bi = Σ_t post_bi(t); δ̂ = δ/ν; σ_bi = psp_drive/(ν·o_bi), or 0.5·Σ_j w_ij/ν for a silent post;
  *   f_bi = δ̂_bi·(1 + σ_bi)·Λ_bi;
  *   grad[i, j] = Σ_b f_bi·e_bij (W layout [N, n_in], all written), e_bij = Σ_t C̃_bi(t)·s_bj(t), or
- *     silent_psp when post i is silent in sample b and counts_in[b, j] > 0 (spec §2's special case);
+ *     silent_psp when post i is silent in sample b and counts_in[b, j] > 0 (docs/algorithm.md §2's special case);
  *   below [B, n_in] (p->below 1: δ̂·W; 2, the effect ratio: Σ_t Σ_{spikes (t·B+b, j)} Σ_i C̃_bi(t)·δ̂_bi·w_ij
  *     / counts_in[b, j] + Σ_{i silent} δ̂_bi·w_ij where counts_in[b, j] > 0, else δ̂·W; 0: none).
  * Work items as bw_make_plan says. An item sums its gradient slice in a private [n_in, block] buffer and

@@ -92,7 +92,7 @@ static void FN(bw_contract)(const FN(bw_args) *g, FN(bw_buffers) *f, int64_t b, 
 }
 
 /* Adds sample b's rows into the block's gradient slice: each input that fired gets, in one pass over the
- * block, the active neurons' sums and, for the silent post neurons, spec §2's silent_psp·f. */
+ * block, the active neurons' sums and, for the silent post neurons, docs/algorithm.md §2's silent_psp·f. */
 static void FN(bw_add_rows)(const FN(bw_args) *g, FN(bw_buffers) *f, int64_t nc, int64_t n_act, int64_t n_inact) {
     for (int64_t i = 0; i < nc; i++) f->full[i] = f->cnt[i] == 0 ? g->silent_psp * f->fac[i] : (TYPE)0;
     for (int64_t jj = 0; jj < n_inact; jj++) {

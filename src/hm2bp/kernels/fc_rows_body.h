@@ -1,7 +1,7 @@
 /* The batch-1 weight gradient (B = 1, no error below) in TYPE; included by fc_backward_body.h. */
 
 /* The factors f_i of the nc post neurons from c0 (fac), the rows of grad of the silent ones (the constant
- * silent_psp·f_i where the input fired, spec §2), and the list of the active ones; returns their number. */
+ * silent_psp·f_i where the input fired, docs/algorithm.md §2), and the list of the active ones; returns their number. */
 static int64_t FN(rows_factors)(const FN(bw_args) *g, int64_t c0, int64_t nc, const int64_t *cnt, TYPE *fac,
                                 int64_t *act, TYPE *grad) {
     int64_t n_in = g->p->n_in, n_act = 0;

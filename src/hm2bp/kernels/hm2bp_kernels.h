@@ -1,4 +1,4 @@
-/* Shared declarations of hm2bp's compiled CPU kernels (design.md §1-§3): the parameter struct that every
+/* Shared declarations of hm2bp's compiled CPU kernels (docs/algorithm.md §8.1-§8.3): the parameter struct that every
  * entry point takes, the per-thread scratch memory, and the small helpers the kernels inline in their loops.
  *
  * The C files listed in kernels/cpu.py (SOURCES) are compiled into one shared library by kernels/build.py
@@ -24,13 +24,13 @@ typedef struct {
     int64_t T, B, N, n_in;      /* steps, samples, neurons of the layer (or columns), its inputs */
     double tau_m, tau_s;        /* τ_m, τ_s; the float32 LIF scan uses them rounded to float */
     double v_th;                /* ν of the backward rules and of the output rules */
-    double silent_psp;          /* e for a silent post and an active pre neuron (spec §2) */
-    double strength;            /* w0 of the output layer's lateral factor (spec §3.4) */
+    double silent_psp;          /* e for a silent post and an active pre neuron (docs/algorithm.md §2) */
+    double strength;            /* w0 of the output layer's lateral factor (docs/algorithm.md §3.4) */
     int64_t window;             /* S-PSP look-back window (≥ 0) */
-    int64_t step;               /* Δ of the output spike insertion (spec §3.2; none when < 1) */
-    float theta;                /* the float32 spike test v > θ (spec §1.1) */
+    int64_t step;               /* Δ of the output spike insertion (docs/algorithm.md §3.2; none when < 1) */
+    float theta;                /* the float32 spike test v > θ (docs/algorithm.md §1.1) */
     int32_t t_ref;              /* T_ref (≥ 0) */
-    int32_t below;              /* error for the layer below: 0 none, 1 δ̂·W, 2 effect ratio (spec §3.3) */
+    int32_t below;              /* error for the layer below: 0 none, 1 δ̂·W, 2 effect ratio (docs/algorithm.md §3.3) */
     int32_t n_threads;
 } hm2bp_params;
 
@@ -63,7 +63,7 @@ static inline int64_t block_bounds(int64_t n_groups, int64_t n_blocks, int64_t b
 HIDDEN int scratch_begin(size_t bytes);
 HIDDEN void *scratch_take(size_t bytes);
 
-/* One step t of spec §1.1 for n neurons: state v, x, r; cur = the current I(t−1) (feed-forward plus
+/* One step t of docs/algorithm.md §1.1 for n neurons: state v, x, r; cur = the current I(t−1) (feed-forward plus
  * lateral); o receives the 0/1 spikes. Written without branches so that the compiler vectorises it; the
  * float operations are those of the spec, in its order. */
 static inline void lif_step(float *restrict v, float *restrict x, int32_t *restrict r, const float *restrict cur,
@@ -111,7 +111,7 @@ static inline double exp_s(const exp_table *et, int64_t k) {
     return k >= 0 && k < et->n ? et->s[k] : exp(-(double)k / et->tau_s);
 }
 
-/* Where C̃ must be exactly 0 (spec §2): outside every post spike's window [lo_k, a_k], lo_k = max(1,
+/* Where C̃ must be exactly 0 (docs/algorithm.md §2): outside every post spike's window [lo_k, a_k], lo_k = max(1,
  * t_k − window), a_k = t_k − T_ref, the coefficients of psp_scatter cancel only up to rounding (~1e-7 in
  * float), which Adam turns into a ±lr step of a weight that should not move. Going down in time a window
  * opens at a_k, i.e. at a spike at t + T_ref, and since lo_k grows with t_k the last window opened

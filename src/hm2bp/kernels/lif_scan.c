@@ -1,4 +1,4 @@
-/* The LIF scan of spec §1.1 over a given drive. Columns (one per neuron and sample) are independent,
+/* The LIF scan of docs/algorithm.md §1.1 over a given drive. Columns (one per neuron and sample) are independent,
  * except through the optional lateral matrix, which couples the N neurons of one sample; blocks of whole
  * samples are therefore spread over the threads. */
 #include "hm2bp_kernels.h"

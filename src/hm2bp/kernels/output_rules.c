@@ -1,4 +1,4 @@
-/* The output layer's rules (spec §3.2 spike insertion, §3.4 lateral factor) in one pass. */
+/* The output layer's rules (docs/algorithm.md §3.2 spike insertion, §3.4 lateral factor) in one pass. */
 #include "hm2bp_kernels.h"
 
 /* used = a copy of sample b's post spikes where a silent label neuron gets spikes at t = Δ, 2Δ, … < T
@@ -62,8 +62,8 @@ static int sample_lambda(const hm2bp_params *p, const uint8_t *pb, int64_t strid
 }
 
 /* For post spikes post [T, B, N] (uint8, before insertion) and labels [B], one sample per iteration:
- *   used [T, B, N]: post with the label spikes of spec §3.2 inserted (insert_label);
- *   lam [B, N] (skipped when NULL): Λ of spec §3.4 from the spikes before insertion, in double.
+ *   used [T, B, N]: post with the label spikes of docs/algorithm.md §3.2 inserted (insert_label);
+ *   lam [B, N] (skipped when NULL): Λ of docs/algorithm.md §3.4 from the spikes before insertion, in double.
  * stats[0] receives the number of samples that got spikes inserted, stats[1] the number whose Λ has an
  * entry that is not finite or ≤ 0 (a loop gain ≥ 1, which the authors leave unguarded). Returns 0, -1
  * without memory, or -2 when a label is not in [0, N). */

@@ -1,4 +1,4 @@
-/* The S-PSP coefficients of spec §2 (design.md §2; derivation in functional/psp.py): per post spike a few
+/* The S-PSP coefficients of docs/algorithm.md §2 (docs/algorithm.md §8.2; derivation in functional/psp.py): per post spike a few
  * weighted exponentials are scattered into per-(step, column) coefficients, which one backward filter in
  * time turns into C̃, so that e_{i|j} = Σ_t C̃_i(t)·s_j(t). */
 #include "hm2bp_kernels.h"

@@ -1,6 +1,6 @@
 /* The S-PSP coefficients in TYPE (a body file of instantiate.h). */
 
-/* Per-spike S-PSP coefficients (spec §2, design.md §2; derivation in functional/psp.py) of nc columns:
+/* Per-spike S-PSP coefficients (docs/algorithm.md §2, docs/algorithm.md §8.2; derivation in functional/psp.py) of nc columns:
  * post[t * stride + k] is the 0/1 spike of column k at step t. cm/cs [T, nc] receive the τ_m and τ_s
  * coefficients (computed in double, stored as TYPE); a backward filter in time turns them into C̃. */
 void FN(psp_scatter)(const uint8_t *post, int64_t stride, int64_t T, int64_t nc, const exp_table *et,
@@ -46,7 +46,7 @@ void FN(psp_scatter)(const uint8_t *post, int64_t stride, int64_t T, int64_t nc,
 #define PSP_BLOCK 128
 #endif
 
-/* C̃ of spec §2 straight from the post spikes (uint8 [T, M], M = p->N columns): blocks of PSP_BLOCK columns
+/* C̃ of docs/algorithm.md §2 straight from the post spikes (uint8 [T, M], M = p->N columns): blocks of PSP_BLOCK columns
  * scatter their coefficients into a small local buffer, then filter it backwards in time into out [T, M].
  * Returns 0, or -1 without memory. */
 int FN(hm2bp_psp_coeffs)(const hm2bp_params *p, const uint8_t *post, TYPE *out) {

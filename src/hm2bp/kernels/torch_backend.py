@@ -1,7 +1,7 @@
 """The portable backend: every hot loop in plain torch ops, on any device and dtype.
 
 It is the twin every other backend is tested against, and the base class they inherit what they have no
-kernel for from. It holds the one LIF time step of the package (``lif_step``, spec §1.1), which both the
+kernel for from. It holds the one LIF time step of the package (``lif_step``, docs/algorithm.md §1.1), which both the
 forward scan here and the surrogate-gradient BPTT of ``functional/surrogate.py`` run.
 """
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class LIFState(NamedTuple):
-    """The state of a layer's LIF neurons between two steps (spec §1.1)."""
+    """The state of a layer's LIF neurons between two steps (docs/algorithm.md §1.1)."""
 
     v: Tensor
     """membrane potential"""
@@ -38,7 +38,7 @@ def threshold(p: NeuronParams, dtype: torch.dtype) -> float:
 
 def lif_step(state: LIFState, current: Tensor, p: NeuronParams, fire: Callable[[Tensor], Tensor]
              ) -> tuple[LIFState, Tensor]:
-    """One step of spec §1.1 in its exact order: leak ``v −= v/τ_m``, ``x −= x/τ_s``; ``x += I(t−1)``;
+    """One step of docs/algorithm.md §1.1 in its exact order: leak ``v −= v/τ_m``, ``x −= x/τ_s``; ``x += I(t−1)``;
     ``v += x/τ_s``; refractory clamp; ``s = fire(v)``; reset to 0 and ``r = T_ref`` where s > 0.
 
     ``fire`` maps the potential to 0/1 spikes: a plain ``v > θ`` for the forward scan, a Heaviside with a
@@ -79,7 +79,7 @@ def lif_run(drive: Tensor, p: NeuronParams, lateral: Tensor | None, fire: Callab
 
 
 def lif_scan(drive: Tensor, p: NeuronParams, lateral: Tensor | None = None) -> Tensor:
-    """Spec §1.1 forward: 0/1 spikes of ``drive.dtype`` (float32 reproduces the authors' spikes bit for bit)."""
+    """docs/algorithm.md §1.1 forward: 0/1 spikes of ``drive.dtype`` (float32 reproduces the authors' spikes bit for bit)."""
     theta = threshold(p, drive.dtype)
     with torch.no_grad():
         return lif_run(drive, p, lateral, lambda v: (v > theta).to(v.dtype))
@@ -103,7 +103,7 @@ def psp_coefficients(flat: Tensor, p: NeuronParams, dtype: torch.dtype) -> Tenso
 
 def _window_cover(col: Tensor, t_k: Tensor, T: int, n_cols: int, p: NeuronParams) -> Tensor:
     """``[T, n_cols]`` bool: step t lies in some post spike's window [max(1, t_k − window), t_k − T_ref]
-    (spec §2). Elsewhere C̃ is exactly 0; the cancelling coefficients would leave rounding residuals there."""
+    (docs/algorithm.md §2). Elsewhere C̃ is exactly 0; the cancelling coefficients would leave rounding residuals there."""
     lo = torch.clamp(t_k - p.psp_window, min=1)
     hi = t_k - int(p.t_ref)
     ok = lo <= hi
@@ -164,19 +164,19 @@ def _reverse_filter(coef: Tensor, cover: Tensor, p: NeuronParams) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# Output layer (spec §3.2 spike insertion, §3.4 lateral factor)
+# Output layer (docs/algorithm.md §3.2 spike insertion, §3.4 lateral factor)
 # --------------------------------------------------------------------------------------------------
 
 
 def label_spike_times(steps: int, desired: int = 35) -> range:
-    """Spec §3.2: the steps t = Δ, 2Δ, … < T (Δ = ⌊T/desired⌋) at which a silent label neuron gets spikes;
+    """docs/algorithm.md §3.2: the steps t = Δ, 2Δ, … < T (Δ = ⌊T/desired⌋) at which a silent label neuron gets spikes;
     empty when T < desired."""
     step = steps // desired
     return range(step, steps, step) if step >= 1 else range(0)
 
 
 def insert_label_spikes(spikes: Tensor, labels: Tensor, desired: int = 35) -> Tensor:
-    """Spec §3.2: a silent label neuron gets spikes at t = Δ, 2Δ, … < T, Δ = ⌊T/desired⌋.
+    """docs/algorithm.md §3.2: a silent label neuron gets spikes at t = Δ, 2Δ, … < T, Δ = ⌊T/desired⌋.
 
     Args:
         spikes: ``[T, B, N]`` output spikes; labels: ``[B]`` class indices.
@@ -200,13 +200,13 @@ def insert_label_spikes(spikes: Tensor, labels: Tensor, desired: int = 35) -> Te
 
 def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: float,
                    coefficients: Callable[[Tensor, NeuronParams, torch.dtype], Tensor]) -> Tensor:
-    """Spec §3.4: Λ_j = 1 / (1 − w0² Σ_{l≠j} R_jl d_l R_lj d_j) ``[B, N]`` float64, from the spikes ``[T, B, N]``
+    """docs/algorithm.md §3.4: Λ_j = 1 / (1 − w0² Σ_{l≠j} R_jl d_l R_lj d_j) ``[B, N]`` float64, from the spikes ``[T, B, N]``
     before insertion; ``coefficients`` computes C̃ of ``[T, M]`` spikes (``Backend.psp_coefficients``)."""
     s = spikes.to(torch.float64)
     counts = s.sum(0)  # f_j
     T = spikes.shape[0]
     coeffs = coefficients(spikes.reshape(T, -1), p, torch.float64).reshape(spikes.shape)
-    # e[b, j, l] = e_{l|j}: only pairs of active neurons are used, so spec §2's silent-post case is not needed.
+    # e[b, j, l] = e_{l|j}: only pairs of active neurons are used, so docs/algorithm.md §2's silent-post case is not needed.
     e = torch.einsum("tbj,tbl->bjl", s, coeffs)
     active = counts > 0
     # R[b, j, l] = e_{l|j} / f_j  (j's effect on l relative to j's count), 1 where a count is 0.

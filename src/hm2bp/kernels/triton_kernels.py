@@ -27,7 +27,7 @@ def _div(a, b):
 
 @triton.jit
 def _lif_step(v, x, r, cur, tau_m, tau_s, theta, t_ref):
-    """One step of spec §1.1 in the order of ``torch_backend.lif_step``; returns (v, x, r, fired)."""
+    """One step of docs/algorithm.md §1.1 in the order of ``torch_backend.lif_step``; returns (v, x, r, fired)."""
     v = v - _div(v, tau_m)
     x = x - _div(x, tau_s)
     x = x + cur
@@ -43,7 +43,7 @@ def _lif_step(v, x, r, cur, tau_m, tau_s, theta, t_ref):
 
 @triton.jit
 def lif_scan_kernel(drive, out, consts, T, M, t_ref, BLOCK: tl.constexpr):
-    """Spec §1.1 for ``M`` independent neurons: ``drive``/``out`` ``[T, M]`` row-major; consts = (τ_m, τ_s, θ)."""
+    """docs/algorithm.md §1.1 for ``M`` independent neurons: ``drive``/``out`` ``[T, M]`` row-major; consts = (τ_m, τ_s, θ)."""
     cols = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < M
     tau_m = tl.load(consts)
@@ -159,7 +159,7 @@ def psp_coefficients_kernel(spikes, coef_m, coef_s, consts, T, M, t_ref, window,
     d_s = tl.load(consts + 4)
     acc_m = tl.zeros([BLOCK], dtype=tau_m.dtype)
     acc_s = tl.zeros([BLOCK], dtype=tau_m.dtype)
-    # Outside every window [max(1, t_k − window), t_k − T_ref] C̃ is exactly 0 (spec §2); the cancelling
+    # Outside every window [max(1, t_k − window), t_k − T_ref] C̃ is exactly 0 (docs/algorithm.md §2); the cancelling
     # coefficients would leave rounding residuals there, so the accumulators are reset. Walking t down, the
     # window of the spike at t + T_ref opens, and the last one opened reaches lowest: one bound per column.
     bound = tl.full([BLOCK], T, dtype=tl.int64)
@@ -183,7 +183,7 @@ def psp_coefficients_kernel(spikes, coef_m, coef_s, consts, T, M, t_ref, window,
 @triton.jit
 def output_rules_kernel(used, labels, counts, e, lam, flags, consts, T, B, N, step, HAS_LATERAL: tl.constexpr,
                         BLOCK_N: tl.constexpr):
-    """Spec §3.2 and §3.4 for sample b (one program), as ``torch_backend`` does them. ``used`` ``[T, B, N]`` (a copy
+    """docs/algorithm.md §3.2 and §3.4 for sample b (one program), as ``torch_backend`` does them. ``used`` ``[T, B, N]`` (a copy
     of the spikes) gets, for a silent label neuron, spikes at t = step, 2·step, … < T; with ``HAS_LATERAL``,
     ``lam`` ``[B, N]`` float64 gets Λ_j = 1/(1 − w0²·Σ_{l≠j} R_jl d_l R_lj d_j) from ``counts`` ``[B, N]`` and
     e[b, j, l] = e_{l|j} ``[B, N, N]`` (float64, of the spikes before insertion; a batched matmul makes it).

@@ -24,7 +24,7 @@ static inline TYPE FN(sum)(const TYPE *a, int64_t n) {
 }
 
 /* One step t (descending) of the backward filter in time that turns the scattered coefficients (cm, cs
- * at step t) into C̃(t) = am + as (spec §2): am = am·dm + cm, as = as·ds + cs over n columns, then both
+ * at step t) into C̃(t) = am + as (docs/algorithm.md §2): am = am·dm + cm, as = as·ds + cs over n columns, then both
  * set to 0 where t lies outside every window (cv). */
 static inline void FN(filter_step)(TYPE *restrict am, TYPE *restrict as, const TYPE *restrict cm,
                                    const TYPE *restrict cs, int64_t n, TYPE dm, TYPE ds, const psp_cover *cv,
@@ -43,7 +43,7 @@ static inline void FN(filter_step)(TYPE *restrict am, TYPE *restrict as, const T
     }
 }
 
-/* f = δ̂·(1 + σ)·Λ of spec §3.3 for one post neuron and sample: δ̂ = δ/ν; σ = psp_drive/(ν·o) when it fired
+/* f = δ̂·(1 + σ)·Λ of docs/algorithm.md §3.3 for one post neuron and sample: δ̂ = δ/ν; σ = psp_drive/(ν·o) when it fired
  * (o > 0), else 0.5·Σ_j w_ij/ν (weight_sum, read only then); Λ = *lam (NULL: none). In TYPE, in the order
  * of functional/hm2bp.py's torch code (used by the FC and the conv backward passes). */
 static inline TYPE FN(layer_factor)(TYPE delta, int64_t count, double psp_drive, TYPE weight_sum,

@@ -1,7 +1,7 @@
 """Spiking layers as ``nn.Module``s. Spike trains are time-major: ``[T, B, N]`` or ``[T, B, C, H, W]``.
 
-Each layer runs the exact LIF forward pass of spec §1 and, under autograd, the HM2-BP backward pass
-of spec §3 (see ``hm2bp.functional.hm2bp`` for how the count error travels between layers).
+Each layer runs the exact LIF forward pass of docs/algorithm.md §1 and, under autograd, the HM2-BP backward pass
+of docs/algorithm.md §3 (see ``hm2bp.functional.hm2bp`` for how the count error travels between layers).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..functional.surrogate import simulate_lif_bptt
 
 
 class _HM2BPRule:
-    """The HM2-BP backward pass (``functional/autograd.py``): exact spiking forward, spec §3 backward."""
+    """The HM2-BP backward pass (``functional/autograd.py``): exact spiking forward, docs/algorithm.md §3 backward."""
 
     name = "hm2bp"
     fuses_stack = True
@@ -102,7 +102,7 @@ def neuron_params(neuron: NeuronParams | float | None, v_th: float | None, tau_m
 
 
 def _uniform_(weight: Tensor, scale: float, generator: torch.Generator | None) -> Tensor:
-    """U(−scale, +scale): what the authors' configs call "Bernoulli" initialisation (spec §4.5)."""
+    """U(−scale, +scale): what the authors' configs call "Bernoulli" initialisation (docs/algorithm.md §4.5)."""
     with torch.no_grad():
         return weight.uniform_(-scale, scale, generator=generator)
 
@@ -116,7 +116,7 @@ def _check_input(x: Tensor, ndim: int, name: str, last: tuple[int, ...]) -> None
 
 
 class SpikingLinear(nn.Module):
-    """Fully connected spiking layer (spec §1.2 SPIKING), optionally the output layer.
+    """Fully connected spiking layer (docs/algorithm.md §1.2 SPIKING), optionally the output layer.
 
     Args:
         in_features, out_features: N_in, N_out.
@@ -124,18 +124,18 @@ class SpikingLinear(nn.Module):
             threshold ν alone (also ``v_th=``), the others then from ``tau_m``, ``tau_s``, ``t_ref``,
             ``theta_eps`` or the paper's values (64, 8, 2, 1e-6: spike test ``v > ν − 1e-6``).
         lateral_inhibition: w0 of the fixed output lateral inhibition (−w0 between different neurons,
-            spec §1.2), or None for none.
+            docs/algorithm.md §1.2), or None for none.
         output: this is the network's output layer: in the backward pass it applies the silent-label
             spike insertion (§3.2) and, with lateral inhibition, the lateral factor Λ (§3.4). Needs
             ``labels`` in ``forward``.
-        effect_ratio: use r = e/o_j in the error sent down (EFFECT_RATIO of the authors; spec §3.3).
+        effect_ratio: use r = e/o_j in the error sent down (EFFECT_RATIO of the authors; docs/algorithm.md §3.3).
         desired: DESIRED_LEVEL, used by the spike insertion.
         init_scale: weights start as U(−init_scale, init_scale) (1 for FC layers in the paper).
         backward_dtype: dtype of the S-PSP contractions in the backward pass.
         rule: "hm2bp" (this backward pass) or "bptt" (surrogate-gradient BPTT on the same neuron).
 
     Forward: drive I(t) = W·s(t), plus −w0·Σ_{l≠i} s_l(t) with lateral inhibition, integrated one step
-    later by the LIF neurons of spec §1.1. Backward (spec §3.3): g_ij = δ̂_i·e_{i|j}·(1 + σ_i)·Λ_i with
+    later by the LIF neurons of docs/algorithm.md §1.1. Backward (docs/algorithm.md §3.3): g_ij = δ̂_i·e_{i|j}·(1 + σ_i)·Λ_i with
     δ̂ = δ/ν, and δ_j below = Σ_i δ̂_i·w_ij·r_ij (r_ij = 1 without ``effect_ratio``).
 
     On the CPU with float32 weights and sparse 0/1 input (the compiled kernels, ``functional/events.py``)
@@ -223,18 +223,18 @@ def linear_stack_forward(layers: list[SpikingLinear], x: Tensor, labels: Tensor 
 
 
 class SpikingConv2d(nn.Module):
-    """Spiking convolution layer, valid padding, stride 1, no kernel flip (spec §1.2 CONVSPIKING).
+    """Spiking convolution layer, valid padding, stride 1, no kernel flip (docs/algorithm.md §1.2 CONVSPIKING).
 
     Drive at output (k, x, y): Σ_{c,i,j} s_c(x+i, y+j)·W[k, c, i, j] (cross-correlation, as
-    ``torch.nn.functional.conv2d``), integrated one step later by the LIF neurons of spec §1.1. The
-    backward pass is the conv rule of spec §3.5 (weight gradient summed over positions, side effect σ
+    ``torch.nn.functional.conv2d``), integrated one step later by the LIF neurons of docs/algorithm.md §1.1. The
+    backward pass is the conv rule of docs/algorithm.md §3.5 (weight gradient summed over positions, side effect σ
     per position, error sent down with the effect ratio r).
 
     Args:
         in_channels, out_channels: C and K. kernel_size: k (square kernels).
         neuron: a ``NeuronParams``, or the threshold ν (also ``v_th=``) with ``tau_m``, ``tau_s``, ``t_ref``,
-            ``theta_eps`` (unset: 64, 8, 2 and 0, the spike test of conv layers being ``v > ν``, spec §1.1).
-        init_scale: weights start as U(−init_scale, init_scale) (0.5 in the paper's CNN, spec §4.5).
+            ``theta_eps`` (unset: 64, 8, 2 and 0, the spike test of conv layers being ``v > ν``, docs/algorithm.md §1.1).
+        init_scale: weights start as U(−init_scale, init_scale) (0.5 in the paper's CNN, docs/algorithm.md §4.5).
         backward_dtype: dtype of the S-PSP contractions in the backward pass.
         rule: "hm2bp" (this backward pass) or "bptt" (surrogate-gradient BPTT on the same neuron).
 
@@ -288,13 +288,13 @@ class SpikingPool2d(nn.Module):
 
     Drive of pool neuron (c, x, y): the number of input spikes in window [x·p, x·p+p) × [y·p, y·p+p),
     clipped to the map; the neurons have the layer's own threshold ν. No trainable parameters; in the
-    backward pass each input position gets δ_pool/p²·r, without a division by ν (spec §3.5).
+    backward pass each input position gets δ_pool/p²·r, without a division by ν (docs/algorithm.md §3.5).
 
     Args:
         pool: the window size p. neuron: a ``NeuronParams``, or the threshold ν (also ``v_th=``) with
             ``tau_m``, ``tau_s``, ``t_ref``, ``theta_eps`` (unset: 64, 8, 2, 1e-6).
 
-    Shapes: ``[T, B, C, H, W]`` → ``[T, B, C, ceil(H/p), ceil(W/p)]`` (spec §1.2 POOLINGSPIKING).
+    Shapes: ``[T, B, C, H, W]`` → ``[T, B, C, ceil(H/p), ceil(W/p)]`` (docs/algorithm.md §1.2 POOLINGSPIKING).
     """
 
     def __init__(
@@ -354,15 +354,15 @@ def conv_stack_forward(layers: list[SpikingConv2d | SpikingPool2d], x: Tensor, r
 
 
 class Reservoir(nn.Module):
-    """Fixed recurrent spiking layer ("reservoir", spec §1.2): not trained, not back-propagated through.
+    """Fixed recurrent spiking layer ("reservoir", docs/algorithm.md §1.2): not trained, not back-propagated through.
 
     The drive is ``input_weight · s_in(t)`` plus ``recurrent_weight · s(t)`` of the layer's own spikes,
-    both integrated one step later (spec §1.1). The output carries no gradient.
+    both integrated one step later (docs/algorithm.md §1.1). The output carries no gradient.
 
     Args:
         input_weight: ``[N, N_in]`` fixed input weights; recurrent_weight: ``[N, N]`` fixed w_rec[post, pre].
         neuron: a ``NeuronParams``, or the threshold ν (also ``v_th=``) with ``tau_m``, ``tau_s``, ``t_ref``,
-            ``theta_eps`` (spec §1.1; unset: 64, 8, 2, 1e-6).
+            ``theta_eps`` (docs/algorithm.md §1.1; unset: 64, 8, 2, 1e-6).
 
     Shapes: input ``[T, B, N_in]`` → output spikes ``[T, B, N]``.
     """
@@ -389,7 +389,7 @@ class Reservoir(nn.Module):
 
 
 class Flatten(nn.Module):
-    """``[T, B, C, H, W]`` → ``[T, B, C·H·W]`` with the channel-major order c·(H·W) + x·W + y (spec §1.2)."""
+    """``[T, B, C, H, W]`` → ``[T, B, C·H·W]`` with the channel-major order c·(H·W) + x·W + y (docs/algorithm.md §1.2)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], x.shape[1], -1)

@@ -33,7 +33,7 @@ class SpikingNetwork(nn.Module):
 
     ``forward(x, labels)`` takes input spikes ``[T, B, *input_shape]`` (flat inputs are reshaped to
     the image shape for conv nets) and returns the output spike train ``[T, B, n_classes]``; pass the
-    labels when training so that the output layer can apply spike insertion and Λ (spec §3.2, §3.4).
+    labels when training so that the output layer can apply spike insertion and Λ (docs/algorithm.md §3.2, §3.4).
     With ``record=True`` the output spikes of every layer except ``Flatten`` are kept (detached) in
     ``hidden_spikes``, in layer order, the last one being the output.
 
@@ -136,17 +136,17 @@ def build_network(
     """Build a network from an architecture string and one threshold per conv, pool and FC layer.
 
     Example: ``build_network("28x28-15c5-p2-40c5-p2-300-10", [5, 2, 12, 4, 10, 10])`` is the paper's
-    spiking CNN (spec §5); ``build_network("784-800-10", [20, 8])`` its MNIST FC net.
+    spiking CNN (docs/algorithm.md §5); ``build_network("784-800-10", [20, 8])`` its MNIST FC net.
     ``rule="bptt"`` trains the same network with surrogate-gradient BPTT instead of HM2-BP.
 
     Args:
         arch: architecture string (grammar in the module docstring).
-        thresholds: ν of each conv, pool and FC layer, in order (spec §1.2, §5).
-        lateral_inhibition: w0 of the output layer's fixed lateral inhibition (spec §1.2); None = none.
-        effect_ratio: EFFECT_RATIO of the FC layers' backward pass (spec §3.3).
-        desired: DESIRED_LEVEL used by the output layer's silent-label spike insertion (spec §3.2).
-        fc_init, conv_init: weights start as U(−init, +init) (spec §4.5).
-        tau_m, tau_s, t_ref: neuron constants of every layer, in steps (spec §1.1).
+        thresholds: ν of each conv, pool and FC layer, in order (docs/algorithm.md §1.2, §5).
+        lateral_inhibition: w0 of the output layer's fixed lateral inhibition (docs/algorithm.md §1.2); None = none.
+        effect_ratio: EFFECT_RATIO of the FC layers' backward pass (docs/algorithm.md §3.3).
+        desired: DESIRED_LEVEL used by the output layer's silent-label spike insertion (docs/algorithm.md §3.2).
+        fc_init, conv_init: weights start as U(−init, +init) (docs/algorithm.md §4.5).
+        tau_m, tau_s, t_ref: neuron constants of every layer, in steps (docs/algorithm.md §1.1).
         backward_dtype: dtype of the S-PSP contractions in the backward pass.
         generator: source of the initial weights (layers drawn in order).
         rule: "hm2bp" or "bptt", for every layer.
@@ -170,7 +170,7 @@ def build_network(
     layers: list[nn.Module] = []
     for n, (spec, shape, v_th) in enumerate(zip(specs, a.input_shapes, thresholds)):
         last = n == len(specs) - 1
-        # conv layers test v > ν, the others v > ν − 1e-6 (spec §1.1 step 6)
+        # conv layers test v > ν, the others v > ν − 1e-6 (docs/algorithm.md §1.1 step 6)
         params = NeuronParams(v_th, tau_m, tau_s, t_ref, 0.0 if spec.kind == "conv" else 1e-6)
         if spec.kind == "conv":
             layers.append(SpikingConv2d(shape[0], spec.size, spec.kernel, params, init_scale=conv_init,

@@ -1,4 +1,4 @@
-"""Boosting of sample weights (spec §4.4; the authors' ``g_boostWeightUpdate``)."""
+"""Boosting of sample weights (docs/algorithm.md §4.4; the authors' ``g_boostWeightUpdate``)."""
 
 from __future__ import annotations
 

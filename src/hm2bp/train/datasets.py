@@ -5,7 +5,7 @@ augmentation warps) is a pure function of (seed, split, epoch, sample index): ea
 ``torch.Generator`` seeded from those numbers, so a batch does not depend on which samples share it and a
 resumed run sees exactly the inputs of an uninterrupted one, with no data RNG state to save.
 
-- ``digits`` / ``mnist`` / ``emnist``: Bernoulli rate code of the pixels (spec §1.5). ``encoding="fixed"``
+- ``digits`` / ``mnist`` / ``emnist``: Bernoulli rate code of the pixels (docs/algorithm.md §1.5). ``encoding="fixed"``
   draws one raster per sample (the same in every epoch, as the authors' load-time rasters);
   ``"fresh"`` draws a new one each epoch. With ``augment`` the training images are warped each epoch
   (one warp shared by all samples of the epoch by default, as the authors) and re-encoded.
@@ -135,7 +135,7 @@ class ImageSpikes(SpikeDataset):
         self.split = split
         self.seed = seed
         self.augment = augment and split == "train"
-        # test rasters are always the fixed ones drawn "at load" (spec §1.5)
+        # test rasters are always the fixed ones drawn "at load" (docs/algorithm.md §1.5)
         self.fresh = split == "train" and (encoding == "fresh" or self.augment)
         self.shared_field = shared_field
         self.max_rate_div = max_rate_div
@@ -296,7 +296,7 @@ def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
     root = _need_dir(d, "the N-MNIST recordings as Train/<digit>/<n>.bin and Test/<digit>/<n>.bin "
                        "(the official Train.zip and Test.zip, unpacked)")
 
-    def to_raster(p: Path) -> np.ndarray:  # read → stabilise (spec §1.5 step 2) → bin
+    def to_raster(p: Path) -> np.ndarray:  # read → stabilise (docs/algorithm.md §1.5 step 2) → bin
         return nmnist_raster(p, T=T, bin_us=d.nmnist_bin_us)
 
     out = []

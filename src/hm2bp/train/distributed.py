@@ -11,14 +11,14 @@ group (NCCL on CUDA, one GPU per process, ``cuda:LOCAL_RANK``; gloo on the CPU) 
   process r runs forward/backward on piece r only;
 - each process back-propagates Σ_{n in its piece} L_n / B (B = size of the global batch), so that the
   SUM all-reduce of the weight gradients (:func:`all_reduce_gradients`) is the single-process mean
-  (1/B) Σ_n ∇L_n; the weight regulariser (spec §4.1) is added once, by rank 0;
+  (1/B) Σ_n ∇L_n; the weight regulariser (docs/algorithm.md §4.1) is added once, by rank 0;
 - every process then takes the same optimizer step with the same gradient, so the weights stay equal;
-- the training predictions (for boosting, spec §4.4) are merged with a MAX all-reduce (a sample no
+- the training predictions (for boosting, docs/algorithm.md §4.4) are merged with a MAX all-reduce (a sample no
   process saw stays −1), the epoch's loss/accuracy sums with a SUM all-reduce;
 - the test set is cut into contiguous ranges, evaluated in parallel and the output counts summed;
 - only rank 0 writes ``config.json``, ``metrics.jsonl``, checkpoints and plots, and prints.
 
-Online mode (batch 1, spec §4.2) has nothing to split and is refused when ``WORLD_SIZE > 1``.
+Online mode (batch 1, docs/algorithm.md §4.2) has nothing to split and is refused when ``WORLD_SIZE > 1``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Classification accuracy of a network on a dataset, of a checkpoint, and of a data-parallel shard.
 
 Prediction = arg-max of the output counts; ties go to the lowest index and all-zero counts predict
-class 0 (spec §1.3). Every pass over more than a few samples reports its progress
+class 0 (docs/algorithm.md §1.3). Every pass over more than a few samples reports its progress
 (:mod:`hm2bp.progress`) when asked to.
 """
 

@@ -1,11 +1,11 @@
 """The training loop: online (exact reproduction) and mini-batch HM2-BP training, in small named steps.
 
-One update (spec §3.7, §4), :meth:`Trainer.train_step`:
+One update (docs/algorithm.md §3.7, §4), :meth:`Trainer.train_step`:
 
 1. input spikes of the batch → network forward (labels passed, so the output layer's backward can apply
    spike insertion and the lateral factor);
 2. loss on the output counts (rate loss with the boost weights β_n, or softmax), mean over the batch,
-   plus the weight regulariser (spec §4.1) when λ > 0;
+   plus the weight regulariser (docs/algorithm.md §4.1) when λ > 0;
 3. ``loss.backward()`` runs the HM2-BP rule inside the layers; one optimizer step.
 
 Online mode is batch 1 with Adam and the authors' lr schedule, boosting and 5000-swap shuffling: the
@@ -252,7 +252,7 @@ class Trainer:
             D.all_reduce_gradients(self.params, ctx)
         if _grads_finite(self.opt):
             self.opt.step()
-        else:  # e.g. an output lateral loop gain >= 1 (spec §7.15): skip this update, keep training
+        else:  # e.g. an output lateral loop gain >= 1 (docs/algorithm.md §7.15): skip this update, keep training
             ep.skipped += 1
         self.st.step += 1
         self.last_batch_global = b_global
@@ -352,7 +352,7 @@ class Trainer:
         self._emit("on_epoch_end", record, improved)
 
     def _boosted(self, preds: Tensor) -> Tensor:
-        """The boost weights after this epoch (spec §4.4), from the predictions of its training pass."""
+        """The boost weights after this epoch (docs/algorithm.md §4.4), from the predictions of its training pass."""
         boost = self.st.boost.clone()
         if self.t.boosting:
             mask = preds >= 0

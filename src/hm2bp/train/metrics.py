@@ -32,7 +32,7 @@ class MetricsLog:
     because of non-finite gradients), ``train_cost_as_logged``. Accuracies are fractions in [0, 1].
     ``train_loss`` is the mean per-sample data loss of the training pass, the quantity training lowers,
     without boost weights or regulariser (rate loss: Σ_i ½(o_i − y_i)² outside the dead zone; softmax:
-    cross-entropy). ``train_cost_as_logged`` is the cost as the authors' code logs it (spec §3.1), to
+    cross-entropy). ``train_cost_as_logged`` is the cost as the authors' code logs it (docs/algorithm.md §3.1), to
     compare with their logs: no ½, and read after the spike insertion of §3.2 (a silent label neuron counts
     its inserted spikes).
     """

@@ -1,5 +1,5 @@
 """The objective of one update: the optimizer, the data loss, the cost the authors' code logs, and the
-finite-gradient check that skips an update (spec §3.1, §3.6, §4.2, §7.15)."""
+finite-gradient check that skips an update (docs/algorithm.md §3.1, §3.6, §4.2, §7.15)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def make_optimizer(cfg: RunConfig, model: SpikingNetwork) -> torch.optim.Optimiz
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adam":
         # fused: one pass over the weights per step (5x faster than the per-op loop on a CPU, where the
-        # batch-1 exact mode spends most of its step in the optimizer); same update rule (spec §4.2).
+        # batch-1 exact mode spends most of its step in the optimizer); same update rule (docs/algorithm.md §4.2).
         return torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
 
@@ -34,7 +34,7 @@ def data_loss(cfg: RunConfig, counts: Tensor, labels: Tensor, weights: Tensor | 
 
 
 def authors_cost(cfg: RunConfig, counts: Tensor, labels: Tensor, plain: Tensor, steps: int) -> Tensor:
-    """The per-sample cost the authors' code logs (spec §3.1, §3.6), batch mean: Σ_i [|o_i − y_i| > M]·(o_i − y_i)²
+    """The per-sample cost the authors' code logs (docs/algorithm.md §3.1, §3.6), batch mean: Σ_i [|o_i − y_i| > M]·(o_i − y_i)²
     (no ½, no boost weight), or −log softmax(o)_label, on the counts after spike insertion
     (``counts_as_logged``). ``plain`` is the unweighted data loss of the raw ``counts``: the two differ only
     where a label neuron stayed silent, so the (rare) recomputation is skipped otherwise; it costs ~0.25 ms,

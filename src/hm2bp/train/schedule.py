@@ -1,4 +1,4 @@
-"""Learning-rate schedules (spec §4.3) and the per-epoch data order (spec §4.5)."""
+"""Learning-rate schedules (docs/algorithm.md §4.3) and the per-epoch data order (docs/algorithm.md §4.5)."""
 
 from __future__ import annotations
 

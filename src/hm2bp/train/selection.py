@@ -1,7 +1,7 @@
 """Model selection on the validation split, early stopping, and the run's closing summary line.
 
 ``best.pt`` holds the epoch with the highest validation accuracy (the first of equals); a run without a
-validation split falls back to the test accuracy (the authors' procedure, spec §4.5) and says so. Early
+validation split falls back to the test accuracy (the authors' procedure, docs/algorithm.md §4.5) and says so. Early
 stopping (``train.early_stop_patience``) watches the validation accuracy only. Epochs are counted from 1
 (the ``epoch`` of a ``metrics.jsonl`` record).
 """

@@ -3,7 +3,7 @@ learns nothing (every update skipped, or weights no longer finite) with an error
 
 The cause named is the one the state points to, in this order: non-finite weights; weights far beyond
 their initial range (the learning rate); an initial range that float32 potentials overflow; the output
-lateral loop gain (spec §7.15), which is what remains when the weights are moderate.
+lateral loop gain (docs/algorithm.md §7.15), which is what remains when the weights are moderate.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def skip_cause(cfg: Any, model: torch.nn.Module) -> str:
     if init >= 1e6:
         return f"model.fc_init / conv_init = {init:g} overflows the float32 potentials"
     if m.lateral_inhibition > 0:
-        return ("an output lateral loop gain >= 1, spec §7.15; a higher output threshold or a weaker "
+        return ("an output lateral loop gain >= 1, docs/algorithm.md §7.15; a higher output threshold or a weaker "
                 "model.lateral_inhibition avoids it")
     return "an overflow in the backward pass"
 
