@@ -56,7 +56,8 @@ def lateral_factor(spikes: Tensor, labels: Tensor, p: NeuronParams, strength: fl
 
     Returns:
         ``[B, N]`` float64 factors. Non-finite values and loop gains ≥ 1 are returned as they are
-        (the authors do not guard them); callers that want a check use ``check_lateral_gain``.
+        (the authors do not guard them); the trainer skips an update whose gradients are not finite
+        (``train/objective.py``) and names the cause.
     """
     return torch_backend.lateral_factor(spikes, labels, p, strength, backend_for(spikes).psp_coefficients)
 

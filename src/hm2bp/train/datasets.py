@@ -424,7 +424,3 @@ def _load_pool(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
     check_dataset_spikes(train, "training")  # reliability: refuse inputs that train on nothing
     return train, test
 
-
-def load_test_set(cfg: RunConfig) -> SpikeDataset:
-    """Only the test set of a run (loads the training list too for the speech/N-MNIST layouts)."""
-    return load_datasets(cfg)[1]
