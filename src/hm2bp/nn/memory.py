@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..arch import LayerSpec
 from ..errors import ConfigError
 from ..functional.events import MAX_EVENT_DENSITY
 from ..kernels.backend import backend_for
@@ -18,26 +19,29 @@ _BACKWARD_TEMPS = 7  # coefficients (2), C̃, scaled copies and products alive i
 _EVENT_BYTES_PER_NEURON = 2  # event path: the uint8 spikes kept, and as much again for transients
 
 
+def _spec_of(layer: torch.nn.Module) -> LayerSpec | None:
+    """The architecture-string layer a module is (None for Flatten and non-spiking modules)."""
+    if isinstance(layer, SpikingConv2d):
+        return LayerSpec("conv", layer.out_channels, layer.kernel_size)
+    if isinstance(layer, SpikingPool2d):
+        return LayerSpec("pool", layer.pool)
+    if isinstance(layer, SpikingLinear):
+        return LayerSpec("fc", layer.out_features)
+    return None
+
+
 def _layer_sizes(net: SpikingNetwork) -> list[tuple[int, int]]:
-    """(input elements, output elements) per sample and step, for each spiking layer."""
+    """(input elements, output elements) per sample and step, for each spiking layer; the shapes follow
+    ``hm2bp.arch`` (one place for the shape rules), also for a network built from modules by hand."""
     sizes = []
     shape = net.input_shape
     for layer in net.layers:
-        n_in = math.prod(shape)
-        if isinstance(layer, SpikingConv2d):
-            k = layer.kernel_size
-            shape = (layer.out_channels, shape[1] - k + 1, shape[2] - k + 1)
-        elif isinstance(layer, SpikingPool2d):
-            p = layer.pool
-            shape = (shape[0], -(-shape[1] // p), -(-shape[2] // p))
-        elif isinstance(layer, Flatten):
-            shape = (math.prod(shape),)
+        spec = _spec_of(layer)
+        if spec is None:
             continue
-        elif isinstance(layer, SpikingLinear):
-            shape = (layer.out_features,)
-        else:
-            continue
-        sizes.append((n_in, math.prod(shape)))
+        out = spec.output_shape(shape)
+        sizes.append((math.prod(shape), math.prod(out)))
+        shape = out
     return sizes
 
 
