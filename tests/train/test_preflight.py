@@ -52,9 +52,13 @@ def test_out_not_writable(tmp_path: Path, no_data: None) -> None:
 
 
 def test_huge_architecture_refused_before_allocation(tmp_path: Path, no_data: None) -> None:
-    cfg = load_config("digits", SMALL + ["model.arch=64-99999999999-10", f"train.out_dir={tmp_path / 'r'}"])
+    # a layer the 32-bit kernels cannot index is refused by the config itself
+    with pytest.raises(ConfigError, match=r"model.arch: layer sizes must be <= 2147483647"):
+        load_config("digits", SMALL + ["model.arch=64-99999999999-10"])
+    # one that fits the kernels but not the memory: refused from the parsed string, before any allocation
+    cfg = load_config("digits", SMALL + ["model.arch=64-2000000000-10", f"train.out_dir={tmp_path / 'r'}"])
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"model.arch '64-99999999999-10': 7,399,999,999,926 weights need about"):
+    with pytest.raises(ConfigError, match=r"model.arch '64-2000000000-10': 148,000,000,000 weights need about"):
         train(cfg, quiet=True)
     assert time.perf_counter() - t0 < 5
     assert not (tmp_path / "r").exists()
