@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -19,8 +18,7 @@ from torch import Tensor
 from . import cpu
 
 _lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_failed: str | None = None
+_declared = False  # the conv functions' ctypes signatures are set on cpu.library()
 _i32, _f64, _ptr = ctypes.c_int32, ctypes.c_double, ctypes.c_void_p
 
 
@@ -34,10 +32,7 @@ class LayerArgs(ctypes.Structure):
     ]
 
 
-def _build() -> ctypes.CDLL:
-    lib = cpu.library()
-    if lib is None:
-        raise RuntimeError("the kernel library is unavailable")
+def _declare(lib: ctypes.CDLL) -> None:
     args = ctypes.POINTER(LayerArgs)
     lib.hm2bp_conv_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
     lib.hm2bp_pool_forward_f32.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr]
@@ -46,25 +41,20 @@ def _build() -> ctypes.CDLL:
     lib.hm2bp_pool_backward.argtypes = [args, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr]
     for name in ("hm2bp_conv_forward_f32", "hm2bp_pool_forward_f32", "hm2bp_conv_backward", "hm2bp_pool_backward"):
         getattr(lib, name).restype = ctypes.c_int
-    return lib
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded conv kernel library, or None (compiled kernels disabled or unavailable)."""
-    global _lib, _failed
-    if cpu.library() is None:
-        return None
-    if _lib is not None or _failed is not None:
-        return _lib
-    with _lock:
-        if _lib is None and _failed is None:
-            try:
-                _lib = _build()
-            except (RuntimeError, OSError) as exc:
-                _failed = str(exc)
-                warnings.warn(f"hm2bp: compiled conv kernels unavailable ({exc}); using the slower torch path",
-                              RuntimeWarning, stacklevel=3)
-    return _lib
+    """The kernel library with the conv functions declared, or None (compiled kernels disabled or
+    unavailable: ``cpu.library()`` has warned once why). The conv kernels are sources of that one library,
+    so there is no second build or failure state here."""
+    global _declared
+    lib = cpu.library()
+    if lib is not None and not _declared:
+        with _lock:
+            if not _declared:
+                _declare(lib)
+                _declared = True
+    return lib
 
 
 class Geometry(NamedTuple):
