@@ -45,23 +45,45 @@ def _layer_sizes(net: SpikingNetwork) -> list[tuple[int, int]]:
     return sizes
 
 
-def _event_path(net: SpikingNetwork, device: torch.device | str) -> bool:
-    """Whether a training step of ``net`` runs on the event-driven FC kernels (fully connected HM2-BP
-    layers with float32 weights, on the CPU with the compiled kernels; sparse input assumed)."""
-    spiking = [layer for layer in net.layers if not isinstance(layer, Flatten)]
+def _on_event_path(layer: torch.nn.Module, device: torch.device | str) -> bool:
+    """Whether a spiking layer trains on an event-driven path (``functional/events.py`` for FC layers,
+    ``functional/conv_events.py`` for conv and pool layers): HM2-BP layers whose backend for the device
+    takes events at the layer's weight dtype (sparse input assumed)."""
     backend = backend_for(torch.device(device))
-    return bool(spiking) and all(isinstance(layer, SpikingLinear) and layer.learning_rule.fuses_stack
-                                 and backend.takes_events(layer.weight.dtype) for layer in spiking)
+    if not getattr(layer, "learning_rule", None) or not layer.learning_rule.fuses_stack:
+        return False
+    if isinstance(layer, SpikingLinear):
+        return backend.takes_events(layer.weight.dtype)
+    if isinstance(layer, SpikingConv2d):
+        return backend.takes_conv_events([layer.weight.dtype])
+    return isinstance(layer, SpikingPool2d) and backend.takes_conv_events([])
+
+
+def _event_path(net: SpikingNetwork, device: torch.device | str) -> bool:
+    """Whether every spiking layer of ``net`` trains on an event-driven path."""
+    spiking = [layer for layer in net.layers if not isinstance(layer, Flatten)]
+    return bool(spiking) and all(_on_event_path(layer, device) for layer in spiking)
+
+
+def _conv_stack_output(net: SpikingNetwork, sizes: list[tuple[int, int]]) -> int:
+    """Neurons per sample and step of the float spikes a conv/pool stack hands to the FC layers after it
+    (0 without conv layers, or when the network ends in one)."""
+    spiking = [layer for layer in net.layers if _spec_of(layer) is not None]
+    for i in range(len(spiking) - 1):
+        if not isinstance(spiking[i], SpikingLinear) and isinstance(spiking[i + 1], SpikingLinear):
+            return sizes[i][1]
+    return 0
 
 
 def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value: int = 4,
                         device: torch.device | str = "cpu") -> int:
     """Estimated peak bytes of one training step, input spikes included.
 
-    Dense path (conv layers, GPU, ...): every layer's saved forward tensors plus the largest layer's
-    backward temporaries (which include an input-sized error tensor for conv layers). Event path (FC
-    layers on the CPU, ``functional/events.py``): the float input, per layer its compact output spikes and
-    the spike index of its input (at the densest input the event path takes), the float output.
+    Dense path (GPU, float64, BPTT, ...): every layer's saved forward tensors plus the largest layer's
+    backward temporaries (which include an input-sized error tensor for conv layers). Event path (HM2-BP
+    FC, conv and pool layers on the CPU's compiled kernels): the float input, per layer its one-byte
+    output spikes and the spike index of its input (4 bytes per spike, at the densest input the FC event
+    path takes), and the float output of the last layer (and of a conv stack before the FC layers).
     """
     sizes = _layer_sizes(net)
     weights = sum(p.numel() for p in net.parameters()) * 4 * 4  # weights, grads, two Adam moments
@@ -69,6 +91,7 @@ def training_step_bytes(net: SpikingNetwork, T: int, batch: int, bytes_per_value
         per_step = sizes[0][0] * bytes_per_value + sizes[-1][1] * bytes_per_value
         per_step += sum(_EVENT_BYTES_PER_NEURON * n_out + math.ceil(MAX_EVENT_DENSITY * n_in * 4) + 8
                         for n_in, n_out in sizes)
+        per_step += _conv_stack_output(net, sizes) * bytes_per_value
         return per_step * T * batch + weights
     per_step = sum(n_in + _FORWARD_SAVED * n_out for n_in, n_out in sizes)
     per_step += max(_BACKWARD_TEMPS * n_out + 2 * n_in for n_in, n_out in sizes)
