@@ -347,16 +347,19 @@ static void psp_stream_add(psp_stream *ps, int64_t t) {
 
 /* One step of the backward filter (steps t_max, t_max − 1, …, 0 in turn): cq[q] = C̃_q(t), set to 0 (and
  * the state with it) where t lies outside every window of the neuron, where the cancelling coefficients
- * would leave rounding residuals. */
+ * would leave rounding residuals. The state is left decayed for step t − 1, so that one pass over the
+ * neurons does the mask, the output and the decay (the same operations, in the same order, as decaying
+ * at the start of each step). */
 static void psp_stream_step(psp_stream *ps, int64_t t, double *restrict cq) {
-    double *restrict am = ps->am, *restrict as = ps->as;
-    for (int64_t q = 0; q < ps->n_act; q++) { am[q] *= ps->dm; as[q] *= ps->ds; }
+    double *restrict am = ps->am, *restrict as = ps->as, dm = ps->dm, ds = ps->ds;
+    const int64_t *restrict cover = ps->cover;
     psp_stream_add(ps, t);
     for (int64_t q = 0; q < ps->n_act; q++) {  /* exactly 0 outside every window (docs/algorithm.md §2; #13 item 4) */
-        int in = t >= ps->cover[q];
-        am[q] = in ? am[q] : 0.0;
-        as[q] = in ? as[q] : 0.0;
-        cq[q] = am[q] + as[q];
+        int in = t >= cover[q];
+        double m = in ? am[q] : 0.0, s = in ? as[q] : 0.0;
+        cq[q] = m + s;
+        am[q] = m * dm;
+        as[q] = s * ds;
     }
 }
 
