@@ -32,16 +32,27 @@ over time — the fastest way to write this feed-forward net in either library):
 - snnTorch: ``snntorch.Synaptic(alpha=1−1/8, beta=1−1/64, threshold, reset_mechanism="zero")``, stepped
   over ``current.unbind(0)`` (default surrogate: arctan).
 - SpikingJelly (``activation_based``): ``layer.Linear(step_mode="m")`` + ``neuron.CUBALIFNode(c_decay=1−1/8,
-  v_decay=1−1/64, v_threshold, v_reset=0.0, surrogate=ATan())`` in multi-step mode. CUBALIFNode's
+  v_decay=1−1/64, v_threshold, v_reset=0.0, surrogate=ATan())`` in multi-step mode, ``detach_reset=True``. CUBALIFNode's
   multi-step path is a Python loop that indexes ``x_seq[t]``; its backward then materialises a full
   ``[T, B, N]`` zero gradient per step (O(T²) work), so :class:`_UnbindCUBALIF` overrides only that loop to
   split time with ``unbind(0)`` (one ``stack`` in the backward), calling the library's own single-step
   update. ``neuron="lif"`` selects instead ``neuron.LIFNode(tau=64, decay_input=False)``, no synaptic
   current, on SpikingJelly's fused CPU LIF operator: the fastest neuron the library has, but not the same
   model.
+
+Both peers detach the reset from the graph (SpikingJelly: ``detach_reset=True``, set by :func:`_sj_neurons`;
+snnTorch's ``Synaptic`` always does, its reset signal is ``spike_grad(mem − θ).detach()``), as hm2bp's own
+BPTT rule does (docs/algorithm.md §8.6). SpikingJelly's default ``detach_reset=False`` differentiates the hard
+reset v ← (1 − s)·v through the surrogate: ∂v'/∂v = 1 − s − v·σ'(v − θ), about −θ (−19 at θ = 20) near the
+threshold, compounded over the T steps of the scan. With these thresholds the largest first-layer gradient
+is 1.5e20 in the first batch (792 with the reset detached, same loss), Adam's steps follow that exploded
+noise, its second moment overflows to inf within 15 batches, and the output counts never move towards the
+targets: the earlier SpikingJelly protocol rows (one class, 9.55 % / 11.25 %) came from this.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -138,6 +149,16 @@ class SnnTorchNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ SpikingJelly
+def _sj_neurons(make: Callable[[float], nn.Module], thresholds: tuple[float, ...]) -> list[nn.Module]:
+    """One SpikingJelly neuron ``make(th)`` per threshold, in multi-step mode, with the reset detached from
+    the graph like snnTorch's (the module docstring says why: without it the gradients explode)."""
+    neurons = [make(th) for th in thresholds]
+    for m in neurons:
+        m.step_mode = "m"
+        m.detach_reset = True
+    return neurons
+
+
 def _unbind_cubalif_class() -> type:
     from spikingjelly.activation_based import neuron
 
@@ -163,26 +184,19 @@ class SpikingJellyNet(nn.Module):
         w1, w2 = make_weights()
         self.fc1 = _linear(w1, layer.Linear, step_mode="m")
         self.fc2 = _linear(w2, layer.Linear, step_mode="m")
-        if neuron_kind == "cubalif":
-            cls = _unbind_cubalif_class()
-            self.lif1, self.lif2 = (cls(c_decay=ALPHA, v_decay=BETA, v_threshold=th, v_reset=0.0,
-                                        surrogate_function=surrogate.ATan()) for th in THRESHOLDS)
-            for m in (self.lif1, self.lif2):
-                m.step_mode = "m"
-        elif neuron_kind == "cubalif-index":  # the library's own loop (x_seq[t]), for comparison only
-            self.lif1, self.lif2 = (neuron.CUBALIFNode(c_decay=ALPHA, v_decay=BETA, v_threshold=th, v_reset=0.0,
-                                                       surrogate_function=surrogate.ATan()) for th in THRESHOLDS)
-            for m in (self.lif1, self.lif2):
-                m.step_mode = "m"
+        if neuron_kind in ("cubalif", "cubalif-index"):  # cubalif-index: the library's own x_seq[t] loop
+            cls = _unbind_cubalif_class() if neuron_kind == "cubalif" else neuron.CUBALIFNode
+            self.lif1, self.lif2 = _sj_neurons(lambda th: cls(c_decay=ALPHA, v_decay=BETA, v_threshold=th, v_reset=0.0,
+                                                              surrogate_function=surrogate.ATan()), THRESHOLDS)
         elif neuron_kind == "lif":
             # v ← v − v/τ + x: the membrane leak of hm2bp without its synaptic current. The input then has
             # to carry the synaptic gain: scale the weights by the steady-state gain 1/(1 − α) = τ_s.
             with torch.no_grad():
                 self.fc1.weight.mul_(TAU_S)
                 self.fc2.weight.mul_(TAU_S)
-            self.lif1, self.lif2 = (neuron.LIFNode(tau=TAU_M, decay_input=False, v_threshold=th, v_reset=0.0,
-                                                   surrogate_function=surrogate.ATan(), step_mode="m")
-                                    for th in THRESHOLDS)
+            self.lif1, self.lif2 = _sj_neurons(lambda th: neuron.LIFNode(
+                tau=TAU_M, decay_input=False, v_threshold=th, v_reset=0.0, surrogate_function=surrogate.ATan()),
+                THRESHOLDS)
         else:
             raise ValueError(f"unknown SpikingJelly neuron {neuron_kind!r} (cubalif | cubalif-index | lif)")
         self.neuron_kind = neuron_kind
@@ -250,10 +264,8 @@ class SpikingJellyCNN(nn.Module):
 
         self.body = _CNNBody(weights_path)
         cls = _unbind_cubalif_class()
-        self.lifs = nn.ModuleList(cls(c_decay=ALPHA, v_decay=BETA, v_threshold=th, v_reset=0.0,
-                                      surrogate_function=surrogate.ATan()) for th in CNN_THRESHOLDS)
-        for m in self.lifs:
-            m.step_mode = "m"
+        self.lifs = nn.ModuleList(_sj_neurons(lambda th: cls(c_decay=ALPHA, v_decay=BETA, v_threshold=th, v_reset=0.0,
+                                                             surrogate_function=surrogate.ATan()), CNN_THRESHOLDS))
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         from spikingjelly.activation_based import functional
@@ -279,10 +291,10 @@ def neuron_description(library: str, neuron_kind: str = "") -> str:
     if library == "snntorch":
         return f"snntorch.Synaptic(alpha={ALPHA:g},beta={BETA:g},reset=zero,atan)"
     if (neuron_kind or "cubalif") == "cubalif":
-        return f"CUBALIFNode(c_decay={ALPHA:g},v_decay={BETA:g},v_reset=0,atan;unbind loop)"
+        return f"CUBALIFNode(c_decay={ALPHA:g},v_decay={BETA:g},v_reset=0,detach_reset,atan;unbind loop)"
     if neuron_kind == "cubalif-index":
-        return f"CUBALIFNode(c_decay={ALPHA:g},v_decay={BETA:g},v_reset=0,atan;library x_seq[t] loop)"
-    return f"LIFNode(tau={TAU_M:g},decay_input=False,v_reset=0,atan;fused CPU op;no synaptic current)"
+        return f"CUBALIFNode(c_decay={ALPHA:g},v_decay={BETA:g},v_reset=0,detach_reset,atan;library x_seq[t] loop)"
+    return f"LIFNode(tau={TAU_M:g},decay_input=False,v_reset=0,detach_reset,atan;fused CPU op;no synaptic current)"
 
 
 def library_version(library: str) -> str:
