@@ -191,7 +191,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys: pyte
     out_dir = tmp_path / "run"
     assert main(["train", "digits", "--out", str(out_dir), "--epochs", "3", "--dry-run", *TINY]) == 0
     out = capsys.readouterr().out
-    assert "20 train, 12 test" in out and "4 per epoch x 3 epochs = 12 (batch 5)" in out
+    # the digits preset holds 10 % of the 20 training images out for validation
+    assert "18 train, 12 test, 2 validation" in out and "4 per epoch x 3 epochs = 12 (batch 5)" in out
     assert "one epoch:" in out and "memory per step:" in out and "nothing written" in out
     assert not out_dir.exists()
 

@@ -12,12 +12,12 @@ from hm2bp.config import load_config
 from hm2bp.errors import ConfigError
 from hm2bp.nn.network import build_network
 from hm2bp.train import train
-from hm2bp.train.datasets import SpikeDataset, collate_time_major, load_datasets
-from hm2bp.train.user_datasets import MapSpikes
+from hm2bp.train.datasets import SpikeDataset, collate_time_major, load_datasets, validation_split
+from hm2bp.train.user_datasets import MapSpikes, resolve_datasets
 
 TINY = ["model.arch=64-16-10", "model.T=20", "model.thresholds=3,5", "model.desired=6", "model.undesired=1",
         "model.margin=1", "train.mode=minibatch", "train.batch_size=5", "train.epochs=1", "train.tensorboard=false",
-        "train.plots=false", "train.threads=1"]
+        "train.plots=false", "train.threads=1", "data.val_fraction=0"]
 
 
 def _spike_set(n: int, T: int = 20, n_in: int = 64, seed: int = 0) -> TensorDataset:
@@ -30,7 +30,8 @@ def _spike_set(n: int, T: int = 20, n_in: int = 64, seed: int = 0) -> TensorData
 
 def test_builtin_dataset_is_a_torch_dataset_for_a_dataloader() -> None:
     pytest.importorskip("sklearn")
-    cfg = load_config("digits", ["data.n_train=12", "data.n_test=6", "model.T=30", "model.desired=10"])
+    cfg = load_config("digits", ["data.n_train=12", "data.n_test=6", "model.T=30", "model.desired=10",
+                                 "data.val_fraction=0"])
     train_set, _ = load_datasets(cfg)
     assert isinstance(train_set, torch.utils.data.Dataset)
     x0, y0 = train_set[0]
@@ -65,8 +66,20 @@ def test_user_datasets_are_checked(tmp_path: Path) -> None:
     images = TensorDataset(torch.randint(0, 256, (10, 20, 64)), torch.zeros(10, dtype=torch.int64))
     with pytest.raises(ConfigError, match="0/1"):
         train(cfg, datasets=(images, _spike_set(10)), echo=None)
-    with pytest.raises(ConfigError, match="validation set as the third"):
-        train(load_config("digits", [*TINY, "data.n_val=5"]), datasets=(_spike_set(10), _spike_set(10)), echo=None)
+
+
+def test_a_validation_split_holds_out_part_of_the_users_training_set(tmp_path: Path) -> None:
+    """data.n_val without a validation dataset: the seeded split of the built-in datasets, on the user's."""
+    cfg = load_config("digits", [*TINY, "data.n_val=4", f"train.out_dir={tmp_path}"])
+    tr, te = _spike_set(20), _spike_set(10, seed=1)
+    splits = resolve_datasets(cfg, (tr, te))
+    tr_idx, val_idx = validation_split(20, 4, seed=cfg.data.split_seed)
+    assert splits.val is not None and len(splits.val) == 4 and len(splits.train) == 16
+    spikes, labels = tr.tensors
+    assert torch.equal(splits.val.get([0, 1, 2, 3]), spikes[torch.as_tensor(val_idx)].transpose(0, 1).bool())
+    assert torch.equal(splits.train.labels, labels[torch.as_tensor(tr_idx)])
+    result = train(cfg, datasets=(tr, te), echo=None)
+    assert result.selected_on == "val" and result.metrics[0]["step"] == 4  # 16 samples, batch 5
 
 
 @pytest.mark.parametrize("arch", ["64-10", "64-16-10"])

@@ -13,6 +13,8 @@ Example::
 Items may be ``bool`` or 0/1 numbers shaped ``[T, inputs]`` (or ``[T, C, H, W]`` for a conv network); a
 dataset with a ``set_epoch(epoch)`` method is told the epoch before each batch, so it can re-encode.
 Labels come from a ``targets`` or ``labels`` attribute when there is one (read once otherwise).
+Without a validation set, ``data.n_val`` / ``data.val_fraction`` hold out part of the given training set
+(the same seeded split as for the built-in datasets).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from .datasets import SpikeDataset, Splits, load_splits
+from .datasets import SpikeDataset, Splits, load_splits, validation_size, validation_split
 
 __all__ = ["MapSpikes", "as_spike_dataset", "check_dataset", "resolve_datasets"]
 
@@ -47,6 +49,23 @@ def _labels_of(data: Any, n: int) -> torch.Tensor:
         if v is not None and len(v) == n:
             return torch.as_tensor(v, dtype=torch.int64).reshape(-1)
     return torch.as_tensor([int(data[i][1]) for i in range(n)], dtype=torch.int64)
+
+
+class _Part(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """The items ``indices`` of a map-style dataset, with their labels, passing ``set_epoch`` on."""
+
+    def __init__(self, data: Any, indices: Sequence[int], labels: torch.Tensor) -> None:
+        self.data, self.indices, self.labels = data, list(indices), labels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.data[self.indices[i]]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(epoch)
 
 
 class MapSpikes(SpikeDataset):
@@ -75,6 +94,11 @@ class MapSpikes(SpikeDataset):
                                   f"{list(self.item_shape)}")
             xs.append(x.reshape(x.shape[0], -1))
         return torch.stack(xs, dim=1) if xs else torch.zeros(self.T, 0, self.n_inputs, dtype=torch.bool)
+
+    def subset(self, indices: Any, split: str) -> MapSpikes:
+        idx = [int(i) for i in indices]
+        part = _Part(self.data, idx, self.labels[torch.as_tensor(idx, dtype=torch.int64)])
+        return MapSpikes(part, self.n_classes, name=f"{self.name} ({split})")
 
 
 def check_dataset(cfg: RunConfig, ds: SpikeDataset, role: str) -> None:
@@ -120,10 +144,16 @@ def resolve_datasets(cfg: RunConfig, datasets: Any = None) -> Splits:
         parts = [*datasets, None][:3]
     else:
         raise ConfigError("datasets: give (train, test), (train, test, val) or {'train': ..., 'test': ...}")
-    if parts[2] is None and (cfg.data.n_val or cfg.data.val_fraction):
-        raise ConfigError("data.n_val / data.val_fraction split the built-in training set; with your own datasets "
-                          "pass the validation set as the third one: datasets=(train, test, val)")
     train = as_spike_dataset(parts[0], cfg, "training")
     test = as_spike_dataset(parts[1], cfg, "test")
     val = as_spike_dataset(parts[2], cfg, "validation") if parts[2] is not None else None
+    n_val = validation_size(len(train), cfg.data) if val is None else 0
+    if n_val:  # hold out part of the user's training set, as for the built-in datasets
+        tr_idx, val_idx = validation_split(len(train), n_val, cfg.data.split_seed)
+        try:
+            train, val = train.subset(tr_idx, "train"), train.subset(val_idx, "val")
+        except NotImplementedError:
+            raise ConfigError(f"data.n_val / data.val_fraction: {train.name} cannot be split; pass the validation "
+                              "set as the third dataset, datasets=(train, test, val), or set data.n_val=0 "
+                              "data.val_fraction=0") from None
     return Splits(train, val, test)
