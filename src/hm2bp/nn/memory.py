@@ -50,13 +50,13 @@ def _on_event_path(layer: torch.nn.Module, device: torch.device | str) -> bool:
     ``functional/conv_events.py`` for conv and pool layers): HM2-BP layers whose backend for the device
     takes events at the layer's weight dtype (sparse input assumed)."""
     backend = backend_for(torch.device(device))
-    if not getattr(layer, "learning_rule", None) or not layer.learning_rule.fuses_stack:
+    if not isinstance(layer, (SpikingLinear, SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_stack:
         return False
     if isinstance(layer, SpikingLinear):
         return backend.takes_events(layer.weight.dtype)
     if isinstance(layer, SpikingConv2d):
         return backend.takes_conv_events([layer.weight.dtype])
-    return isinstance(layer, SpikingPool2d) and backend.takes_conv_events([])
+    return backend.takes_conv_events([])
 
 
 def _event_path(net: SpikingNetwork, device: torch.device | str) -> bool:

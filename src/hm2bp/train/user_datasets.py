@@ -51,7 +51,7 @@ def _labels_of(data: Any, n: int) -> torch.Tensor:
     return torch.as_tensor([int(data[i][1]) for i in range(n)], dtype=torch.int64)
 
 
-class _Part(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class _Part(torch.utils.data.Dataset):
     """The items ``indices`` of a map-style dataset, with their labels, passing ``set_epoch`` on."""
 
     def __init__(self, data: Any, indices: Sequence[int], labels: torch.Tensor) -> None:
