@@ -52,3 +52,25 @@ def test_rows_append_under_one_header_and_make_the_table(tmp_path: Path) -> None
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])
+
+
+def test_every_recipe_ablation_variant_resolves(tmp_path: Path) -> None:
+    """benchmarks/recipe_ablation.py: each variant is the protocol plus its overrides, all valid keys."""
+    A = _module()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("recipe_ablation", ROOT / "benchmarks" / "recipe_ablation.py")
+        assert spec is not None and spec.loader is not None
+        R = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(R)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    a = argparse.Namespace(data_dir=str(tmp_path), out_root=str(tmp_path / "runs"), threads=1, overrides=[])
+    base = A.EXPERIMENTS["protocol"]
+    for name, overrides in R.VARIANTS.items():
+        exp = A.Experiment(base.preset, base.data, base.mode, base.overrides + overrides)
+        cfg = A.hm2bp_config("protocol", exp, a, seed=0)
+        assert (cfg.data.n_train, cfg.model.T, cfg.train.epochs) == (10000, 100, 1), name
+    cfg = A.hm2bp_config("protocol", A.Experiment(base.preset, base.data, base.mode,
+                                                  base.overrides + R.VARIANTS["batch=32"]), a, seed=0)
+    assert (cfg.train.batch_size, cfg.train.lr) == (32, 1e-2)
