@@ -5,6 +5,7 @@
     python benchmarks/accuracy.py --data-dir ../shared/data online --seeds 0 1 2
     python benchmarks/accuracy.py --data-dir ../shared/data mnist_fc --threads 1 --out-root /tmp/acc
     python benchmarks/accuracy.py table            # the CSV as the Markdown table of docs/results.md
+    python benchmarks/accuracy.py curve RUN_DIR    # a run's metrics.jsonl as a per-epoch Markdown table
 
 Every row goes to ``benchmarks/results/accuracy.csv`` (appended; ``--csv`` elsewhere) with the columns
 :data:`COLUMNS`; accuracies are fractions in [0, 1]. ``test_acc`` of an hm2bp row is the test accuracy of the
@@ -245,6 +246,24 @@ def markdown_table(path: Path) -> str:
     return "\n".join(out)
 
 
+def curve_table(run_dir: Path) -> str:
+    """A run's ``metrics.jsonl`` as the per-epoch Markdown table of docs/results.md (the last record of each
+    epoch: a resumed run may have logged an epoch once only)."""
+    per_epoch: dict[int, dict[str, Any]] = {}
+    with open(run_dir / "metrics.jsonl") as f:
+        for line in f:
+            if line.strip():
+                m = json.loads(line)
+                per_epoch[int(m["epoch"])] = m
+    pct = lambda v: f"{100 * v:.2f} %" if v is not None else "–"  # noqa: E731
+    out = ["| epoch | lr (end) | training acc. (during the epoch) | val | test | training s |",
+           "|---:|---:|---:|---:|---:|---:|"]
+    for e, m in sorted(per_epoch.items()):
+        out.append(f"| {e} | {m['lr']:.2e} | {pct(m['train_acc'])} | {pct(m.get('val_acc'))} | "
+                   f"{pct(m['test_acc'])} | {m.get('train_time_s', m['epoch_time_s']):.0f} |")
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------------------------------------- main
 def run_experiment(name: str, a: argparse.Namespace) -> list[dict[str, Any]]:
     exp = EXPERIMENTS[name]
@@ -278,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["table"]:  # python benchmarks/accuracy.py table [CSV]: the Markdown table of docs/results.md
         print(markdown_table(Path(argv[1] if len(argv) > 1 else RESULTS / "accuracy.csv")))
+        return 0
+    if argv[:1] == ["curve"] and len(argv) == 2:  # python benchmarks/accuracy.py curve RUN_DIR
+        print(curve_table(Path(argv[1])))
         return 0
     extra: list[str] = []
     if "--" in argv:

@@ -74,3 +74,16 @@ def test_every_recipe_ablation_variant_resolves(tmp_path: Path) -> None:
     cfg = A.hm2bp_config("protocol", A.Experiment(base.preset, base.data, base.mode,
                                                   base.overrides + R.VARIANTS["batch=32"]), a, seed=0)
     assert (cfg.train.batch_size, cfg.train.lr) == (32, 1e-2)
+
+
+def test_curve_table_takes_the_last_record_of_each_epoch(tmp_path: Path) -> None:
+    import json
+
+    A = _module()
+    rec = {"lr": 1e-2, "train_acc": 0.5, "val_acc": 0.6, "test_acc": 0.7, "train_time_s": 10.0, "epoch_time_s": 12.0}
+    lines = [{**rec, "epoch": 1}, {**rec, "epoch": 1, "test_acc": 0.75}, {**rec, "epoch": 2, "val_acc": None}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    rows = A.curve_table(tmp_path).splitlines()
+    assert len(rows) == 4
+    assert rows[2] == "| 1 | 1.00e-02 | 50.00 % | 60.00 % | 75.00 % | 10 |"
+    assert rows[3] == "| 2 | 1.00e-02 | 50.00 % | – | 70.00 % | 10 |"
