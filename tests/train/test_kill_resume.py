@@ -68,7 +68,8 @@ pytestmark = [
 SEED = 20240611  # seed of the random kill delays
 EPOCHS = 3
 OVERRIDES = ["model.arch=64-40-10", "model.thresholds=1.5,4", "model.T=30", "model.desired=8", "model.undesired=1",
-             "model.margin=1", "data.n_train=300", "data.n_test=100", "train.batch_size=20", "train.lr=0.02",
+             "model.margin=1", "data.n_train=300", "data.n_val=0", "data.val_fraction=0", "data.n_test=100",
+             "train.batch_size=20", "train.lr=0.02",
              "train.tensorboard=false"]
 FINAL_FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
 LOCK = ".hm2bp-train.lock"  # left by a killed run (taken over by the next one), removed by a finished one
