@@ -10,7 +10,7 @@ import torch
 from ..arch import LayerSpec
 from ..errors import ConfigError
 from ..functional.events import MAX_EVENT_DENSITY
-from ..kernels.backend import backend_for
+from ..kernels.backend import Backend, backend_for
 from .layers import Flatten, SpikingConv2d, SpikingLinear, SpikingPool2d
 from .network import SpikingNetwork
 
@@ -45,11 +45,10 @@ def _layer_sizes(net: SpikingNetwork) -> list[tuple[int, int]]:
     return sizes
 
 
-def _on_event_path(layer: torch.nn.Module, device: torch.device | str) -> bool:
+def _on_event_path(layer: torch.nn.Module, backend: Backend) -> bool:
     """Whether a spiking layer trains on an event-driven path (``functional/events.py`` for FC layers,
     ``functional/conv_events.py`` for conv and pool layers): HM2-BP layers whose backend for the device
     takes events at the layer's weight dtype (sparse input assumed)."""
-    backend = backend_for(torch.device(device))
     if not isinstance(layer, (SpikingLinear, SpikingConv2d, SpikingPool2d)) or not layer.learning_rule.fuses_stack:
         return False
     if isinstance(layer, SpikingLinear):
@@ -62,7 +61,8 @@ def _on_event_path(layer: torch.nn.Module, device: torch.device | str) -> bool:
 def _event_path(net: SpikingNetwork, device: torch.device | str) -> bool:
     """Whether every spiking layer of ``net`` trains on an event-driven path."""
     spiking = [layer for layer in net.layers if not isinstance(layer, Flatten)]
-    return bool(spiking) and all(_on_event_path(layer, device) for layer in spiking)
+    backend = backend_for(torch.device(device))
+    return bool(spiking) and all(_on_event_path(layer, backend) for layer in spiking)
 
 
 def _conv_stack_output(net: SpikingNetwork, sizes: list[tuple[int, int]]) -> int:

@@ -36,7 +36,7 @@ from ..config import DataConfig, RunConfig
 from ..errors import ConfigError, DataFormatError
 from .input_checks import check_dataset_spikes, warn_if_silent
 
-__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "collate_time_major", "load_datasets", "load_splits",
+__all__ = ["FileSpikes", "ImageSpikes", "SpikeDataset", "Splits", "collate_time_major", "hold_out_validation", "load_datasets", "load_splits",
            "sample_generator", "validation_size", "validation_split"]
 
 
@@ -387,14 +387,20 @@ class Splits(typing.NamedTuple):
     test: SpikeDataset
 
 
+def hold_out_validation(pool: SpikeDataset, test: SpikeDataset, d: DataConfig) -> Splits:
+    """The splits of a training pool: the validation samples of ``d`` (``n_val`` / ``val_fraction``, the
+    seeded :func:`validation_split`) held out of ``pool``, or no validation set without a split."""
+    n_val = validation_size(len(pool), d)
+    if not n_val:
+        return Splits(pool, None, test)
+    tr_idx, val_idx = validation_split(len(pool), n_val, d.split_seed)
+    return Splits(pool.subset(tr_idx, "train"), pool.subset(val_idx, "val"), test)
+
+
 def load_splits(cfg: RunConfig) -> Splits:
     """Training, validation (or None) and test sets of a run, checked against the architecture."""
     pool, test = _load_pool(cfg)
-    n_val = validation_size(len(pool), cfg.data)
-    if not n_val:
-        return Splits(pool, None, test)
-    tr_idx, val_idx = validation_split(len(pool), n_val, cfg.data.split_seed)
-    return Splits(pool.subset(tr_idx, "train"), pool.subset(val_idx, "val"), test)
+    return hold_out_validation(pool, test, cfg.data)
 
 
 def load_datasets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:

@@ -27,7 +27,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from .datasets import SpikeDataset, Splits, load_splits, validation_size, validation_split
+from .datasets import SpikeDataset, Splits, hold_out_validation, load_splits
 
 __all__ = ["MapSpikes", "as_spike_dataset", "check_dataset", "resolve_datasets"]
 
@@ -51,21 +51,16 @@ def _labels_of(data: Any, n: int) -> torch.Tensor:
     return torch.as_tensor([int(data[i][1]) for i in range(n)], dtype=torch.int64)
 
 
-class _Part(torch.utils.data.Dataset):
-    """The items ``indices`` of a map-style dataset, with their labels, passing ``set_epoch`` on."""
+class _Part(torch.utils.data.Subset):
+    """A ``Subset`` that carries its items' labels and passes ``set_epoch`` on to the whole dataset."""
 
     def __init__(self, data: Any, indices: Sequence[int], labels: torch.Tensor) -> None:
-        self.data, self.indices, self.labels = data, list(indices), labels
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.data[self.indices[i]]
+        super().__init__(data, indices)
+        self.labels = labels
 
     def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.data, "set_epoch"):
-            self.data.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
 
 class MapSpikes(SpikeDataset):
@@ -147,13 +142,12 @@ def resolve_datasets(cfg: RunConfig, datasets: Any = None) -> Splits:
     train = as_spike_dataset(parts[0], cfg, "training")
     test = as_spike_dataset(parts[1], cfg, "test")
     val = as_spike_dataset(parts[2], cfg, "validation") if parts[2] is not None else None
-    n_val = validation_size(len(train), cfg.data) if val is None else 0
-    if n_val:  # hold out part of the user's training set, as for the built-in datasets
-        tr_idx, val_idx = validation_split(len(train), n_val, cfg.data.split_seed)
-        try:
-            train, val = train.subset(tr_idx, "train"), train.subset(val_idx, "val")
-        except NotImplementedError:
-            raise ConfigError(f"data.n_val / data.val_fraction: {train.name} cannot be split; pass the validation "
-                              "set as the third dataset, datasets=(train, test, val), or set data.n_val=0 "
-                              "data.val_fraction=0") from None
+    if val is not None:
+        return Splits(train, val, test)
+    try:  # data.n_val / data.val_fraction hold out part of the user's training set, as for the built-in ones
+        return hold_out_validation(train, test, cfg.data)
+    except NotImplementedError:
+        raise ConfigError(f"data.n_val / data.val_fraction: {train.name} cannot be split; pass the validation "
+                          "set as the third dataset, datasets=(train, test, val), or set data.n_val=0 "
+                          "data.val_fraction=0") from None
     return Splits(train, val, test)
