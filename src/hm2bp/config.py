@@ -149,6 +149,9 @@ class DataConfig:
         augment: warp training images each epoch (elastic + scale + rotation, docs/algorithm.md §1.5); implies fresh
             rasters for the training set.
         augment_shared_field: one warp per epoch shared by every training sample (the authors' code).
+            For N-MNIST, ``augment`` instead shifts each training recording by a random whole-pixel offset
+            in [−augment_shift, augment_shift]² per epoch (not in the authors' code; for small training sets).
+        augment_shift: N-MNIST augmentation: the largest shift in pixels.
         max_rate_div: Poisson rate p = q / (max_rate_div · 255).
         nmnist_bin_us: N-MNIST time bin in µs.
         emnist_subset: EMNIST subset ("balanced" = 47 classes).
@@ -171,6 +174,7 @@ class DataConfig:
     encoding: str = "fixed"
     augment: bool = False
     augment_shared_field: bool = True
+    augment_shift: int = 2
     max_rate_div: float = 5.5
     nmnist_bin_us: float = 600.0
     emnist_subset: str = "balanced"
@@ -207,8 +211,10 @@ class DataConfig:
         if self.n_val and self.val_fraction:
             _fail(s, "n_val", f"give either data.n_val or data.val_fraction, not both; got n_val={self.n_val}, "
                               f"val_fraction={self.val_fraction}")
-        if self.augment and self.dataset not in ("mnist", "emnist", "digits"):
-            _fail(s, "augment", f"image augmentation applies to image datasets only, not {self.dataset!r}")
+        if self.augment and self.dataset not in ("mnist", "emnist", "digits", "nmnist"):
+            _fail(s, "augment", f"augmentation applies to image datasets and N-MNIST only, not {self.dataset!r}")
+        if not 0 <= self.augment_shift < 34:
+            _fail(s, "augment_shift", f"must lie in 0…33 pixels (the N-MNIST sensor is 34 × 34); got {self.augment_shift}")
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,19 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hm2bp.errors import DataFormatError
 from hm2bp.io.bounded import read_head
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
     "EVENT_DTYPE",
+    "RandomShift",
     "TonicRaster",
     "events_to_raster",
     "from_tonic",
@@ -35,6 +39,7 @@ __all__ = [
     "nmnist_raster",
     "read_nmnist_dat",
     "read_nmnist_events",
+    "shift_raster",
     "stabilize",
 ]
 
@@ -281,6 +286,43 @@ def events_to_raster(
     keep &= (time >= 0) & (time < T)
     out[time[keep], ch[keep]] = True
     return out
+
+
+def shift_raster(raster: np.ndarray, dx: int, dy: int, *, width: int = SENSOR, height: int = SENSOR) -> np.ndarray:
+    """The raster of the same recording seen ``dx`` pixels right and ``dy`` pixels down (training augmentation).
+
+    ``raster`` is ``bool [T, C·W·H]`` in the channel layout of :func:`events_to_raster` (channel
+    x·H + y within each of the C polarity blocks). Events pushed off the sensor are lost and the uncovered
+    border is silent, exactly as :func:`events_to_raster` of the shifted events would give.
+    """
+    r = np.asarray(raster, dtype=bool)
+    n_pix = width * height
+    if r.ndim != 2 or r.shape[1] % n_pix:
+        raise ValueError(f"raster of shape {r.shape} is not [T, C*{width}*{height}]")
+    if abs(dx) >= width or abs(dy) >= height:
+        return np.zeros_like(r)
+    grid = r.reshape(r.shape[0], -1, width, height)
+    out = np.zeros_like(grid)
+    xs, xd = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+    ys, yd = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
+    out[:, :, xd, yd] = grid[:, :, xs, ys]
+    return out.reshape(r.shape)
+
+
+class RandomShift:
+    """Training augmentation of N-MNIST rasters: a whole-pixel shift drawn uniformly from [−max_px, max_px]²
+    per sample and epoch (the recordings are centred MNIST digits on a 34 × 34 sensor with a 3-pixel margin,
+    so small shifts keep the digit on the sensor)."""
+
+    def __init__(self, max_px: int, *, width: int = SENSOR, height: int = SENSOR) -> None:
+        self.max_px = int(max_px)
+        self.width, self.height = width, height
+
+    def __call__(self, raster: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        import torch
+
+        d = torch.randint(-self.max_px, self.max_px + 1, (2,), generator=generator).tolist()
+        return shift_raster(raster, d[0], d[1], width=self.width, height=self.height)
 
 
 _SPLITS = {"train": "Train", "test": "Test"}

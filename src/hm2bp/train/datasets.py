@@ -10,6 +10,7 @@ resumed run sees exactly the inputs of an uninterrupted one, with no data RNG st
   ``"fresh"`` draws a new one each epoch. With ``augment`` the training images are warped each epoch
   (one warp shared by all samples of the epoch by default, as the authors) and re-encoded.
 - ``nmnist``: event files binned into a raster (deterministic); the training list is shuffled once at load.
+  With ``augment`` each training raster is shifted by a random whole-pixel offset each epoch.
 - ``ti46`` / ``fsdd``: Lyon-ear cochleagram + BSA (deterministic); TI46 may also be given as the
   authors' preprocessed ``.dat`` cochleagrams.
 
@@ -189,21 +190,35 @@ class ImageSpikes(SpikeDataset):
         return out
 
 
+#: ``augment(raster, generator) -> raster``: a random transform of one deterministic training raster.
+RasterAugment = Callable[[np.ndarray, torch.Generator], np.ndarray]
+
+
 class FileSpikes(SpikeDataset):
-    """Samples that are files turned into a deterministic raster by ``to_raster(path) -> bool [T, N]``."""
+    """Samples that are files turned into a deterministic raster by ``to_raster(path) -> bool [T, N]``.
+
+    With ``augment`` (training split only) each epoch transforms the cached raster of sample ``i`` with a
+    generator seeded by (seed, "augment", epoch, i).
+    """
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int] | np.ndarray, n_classes: int, n_inputs: int, T: int,
-                 to_raster: Callable[[Path], np.ndarray], *, name: str, cache_mb: float = 1024.0) -> None:
+                 to_raster: Callable[[Path], np.ndarray], *, name: str, cache_mb: float = 1024.0,
+                 split: str = "train", augment: RasterAugment | None = None, seed: int = 0) -> None:
         super().__init__(np.asarray(labels, dtype=np.int64), n_classes, n_inputs, T, name)
         self.paths = list(paths)
         self.to_raster = to_raster
         self._cache = _PackedCache(cache_mb)
         self._cache_mb = cache_mb
+        self.split = split
+        self._augment_fn = augment
+        self.augment = augment if split == "train" else None
+        self.seed = seed
 
     def subset(self, indices: np.ndarray, split: str) -> FileSpikes:
         idx = [int(i) for i in indices]
         return FileSpikes([self.paths[i] for i in idx], self.labels[idx].numpy(), self.n_classes, self.n_inputs,
-                          self.T, self.to_raster, name=self.name, cache_mb=self._cache_mb)
+                          self.T, self.to_raster, name=self.name, cache_mb=self._cache_mb, split=split,
+                          augment=self._augment_fn, seed=self.seed)
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64).tolist()
@@ -216,6 +231,8 @@ class FileSpikes(SpikeDataset):
                     raise DataFormatError(self.paths[i],
                                           f"raster of shape {r.shape}, expected {(self.T, self.n_inputs)}")
                 self._cache.put(i, r)
+            if self.augment is not None:
+                r = self.augment(r, sample_generator(self.seed, "augment", epoch, i))
             out[:, k] = r
         return torch.from_numpy(out)
 
@@ -290,7 +307,7 @@ def _image_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
 
 
 def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
-    from ..data.nmnist import load_nmnist, nmnist_raster
+    from ..data.nmnist import RandomShift, load_nmnist, nmnist_raster
 
     d, T = cfg.data, cfg.model.T
     root = _need_dir(d, "the N-MNIST recordings as Train/<digit>/<n>.bin and Test/<digit>/<n>.bin "
@@ -303,8 +320,10 @@ def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
         items = _permuted(load_nmnist(root, split), d.split_seed)  # the authors shuffle once at load
         items = items[: _limit(len(items), limit)]
+        augment = RandomShift(d.augment_shift) if d.augment and split == "train" else None
         out.append(FileSpikes([p for p, _ in items], [lab for _, lab in items], 10, 2312, T, to_raster,
-                              name="nmnist", cache_mb=d.cache_mb / 2))
+                              name="nmnist", cache_mb=d.cache_mb / 2, split=split, augment=augment,
+                              seed=cfg.train.seed))
     return out[0], out[1]
 
 
