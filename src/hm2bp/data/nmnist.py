@@ -303,10 +303,14 @@ def shift_raster(raster: np.ndarray, dx: int, dy: int, *, width: int = SENSOR, h
         return np.zeros_like(r)
     grid = r.reshape(r.shape[0], -1, width, height)
     out = np.zeros_like(grid)
-    xs, xd = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
-    ys, yd = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
+    (xs, xd), (ys, yd) = _overlap(dx, width), _overlap(dy, height)
     out[:, :, xd, yd] = grid[:, :, xs, ys]
     return out.reshape(r.shape)
+
+
+def _overlap(d: int, n: int) -> tuple[slice, slice]:
+    """Source and destination slices of an axis of length ``n`` moved by ``d`` (|d| < n)."""
+    return (slice(0, n - d), slice(d, n)) if d >= 0 else (slice(-d, n), slice(0, n + d))
 
 
 class RandomShift:

@@ -210,15 +210,14 @@ class FileSpikes(SpikeDataset):
         self._cache = _PackedCache(cache_mb)
         self._cache_mb = cache_mb
         self.split = split
-        self._augment_fn = augment
-        self.augment = augment if split == "train" else None
+        self.augment = augment
         self.seed = seed
 
     def subset(self, indices: np.ndarray, split: str) -> FileSpikes:
         idx = [int(i) for i in indices]
         return FileSpikes([self.paths[i] for i in idx], self.labels[idx].numpy(), self.n_classes, self.n_inputs,
                           self.T, self.to_raster, name=self.name, cache_mb=self._cache_mb, split=split,
-                          augment=self._augment_fn, seed=self.seed)
+                          augment=self.augment, seed=self.seed)
 
     def get(self, indices: torch.Tensor | Sequence[int], epoch: int = 0) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64).tolist()
@@ -231,7 +230,7 @@ class FileSpikes(SpikeDataset):
                     raise DataFormatError(self.paths[i],
                                           f"raster of shape {r.shape}, expected {(self.T, self.n_inputs)}")
                 self._cache.put(i, r)
-            if self.augment is not None:
+            if self.augment is not None and self.split == "train":
                 r = self.augment(r, sample_generator(self.seed, "augment", epoch, i))
             out[:, k] = r
         return torch.from_numpy(out)
@@ -316,11 +315,11 @@ def _nmnist_sets(cfg: RunConfig) -> tuple[SpikeDataset, SpikeDataset]:
     def to_raster(p: Path) -> np.ndarray:  # read → stabilise (docs/algorithm.md §1.5 step 2) → bin
         return nmnist_raster(p, T=T, bin_us=d.nmnist_bin_us)
 
+    augment = RandomShift(d.augment_shift) if d.augment else None  # FileSpikes applies it to "train" only
     out = []
     for split, limit in (("train", d.n_train), ("test", d.n_test)):
         items = _permuted(load_nmnist(root, split), d.split_seed)  # the authors shuffle once at load
         items = items[: _limit(len(items), limit)]
-        augment = RandomShift(d.augment_shift) if d.augment and split == "train" else None
         out.append(FileSpikes([p for p, _ in items], [lab for _, lab in items], 10, 2312, T, to_raster,
                               name="nmnist", cache_mb=d.cache_mb / 2, split=split, augment=augment,
                               seed=cfg.train.seed))
