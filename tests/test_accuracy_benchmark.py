@@ -41,17 +41,28 @@ def test_rows_append_under_one_header_and_make_the_table(tmp_path: Path) -> None
     path = tmp_path / "acc.csv"
     row = {"experiment": "protocol", "dataset": "mnist", "arch": "784-800-10", "T": 100, "mode": "minibatch",
            "batch": 128, "epochs": 1, "seed": 0, "val_acc": "", "test_acc": "0.9030", "train_s": "1.0",
-           "library": "hm2bp", "commit": "abc"}
+           "library": "hm2bp", "overrides": "", "commit": "abc"}
     A.append_rows(path, [row], A.COLUMNS)
-    A.append_rows(path, [{**row, "library": "snntorch", "test_acc": "0.8480"}], A.COLUMNS)
+    A.append_rows(path, [{**row, "library": "snntorch", "test_acc": "0.8480", "overrides": "train.epochs=2"}],
+                  A.COLUMNS)
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(A.COLUMNS) and len(lines) == 3
-    table = A.markdown_table(path)
-    assert "**90.30 %**" in table and "**84.80 %**" in table and table.count("\n") == 3
+    table = A.markdown_table(path).splitlines()
+    assert len(table) == 4 and all(ln.count("|") == table[0].count("|") for ln in table)
+    assert "**90.30 %**" in table[2] and "| – |" in table[2]
+    assert "**84.80 %**" in table[3] and "| `train.epochs=2` |" in table[3]
 
 
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__])
+def test_rows_are_refused_by_a_file_with_another_header(tmp_path: Path) -> None:
+    """A CSV written before a column was added: appending would put each field under the wrong heading."""
+    A = _module()
+    path = tmp_path / "acc.csv"
+    old = ",".join(c for c in A.COLUMNS if c != "overrides")
+    path.write_text(old + "\nprotocol,mnist,784-800-10,100,minibatch,128,1,0,,0.9,1.0,hm2bp,abc\n")
+    before = path.read_text()
+    with pytest.raises(ValueError, match=r"acc\.csv: its header"):
+        A.append_rows(path, [{"experiment": "protocol"}], A.COLUMNS)
+    assert path.read_text() == before
 
 
 def test_every_recipe_ablation_variant_resolves(tmp_path: Path) -> None:
@@ -87,3 +98,20 @@ def test_curve_table_takes_the_last_record_of_each_epoch(tmp_path: Path) -> None
     assert len(rows) == 4
     assert rows[2] == "| 1 | 1.00e-02 | 50.00 % | 60.00 % | 75.00 % | 10 |"
     assert rows[3] == "| 2 | 1.00e-02 | 50.00 % | – | 70.00 % | 10 |"
+
+
+def test_hm2bp_row_records_the_command_line_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_hm2bp writes the overrides after ``--`` into the row (train is replaced: no training here)."""
+    import types
+
+    A = _module()
+    res = types.SimpleNamespace(selected_on="val", selected_val_acc=0.5, selected_test_acc=0.25, test_acc=0.1,
+                                metrics=[{"train_time_s": 2.0, "epoch_time_s": 3.0}])
+    monkeypatch.setattr("hm2bp.train.train", lambda cfg, **kw: res)
+    a = argparse.Namespace(data_dir=str(tmp_path), out_root=str(tmp_path / "runs"), threads=1, commit="abc", resume=False,
+                           overrides=["train.epochs=3", "data.augment=false"])
+    row, cfg, _ = A.run_hm2bp("mnist_cnn", A.EXPERIMENTS["mnist_cnn"], a, seed=0)
+    assert cfg.train.epochs == 3 and not cfg.data.augment
+    assert row["overrides"] == "train.epochs=3 data.augment=false"
+    assert (row["val_acc"], row["test_acc"], row["train_s"]) == ("0.5000", "0.2500", "2.0")
+    assert set(row) == set(A.COLUMNS)
