@@ -103,12 +103,17 @@ def append_rows(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> N
             header = next(csv.reader(f), [])
         if header != columns:
             raise ValueError(f"{path}: its header is {','.join(header)!r}, not {','.join(columns)!r}; "
-                             "add the missing columns to the file (or pass --csv with a new file)")
+                             "give the file these columns (or pass --csv with a new file)")
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerows(rows)
+
+
+def _provenance(a: argparse.Namespace) -> dict[str, str]:
+    """The columns every row shares: the config overrides given after ``--`` and the commit."""
+    return {"overrides": " ".join(a.overrides), "commit": a.commit}
 
 
 def _fmt(v: float | None) -> str:
@@ -139,7 +144,7 @@ def run_hm2bp(name: str, exp: Experiment, a: argparse.Namespace, seed: int) -> t
            "val_acc": _fmt(res.selected_val_acc if on_val else None),
            "test_acc": _fmt(res.selected_test_acc if on_val else res.test_acc),
            "train_s": f"{sum(m.get('train_time_s', m['epoch_time_s']) for m in res.metrics):.1f}",
-           "library": "hm2bp", "overrides": " ".join(a.overrides), "commit": a.commit}
+           "library": "hm2bp", **_provenance(a)}
     return row, cfg, res
 
 
@@ -183,7 +188,7 @@ def run_peer(library: str, rasters: Path, cfg: Any, a: argparse.Namespace, seed:
     return {"experiment": "protocol", "dataset": cfg.data.dataset, "arch": cfg.model.arch, "T": cfg.model.T,
             "mode": "bptt", "batch": cfg.train.batch_size, "epochs": cfg.train.epochs, "seed": seed, "val_acc": "",
             "test_acc": _fmt(result["test_acc"]), "train_s": f"{result['train_s']:.1f}", "library": library,
-            "overrides": " ".join(a.overrides), "commit": a.commit}
+            **_provenance(a)}
 
 
 # -------------------------------------------------------------------------------------------------- MLP
@@ -231,8 +236,7 @@ def run_mlp(name: str, cfg: Any, a: argparse.Namespace, seed: int) -> dict[str, 
             best = (v, te, float(epoch + 1))
     return {"experiment": name, "dataset": cfg.data.dataset, "arch": cfg.model.arch, "T": "", "mode": "relu-mlp",
             "batch": a.mlp_batch, "epochs": epochs, "seed": seed, "val_acc": _fmt(best[0] if val is not None else None),
-            "test_acc": _fmt(best[1]), "train_s": f"{t_train:.1f}", "library": "mlp",
-            "overrides": " ".join(a.overrides), "commit": a.commit}
+            "test_acc": _fmt(best[1]), "train_s": f"{t_train:.1f}", "library": "mlp", **_provenance(a)}
 
 
 # ------------------------------------------------------------------------------------------------ table

@@ -109,9 +109,9 @@ def test_hm2bp_row_records_the_command_line_overrides(tmp_path: Path, monkeypatc
                                 metrics=[{"train_time_s": 2.0, "epoch_time_s": 3.0}])
     monkeypatch.setattr("hm2bp.train.train", lambda cfg, **kw: res)
     a = argparse.Namespace(data_dir=str(tmp_path), out_root=str(tmp_path / "runs"), threads=1, commit="abc", resume=False,
-                           overrides=["train.epochs=3", "data.augment=false"])
+                           overrides=["train.epochs=3", "data.augment=true"])
     row, cfg, _ = A.run_hm2bp("mnist_cnn", A.EXPERIMENTS["mnist_cnn"], a, seed=0)
-    assert cfg.train.epochs == 3 and not cfg.data.augment
-    assert row["overrides"] == "train.epochs=3 data.augment=false"
+    assert cfg.train.epochs == 3 and cfg.data.augment  # both differ from the preset's mini-batch recipe
+    assert row["overrides"] == "train.epochs=3 data.augment=true"
     assert (row["val_acc"], row["test_acc"], row["train_s"]) == ("0.5000", "0.2500", "2.0")
     assert set(row) == set(A.COLUMNS)
