@@ -256,6 +256,10 @@ class TrainConfig:
             SIGTERM writes one too.
         tensorboard: also log to TensorBoard when it is installed.
         plots: write PNG plots at the end of training when matplotlib is installed.
+        init_from: an hm2bp checkpoint (``last.pt``/``best.pt``) of the same architecture whose weights start
+            this run ("" = random initial weights). Only the weights carry over: the optimizer, learning-rate
+            schedule, data order and boost weights start fresh (fine-tuning, or a warm restart of a cosine
+            schedule). ``--resume`` of such a run continues from its own ``last.pt``.
     """
 
     mode: str = "online"
@@ -284,6 +288,7 @@ class TrainConfig:
     checkpoint_every_minutes: float = 10.0
     tensorboard: bool = True
     plots: bool = True
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         s = "train"

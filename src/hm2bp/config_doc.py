@@ -86,6 +86,7 @@ RANGES: dict[str, str] = {
     "train.checkpoint_dir": "a folder (\"\" = out_dir)",
     "train.checkpoint_every_steps": ">= 0 (0 = off)",
     "train.checkpoint_every_minutes": ">= 0 (0 = off)",
+    "train.init_from": "path of an hm2bp checkpoint of the same arch (\"\" = random weights)",
 }
 # Keys with a fixed set of values are not listed: their choices are read from the validation itself
 # (see _probed_choices), so a choice added in config.py shows up here without a second edit.

@@ -221,3 +221,48 @@ def test_missing_data_dir_names_the_files(tmp_path: Path) -> None:
         load_datasets(load_config("nmnist_fc", [f"data.data_dir={tmp_path}"]))
     with pytest.raises(DataFormatError, match="not found"):
         load_datasets(load_config("fsdd", [f"data.data_dir={tmp_path / 'nope'}"]))
+
+
+@pytest.mark.requires("sklearn")
+def test_init_from_starts_from_the_checkpoint_weights_with_a_fresh_optimizer(tmp_path: Path) -> None:
+    first = MINIBATCH + ["train.optimizer=adam", "train.lr=0.01", "train.lr_schedule=cosine"]
+    train(load_config("digits", first + ["train.epochs=2", f"train.out_dir={tmp_path / 'a'}"]), quiet=True)
+    src = load_checkpoint(tmp_path / "a" / "last.pt")
+    # the trainer's starting point: the source's weights, an empty optimizer state, no history
+    from hm2bp.train.loop import Trainer
+    from hm2bp.train.user_datasets import resolve_datasets
+
+    cfg = load_config("digits", first + [f"train.init_from={tmp_path / 'a' / 'last.pt'}",
+                                         f"train.out_dir={tmp_path / 'b'}"])
+    train_set, val_set, test_set = resolve_datasets(cfg, None)
+    tr = Trainer(cfg, torch.device("cpu"), train_set, test_set, val_set=val_set)
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, src["model"][k]), k
+    assert tr.opt.state_dict()["state"] == {} and tr.st.epoch == 0 and tr.st.step == 0
+    from hm2bp.train.plan import format_plan, make_plan
+
+    plan = make_plan(cfg, timing_steps=0)
+    assert plan.init_epochs == 2 and "after 2 epochs of its run" in format_plan(cfg, plan)
+    # a whole run from it: 1 epoch, its own fresh history, and weights that moved from the source's
+    res = train(load_config("digits", first + ["train.epochs=1", f"train.init_from={tmp_path / 'a' / 'last.pt'}",
+                                               f"train.out_dir={tmp_path / 'c'}"]), quiet=True)
+    c = load_checkpoint(tmp_path / "c" / "last.pt")
+    assert c["epoch"] == 1 and [m["epoch"] for m in res.metrics] == [1]
+    assert any(not torch.equal(c["model"][k], src["model"][k]) for k in src["model"])
+
+
+@pytest.mark.requires("sklearn")
+def test_init_from_refuses_a_missing_file_or_another_architecture(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train.init_from: no checkpoint file at .*nope.pt"):
+        train(load_config("digits", MINIBATCH + [f"train.init_from={tmp_path / 'nope.pt'}",
+                                                 f"train.out_dir={tmp_path / 'x'}"]), quiet=True)
+    train(load_config("digits", MINIBATCH + ["train.epochs=1", f"train.out_dir={tmp_path / 'a'}"]), quiet=True)
+    other = [o for o in MINIBATCH if not o.startswith("model.arch")] + ["model.arch=64-30-10"]
+    with pytest.raises(ConfigError, match=r"train.init_from: .*last.pt holds a network of architecture '64-20-10'"):
+        train(load_config("digits", other + [f"train.init_from={tmp_path / 'a' / 'last.pt'}",
+                                             f"train.out_dir={tmp_path / 'b'}"]), quiet=True)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"train.init_from: .*junk.pt"):
+        train(load_config("digits", MINIBATCH + [f"train.init_from={tmp_path / 'junk.pt'}",
+                                                 f"train.out_dir={tmp_path / 'c'}"]), quiet=True)
+    assert not (tmp_path / "b" / "last.pt").exists() and not (tmp_path / "c" / "last.pt").exists()

@@ -62,7 +62,15 @@ from .rundir import RunLock, check_run_folder
 from .runtime import build_model, num_threads, resolve_device
 from .schedule import lr_at_epoch, lr_at_step, per_step_schedule, shuffle_order
 from .selection import early_stop_due, fill_selection, selected_fields, summary_line
-from .state import EpochProgress, TrainState, check_resumable, fresh_state, make_checkpoint, restore_state
+from .state import (
+    EpochProgress,
+    TrainState,
+    check_resumable,
+    fresh_state,
+    init_weights_from,
+    make_checkpoint,
+    restore_state,
+)
 from .update_checks import report_epoch_updates
 from .user_datasets import resolve_datasets
 
@@ -118,6 +126,8 @@ class Trainer:
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         self.stopped_early = False
         self.model = build_model(cfg).to(device)
+        if self.t.init_from:  # before the checks below, which look at the weights the run starts from
+            init_weights_from(self.model, Path(self.t.init_from), cfg)
         # refuse up front, with the estimate and a remedy, a step that cannot fit (instead of an OOM mid-epoch)
         check_training_fits(self.model, cfg.model.T, self.t.batch_size, device)
         check_layers_fire(self.model, train_set, cfg.model.thresholds, device)  # a silent hidden layer warns

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ class RunPlan:
     step_bytes: int
     available_bytes: int | None
     device: str
+    init_epochs: int | None = None  # the completed epochs of the train.init_from checkpoint (None = none)
 
     @property
     def total_steps(self) -> int:
@@ -110,9 +112,12 @@ def make_plan(cfg: RunConfig, datasets: Any = None, *, timing_steps: int = 2,
     them) and, when ``timing_steps`` > 0, times that many training steps and one evaluation batch."""
     from ..nn.memory import available_memory_bytes, training_step_bytes
     from .loop import build_model, num_threads, resolve_device
+    from .state import init_weights_from
 
     t = cfg.train
     dev = resolve_device(t.device) if device is None else torch.device(device)
+    # a bad train.init_from is refused here as in training, before the (possibly slow) data loading
+    init_epochs = init_weights_from(build_model(cfg), Path(t.init_from), cfg) if t.init_from else None
     with num_threads(t.threads):
         train_set, val, test_set = resolve_datasets(cfg, datasets)
         steps = math.ceil(len(train_set) / t.batch_size)
@@ -124,7 +129,7 @@ def make_plan(cfg: RunConfig, datasets: Any = None, *, timing_steps: int = 2,
             eval_s = _time_eval(cfg, test_set, dev)
         need = training_step_bytes(build_model(cfg), cfg.model.T, t.batch_size, device=dev)
     return RunPlan(len(train_set), len(test_set), len(val) if val is not None else 0, steps, t.epochs, step_s,
-                   eval_s, need, available_memory_bytes(dev), str(dev))
+                   eval_s, need, available_memory_bytes(dev), str(dev), init_epochs)
 
 
 def _duration(s: float | None) -> str:
@@ -161,4 +166,6 @@ def format_plan(cfg: RunConfig, plan: RunPlan) -> str:
         f"  memory per step:  {_size(plan.step_bytes)}{free} (estimated)",
         f"  run folder:       {cfg.out_dir} (nothing written: dry run)",
     ]
+    if plan.init_epochs is not None:
+        lines.insert(-1, f"  starts from:      the weights of {t.init_from} (after {plan.init_epochs} epochs of its run)")
     return "\n".join(lines) + "\n"

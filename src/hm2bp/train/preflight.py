@@ -73,6 +73,9 @@ def preflight(cfg: Any, device: torch.device, available: int | None = None, head
     check_run_folder(cfg.out_dir, "train.out_dir (--out)")
     if cfg.checkpoint_dir != cfg.out_dir:
         check_run_folder(cfg.checkpoint_dir, "train.checkpoint_dir")
+    init = cfg.train.init_from
+    if init and not Path(init).is_file():
+        raise ConfigError(f"train.init_from: no checkpoint file at {init}")
     free = available if available is not None else available_memory_bytes(device)
     if free is None:
         return

@@ -32,6 +32,7 @@ __all__ = [
     "TrainState",
     "check_resumable",
     "fresh_state",
+    "init_weights_from",
     "make_checkpoint",
     "restore_state",
 ]
@@ -148,6 +149,30 @@ def restore_state(ck: dict[str, Any], path: Path, model: torch.nn.Module, opt: t
         if st.progress.preds.numel() != n_train or st.progress.epoch != st.epoch:
             raise CheckpointError(path, "its mid-epoch progress does not match its epoch or training set")
         st.wall_offset += st.progress.elapsed
+
+
+def init_weights_from(model: torch.nn.Module, path: Path, cfg: RunConfig) -> int:
+    """Load only the weights of the hm2bp checkpoint ``path`` into ``model`` (``train.init_from``); the
+    checkpoint must hold the same architecture as ``cfg``. Returns the checkpoint's completed epochs."""
+    from .checkpoint import load_checkpoint
+    from .preflight import check_checkpoint_matches
+
+    key = "train.init_from"
+    try:
+        ck = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    saved = ck["config"].get("model", {}) if isinstance(ck["config"], dict) else {}
+    arch = saved.get("arch") if isinstance(saved, dict) else None
+    if arch != cfg.model.arch:
+        raise ConfigError(f"{key}: {path} holds a network of architecture {arch!r}, this run's model.arch is "
+                          f"{cfg.model.arch!r}; weights carry over only between equal architectures")
+    try:
+        check_checkpoint_matches(ck, cfg, path)  # weight sizes against the arch, before loading them
+        model.load_state_dict(ck["model"])
+    except (CheckpointError, RuntimeError) as e:
+        raise ConfigError(f"{key}: the weights of {path} do not fit {cfg.model.arch!r}: {e}") from None
+    return int(ck["epoch"])
 
 
 # Config keys that may change between an interrupted run and its resumption.
