@@ -265,4 +265,9 @@ def test_init_from_refuses_a_missing_file_or_another_architecture(tmp_path: Path
     with pytest.raises(ConfigError, match=r"train.init_from: .*junk.pt"):
         train(load_config("digits", MINIBATCH + [f"train.init_from={tmp_path / 'junk.pt'}",
                                                  f"train.out_dir={tmp_path / 'c'}"]), quiet=True)
+    # its own folder: refused before --overwrite could delete the very checkpoint it starts from
+    with pytest.raises(ConfigError, match=r"train.init_from: .* lies in this run's own checkpoint folder"):
+        train(load_config("digits", MINIBATCH + [f"train.init_from={tmp_path / 'a' / 'last.pt'}",
+                                                 f"train.out_dir={tmp_path / 'a'}"]), overwrite=True, quiet=True)
+    assert (tmp_path / "a" / "last.pt").is_file()
     assert not (tmp_path / "b" / "last.pt").exists() and not (tmp_path / "c" / "last.pt").exists()

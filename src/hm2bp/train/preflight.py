@@ -76,6 +76,10 @@ def preflight(cfg: Any, device: torch.device, available: int | None = None, head
     init = cfg.train.init_from
     if init and not Path(init).is_file():
         raise ConfigError(f"train.init_from: no checkpoint file at {init}")
+    if init and Path(init).resolve().parent == Path(cfg.checkpoint_dir).resolve():
+        # this run replaces (or with --overwrite first deletes) the checkpoints of its own folder
+        raise ConfigError(f"train.init_from: {init} lies in this run's own checkpoint folder, whose last.pt and "
+                          f"best.pt the run replaces; start the new run in another folder (--out)")
     free = available if available is not None else available_memory_bytes(device)
     if free is None:
         return
