@@ -51,3 +51,26 @@ def test_silent_hidden_layer_warns() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", SilentLayerWarning)
         check_layers_fire(build_model(cfg), load_datasets(cfg)[0], cfg.model.thresholds)
+
+
+def test_a_silent_hidden_layer_still_learns_what_the_warning_says() -> None:
+    """The SilentLayerWarning's claims, on one HM2-BP step: with hidden layer 0 silent, the weights above it get
+    no gradient (their inputs never spike) while its own weights do (the error reaches them through the
+    silent-neuron constants), so it can learn to fire."""
+
+    from hm2bp.train.datasets import load_datasets
+    from hm2bp.train.loop import build_model
+    from hm2bp.train.objective import data_loss
+
+    over = ["model.arch=64-20-10", "model.T=30", "model.desired=10", "model.undesired=2", "data.n_train=20",
+            "model.thresholds=1e4,5"]
+    cfg = load_config("digits", over)
+    train_set, _ = load_datasets(cfg)
+    model = build_model(cfg)
+    x, labels = train_set.get(list(range(8)), 0), train_set.labels[:8]
+    out = model(x, labels, record=True)
+    assert not bool(model.hidden_spikes[0].any()), "layer 0 must be silent for this test"
+    data_loss(cfg, out.sum(0), labels, None).backward()
+    first, second = (layer.weight.grad for layer in model.layers)
+    assert first is not None and float(first.abs().sum()) > 0
+    assert second is None or float(second.abs().sum()) == 0

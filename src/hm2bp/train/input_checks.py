@@ -68,8 +68,11 @@ class SilentLayerWarning(RuntimeWarning):
 
 def check_layers_fire(model: Any, ds: SpikeDataset, thresholds: Sequence[float], device: Any = "cpu") -> None:
     """Warn, naming the layer and its ``model.thresholds`` entry, when a hidden layer stays silent on the
-    first :data:`PROBE_SAMPLES` training samples at initialisation: the layers above it then receive
-    nothing, and the gradients through it are zero, so training may never start."""
+    first :data:`PROBE_SAMPLES` training samples at initialisation. The layers above it then receive nothing
+    and the weights above it get no gradient (their S-PSPs are 0 without input spikes); the error still
+    reaches the weights below it (the silent-neuron constants of docs/algorithm.md §7 item 3), which often
+    wake it up: the ``mnist_cnn`` preset's second pool starts silent and trains. Hence a warning, not a
+    refusal."""
     import torch
 
     n = min(len(ds), PROBE_SAMPLES)
@@ -83,7 +86,9 @@ def check_layers_fire(model: Any, ds: SpikeDataset, thresholds: Sequence[float],
         if not bool(spikes.any()):
             v = thresholds[k] if k < len(thresholds) else "?"
             warnings.warn(f"layer {k} (threshold {v}, model.thresholds[{k}]) emits no spike on the first {n} "
-                          "training samples at initialisation: the layers above receive nothing and its gradients "
-                          "are zero; a lower threshold or a larger model.fc_init / conv_init lets it fire",
+                          "training samples at initialisation: the layers above it receive nothing and the weights "
+                          "above it learn nothing until it fires (the error still reaches the layers below it, "
+                          "which can learn to make it fire); if the training accuracy stays at chance, a lower "
+                          "threshold or a larger model.fc_init / conv_init lets it fire",
                           SilentLayerWarning, stacklevel=2)
             return
